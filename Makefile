@@ -1,0 +1,49 @@
+# Everything installs into .venv/ from the hashed lock file; `setup` is idempotent and does nothing
+# when neither the lock file nor pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export GATEWAY_SECRET_KEY ?= dev-only-secret-change-me-0123456789abcdef
+export GATEWAY_ALLOW_PRIVATE_UPSTREAMS ?= 1
+
+.PHONY: setup run test test-unit test-integration lint bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# The demo: migrate, seed a seller/listing/buyer, start the fake upstream and the gateway.
+run: setup
+	$(BIN)/python -m aichat_gateway.proxy.devrun
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+lint: setup
+	$(BIN)/ruff check aichat_gateway tests loadtests
+	$(BIN)/ruff format --check aichat_gateway tests loadtests
+	$(BIN)/mypy
+
+bench: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python loadtests/bench.py
+
+# Regenerate the lock after editing pyproject.toml (needs `pip install uv`).
+lock:
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""AIChat Gateway: an OpenAI-compatible LLM gateway with a key marketplace."""

@@ -1,0 +1,49 @@
+"""Errors of the accounts package. The HTTP edge (proxy/edge.py) maps each class to a status once.
+
+AccountsError
+├── InvalidInput          the request's fields are malformed (message says which)
+├── EmailTaken            registration with an e-mail that already has an account
+├── InvalidCredentials    wrong e-mail/password, or a bad/expired session token
+├── Forbidden             authenticated but not allowed (role, CSRF)
+├── NotFound              no such object *for this owner* (others' objects look absent too)
+└── TooManyAttempts       login rate limit hit; `retry_after` seconds
+"""
+
+from __future__ import annotations
+
+
+class AccountsError(Exception):
+    code = "accounts_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidInput(AccountsError):
+    code = "invalid_input"
+
+
+class EmailTaken(AccountsError):
+    code = "email_taken"
+
+
+class InvalidCredentials(AccountsError):
+    code = "invalid_credentials"
+
+
+class Forbidden(AccountsError):
+    code = "forbidden"
+
+
+class NotFound(AccountsError):
+    code = "not_found"
+
+
+class TooManyAttempts(AccountsError):
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

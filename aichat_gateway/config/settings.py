@@ -1,0 +1,136 @@
+"""Settings, read once at start-up into a frozen object.
+
+Sources, highest priority first: environment variables, then an optional TOML file named by
+`GATEWAY_CONFIG_FILE`, then the defaults below. Every field is documented in the README's table.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_DEV_SECRET_HINT = "set GATEWAY_SECRET_KEY to at least 32 random characters (e.g. `openssl rand -hex 32`)"
+
+
+class Settings(BaseSettings):
+    """The gateway's whole configuration. Immutable: build a new one to change anything."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/aichat", alias="DATABASE_URL")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    # Comma-separated: the first key encrypts, every key decrypts (rotation). Never logged.
+    secret_key: SecretStr = Field(alias="GATEWAY_SECRET_KEY")
+    allow_private_upstreams: bool = Field(False, alias="GATEWAY_ALLOW_PRIVATE_UPSTREAMS")
+    platform_fee: Decimal = Field(Decimal("0.10"), alias="GATEWAY_PLATFORM_FEE", ge=0, lt=1)
+    stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
+
+    # Every Redis key starts with this, so several deployments (or test runs) can share one Redis.
+    redis_prefix: str = Field("aichat", alias="GATEWAY_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    log_level: str = Field("info", alias="GATEWAY_LOG_LEVEL", pattern=r"^(debug|info|warning|error)$")
+    log_json: bool = Field(True, alias="GATEWAY_LOG_JSON")
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, alias="GATEWAY_MAX_BODY_BYTES", ge=1024)
+    max_messages: int = Field(2048, alias="GATEWAY_MAX_MESSAGES", ge=1)
+    max_tokens_cap: int = Field(1_000_000, alias="GATEWAY_MAX_TOKENS_CAP", ge=1)
+    max_n: int = Field(16, alias="GATEWAY_MAX_N", ge=1)
+
+    upstream_connect_timeout: float = Field(5.0, alias="GATEWAY_UPSTREAM_CONNECT_TIMEOUT", gt=0)
+    upstream_read_timeout: float = Field(120.0, alias="GATEWAY_UPSTREAM_READ_TIMEOUT", gt=0)
+    upstream_max_connections: int = Field(1000, alias="GATEWAY_UPSTREAM_MAX_CONNECTIONS", ge=1)
+    upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
+    upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
+
+    key_cache_ttl: float = Field(30.0, alias="GATEWAY_KEY_CACHE_TTL", gt=0)
+    listing_refresh_interval: float = Field(5.0, alias="GATEWAY_LISTING_REFRESH_INTERVAL", gt=0)
+    jwt_ttl_seconds: int = Field(3600, alias="GATEWAY_JWT_TTL", ge=60)
+    cookie_secure: bool = Field(False, alias="GATEWAY_COOKIE_SECURE")
+    shutdown_grace_seconds: float = Field(30.0, alias="GATEWAY_SHUTDOWN_GRACE", ge=0)
+
+    host: str = Field("127.0.0.1", alias="GATEWAY_HOST")
+    port: int = Field(8000, alias="GATEWAY_PORT", ge=1, le=65535)
+    workers: int = Field(1, alias="GATEWAY_WORKERS", ge=1, le=64)
+    public_base_url: str | None = Field(None, alias="GATEWAY_PUBLIC_BASE_URL")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_is_long_enough(cls, value: SecretStr) -> SecretStr:
+        keys = [k.strip() for k in value.get_secret_value().split(",")]
+        if not keys or any(len(k) < 32 for k in keys):
+            raise ValueError(f"every GATEWAY_SECRET_KEY entry must be >= 32 characters; {_DEV_SECRET_HINT}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("DATABASE_URL must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The master keys, current first."""
+        return tuple(k.strip() for k in self.secret_key.get_secret_value().split(","))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("GATEWAY_CONFIG_FILE")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message says which setting and why (never its secret value)."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings once. Overrides (by field name) win over the environment; tests use them."""
+    toml_path = os.environ.get("GATEWAY_CONFIG_FILE")
+    if toml_path and not Path(toml_path).is_file():
+        raise SettingsError(f"GATEWAY_CONFIG_FILE={toml_path} does not exist")
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"GATEWAY_CONFIG_FILE is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise SettingsError(_describe_validation_error(exc)) from None
+
+
+def _describe_validation_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    lines = []
+    for err in errors(include_input=False):
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        lines.append(f"{where}: {err.get('msg')}")
+    return "invalid settings: " + "; ".join(lines)
