@@ -79,7 +79,8 @@ def configure_logging(level: str = "info", json: bool = True, stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
+    # httpx logs every request at info level: noise, and a cost on the hot path.
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -5,7 +5,8 @@ MarketplaceError
 │   └── UnsafeUpstream the base URL breaks the upstream rules (https, public address, no redirects)
 ├── UpstreamRefused    the provider rejected the key or answered unusably when we checked it
 ├── DuplicateKey       this provider key is already listed
-└── ListingNotFound    no such listing *for this seller* (another seller's looks absent too)
+├── ListingNotFound    no such listing *for this seller* (another seller's looks absent too)
+└── NotAuthenticated   the caller presented no valid session
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class DuplicateKey(MarketplaceError):
 
 class ListingNotFound(MarketplaceError):
     code = "listing_not_found"
+
+
+class NotAuthenticated(MarketplaceError):
+    code = "authentication_required"

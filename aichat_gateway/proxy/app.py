@@ -1,15 +1,17 @@
 """The app factory: `create_app(settings)` builds the ASGI app; `lifespan` owns every pool.
 
-State lives on `app.state` (settings, db, redis and the per-process caches); nothing is global,
-so tests build as many independent apps as they like.
+State lives on `app.state` (settings, pools and the per-process caches); nothing is global, so
+tests build as many independent apps as they like. The `/api` sub-app shares the same state.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,32 +21,58 @@ from starlette.routing import Mount, Route
 from aichat_gateway.accounts.api import routes as account_routes
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
 from aichat_gateway.accounts.keys import KeyCache
+from aichat_gateway.billing.meter import Meter
+from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.proxy import ops
+from aichat_gateway.marketplace.api import routes as marketplace_routes
+from aichat_gateway.marketplace.snapshot import ListingSnapshot
+from aichat_gateway.marketplace.vault import Vault
+from aichat_gateway.proxy import chat, ops
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
+from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
+from aichat_gateway.proxy.tokens import TokenCounter
+from aichat_gateway.proxy.upstream import create_upstream_client
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(type_name, encoder=lambda v: orjson.dumps(v).decode(),
+                                  decoder=orjson.loads, schema="pg_catalog")
+
+
+async def create_db_pool(settings: Settings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10, init=_init_connection)
 
 
 def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
+    catalog = load_catalog()
+    vault = Vault(settings.secret_keys)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+        db = await create_db_pool(settings)
         redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        upstream = create_upstream_client(settings)
         supervisor = Supervisor()
-        keys = KeyCache(db, redis, settings)
-        app.state.settings = settings
-        app.state.db = db
-        app.state.redis = redis
-        app.state.keys = keys
-        app.state.supervisor = supervisor
-        supervisor.start("key-revocations", keys.listen_for_revocations)
-        supervisor.every("key-last-used", 5.0, keys.flush_last_used)
+        state = app.state
+        state.db, state.redis, state.upstream, state.supervisor = db, redis, upstream, supervisor
+        state.keys = KeyCache(db, redis, settings)
+        state.listings = ListingSnapshot(db, redis, vault, catalog, settings.redis_prefix)
+        state.meter = Meter(redis, settings.redis_prefix)
+        await state.listings.refresh()
+        await asyncio.to_thread(state.tokens.load)  # ~0.2 s once, not on the first request
+        supervisor.start("key-revocations", state.keys.listen_for_revocations)
+        supervisor.start("listing-changes", state.listings.listen_for_changes)
+        supervisor.every("listing-poll", settings.listing_refresh_interval, state.listings.refresh)
+        supervisor.every("key-last-used", 5.0, state.keys.flush_last_used)
         try:
             yield
         finally:
             await supervisor.stop()
-            await keys.flush_last_used()
+            await state.keys.flush_last_used()
+            await upstream.aclose()
             await redis.aclose()
             await db.close()
 
@@ -52,22 +80,31 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[*account_routes()],
+        routes=[*account_routes(), *marketplace_routes()],
         middleware=[
             Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
         ],
+        exception_handlers=exception_handlers(),
     )
     app = Starlette(
         routes=[
+            *chat.routes(),
             Route("/healthz", ops.healthz),
             Route("/readyz", ops.readyz),
+            Route("/metrics", metrics_endpoint),
             Mount("/api", app=api),
         ],
         middleware=[Middleware(request_context)],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
+    # One state object for both apps: handlers under /api see the same pools and caches.
+    api.state = app.state
     app.state.settings = settings
+    app.state.catalog = catalog
+    app.state.vault = vault
+    app.state.metrics = Metrics()
+    app.state.tokens = TokenCounter()
     return app
 
 

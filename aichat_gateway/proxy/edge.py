@@ -83,6 +83,7 @@ _MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.UpstreamRefused: (400, "invalid_request_error"),
     mkt.DuplicateKey: (409, "invalid_request_error"),
     mkt.ListingNotFound: (404, "invalid_request_error"),
+    mkt.NotAuthenticated: (401, "authentication_error"),
 }
 
 

@@ -1,0 +1,155 @@
+"""The accounts REST API, mounted under `/api`: registration, login/logout, the current user, keys.
+
+Dependencies (settings, db, redis, the key cache) come from the app state at request time; the
+only long-lived object made here is `Passwords` (it keeps the dummy hash), created once per app by
+`routes()`. Errors are raised as accounts errors; proxy/edge.py turns them into OpenAI-shaped
+responses. Nothing secret is logged: user and key ids only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.accounts import keys as keys_repo
+from aichat_gateway.accounts import users
+from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
+from aichat_gateway.accounts.bodies import read_object
+from aichat_gateway.accounts.db import Executor
+from aichat_gateway.accounts.errors import InvalidCredentials, InvalidInput
+from aichat_gateway.accounts.keycache import KeyCache
+from aichat_gateway.accounts.loginlimit import LoginLimiter
+from aichat_gateway.accounts.passwords import Passwords
+from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
+from aichat_gateway.config.logging import get_logger
+from aichat_gateway.config.settings import Settings
+
+log = get_logger(__name__)
+
+_CREDENTIAL_FIELDS = {"email": str, "password": str}
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    db: Executor
+    redis: Redis
+    keys: KeyCache
+
+
+def deps(request: Request) -> Deps:
+    """What the handlers need, from the state of the app serving this request.
+
+    Under `Mount("/api", app=api)` that is the sub-app, so app.py shares the root app's state with
+    it (`api.state = app.state`).
+    """
+    state = request.app.state
+    return Deps(settings=state.settings, db=state.db, redis=state.redis, keys=state.keys)
+
+
+def json_response(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def set_session_cookies(response: Response, issued: IssuedToken, settings: Settings) -> None:
+    common: dict[str, Any] = {"max_age": issued.expires_in, "path": "/", "secure": settings.cookie_secure,
+                              "samesite": "lax"}
+    response.set_cookie(SESSION_COOKIE, issued.token, httponly=True, **common)
+    # Readable by the dashboard's script on purpose: it echoes it in x-csrf-token.
+    response.set_cookie(CSRF_COOKIE, issued.csrf_token, httponly=False, **common)
+
+
+def clear_session_cookies(response: Response, settings: Settings) -> None:
+    for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
+        response.delete_cookie(
+            name, path="/", secure=settings.cookie_secure, httponly=httponly, samesite="lax"
+        )
+
+
+class AccountsApi:
+    def __init__(self, passwords: Passwords | None = None) -> None:
+        self._passwords = passwords or Passwords()
+
+    async def register(self, request: Request) -> Response:
+        body = await read_object(request, _CREDENTIAL_FIELDS)
+        d = deps(request)
+        user = await users.create_user(d.db, self._passwords, str(body["email"]), str(body["password"]))
+        return json_response(user.public(), status_code=201)
+
+    async def login(self, request: Request) -> Response:
+        body = await read_object(request, _CREDENTIAL_FIELDS)
+        email, password = str(body["email"]).strip(), str(body["password"])
+        if not email or len(email) > users.MAX_EMAIL_CHARS:
+            raise InvalidInput("email is not a valid e-mail address", param="email")
+        d = deps(request)
+        limiter = LoginLimiter(d.redis, d.settings.redis_prefix)
+        attempt = await limiter.attempt(email, client_ip(request))
+        try:
+            user = await users.authenticate(d.db, self._passwords, email, password)
+        except InvalidCredentials:
+            log.info("login_failed")
+            raise
+        await limiter.succeeded(attempt)
+        issued = SessionTokens.from_settings(d.settings).issue(user.id, user.role)
+        response = json_response(
+            {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.expires_in}
+        )
+        response.headers["cache-control"] = "no-store"
+        set_session_cookies(response, issued, d.settings)
+        log.info("login_succeeded", user_id=user.id)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        # Sessions are stateless JWTs: logging out forgets the cookies; a copied bearer token
+        # stays valid until it expires (jwt_ttl_seconds).
+        response = Response(status_code=204)
+        clear_session_cookies(response, deps(request).settings)
+        return response
+
+    async def me(self, request: Request) -> Response:
+        session = require_user(request)
+        user = await users.get_by_id(deps(request).db, session.id)
+        if user is None:
+            raise InvalidCredentials("this account no longer exists")
+        return json_response(user.public())
+
+    async def create_key(self, request: Request) -> Response:
+        session = require_user(request)
+        body = await read_object(request, {"name": str})
+        created = await keys_repo.create_key(deps(request).db, session.id, str(body["name"]))
+        return json_response(created.public(), status_code=201)
+
+    async def list_keys(self, request: Request) -> Response:
+        session = require_user(request)
+        found = await keys_repo.list_keys(deps(request).db, session.id)
+        return json_response({"data": [k.public() for k in found]})
+
+    async def revoke_key(self, request: Request) -> Response:
+        session = require_user(request)
+        d = deps(request)
+        key_hash = await keys_repo.revoke_key(d.db, session.id, request.path_params["key_id"])
+        await d.keys.announce_revoked(key_hash)
+        return Response(status_code=204)
+
+
+def routes() -> list[BaseRoute]:
+    api = AccountsApi()
+    return [
+        Route("/auth/register", api.register, methods=["POST"]),
+        Route("/auth/login", api.login, methods=["POST"]),
+        Route("/auth/logout", api.logout, methods=["POST"]),
+        Route("/auth/me", api.me, methods=["GET"]),
+        Route("/keys", api.create_key, methods=["POST"]),
+        Route("/keys", api.list_keys, methods=["GET"]),
+        Route("/keys/{key_id}", api.revoke_key, methods=["DELETE"]),
+    ]

@@ -1,0 +1,146 @@
+"""Users: creation, look-up and password authentication (a repository over asyncpg).
+
+E-mails keep the case the user typed but are unique case-insensitively (the `lower(email)` index),
+and every look-up goes through that index. The password hash never leaves this module: `User`
+has no field for it, so it cannot end up in a response or a log line by accident.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from aichat_gateway.accounts.db import Executor
+from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, InvalidInput
+from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, Passwords, check_password_policy
+from aichat_gateway.accounts.tokens import ROLES
+from aichat_gateway.config.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_EMAIL_CHARS = 320
+# Deliberately simple: RFC 5322 "atext" local part, dotted LDH domain. Deliverability is not
+# something a regex can know; this only keeps out garbage, whitespace and control characters.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+_WRONG_LOGIN = "invalid e-mail or password"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    role: str
+    created_at: datetime
+
+    def public(self) -> dict[str, str]:
+        """The shape the API shows: `{"id", "email", "role"}`."""
+        return {"id": self.id, "email": self.email, "role": self.role}
+
+
+def normalise_email(value: object, *, param: str = "email") -> str:
+    """Strip and validate an e-mail address; InvalidInput naming `param` if it is not one."""
+    if not isinstance(value, str):
+        raise InvalidInput("email must be a string", param=param)
+    email = value.strip()
+    if not email or len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email):
+        raise InvalidInput("email is not a valid e-mail address", param=param)
+    return email
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=str(row["id"]), email=row["email"], role=row["role"], created_at=row["created_at"])
+
+
+async def create_user(
+    db: Executor, passwords: Passwords, email: str, password: str, *, role: str = "user"
+) -> User:
+    """Create a user; EmailTaken if the e-mail (in any case) already has an account."""
+    email = normalise_email(email)
+    check_password_policy(password)
+    if role not in ROLES:
+        raise InvalidInput("unknown role", param="role")
+    password_hash = await passwords.hash(password)
+    try:
+        row = await db.fetchrow(
+            """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)
+               RETURNING id, email, role, created_at""",
+            email, password_hash, role,
+        )
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken("an account with this e-mail already exists", param="email") from None
+    assert row is not None
+    user = _user(row)
+    log.info("user_created", user_id=user.id, role=user.role)
+    return user
+
+
+async def get_by_email(db: Executor, email: str) -> User | None:
+    row = await db.fetchrow(
+        "SELECT id, email, role, created_at FROM users WHERE lower(email) = lower($1)", email.strip()
+    )
+    return _user(row) if row is not None else None
+
+
+async def get_by_id(db: Executor, user_id: str) -> User | None:
+    """The user, or None, also when `user_id` is not a UUID (so callers never see a 500 for it)."""
+    try:
+        uid = uuid.UUID(user_id)
+    except ValueError:
+        return None
+    row = await db.fetchrow("SELECT id, email, role, created_at FROM users WHERE id = $1", uid)
+    return _user(row) if row is not None else None
+
+
+async def authenticate(db: Executor, passwords: Passwords, email: str, password: str) -> User:
+    """The user whose e-mail and password these are; InvalidCredentials otherwise.
+
+    Unknown e-mails still cost one argon2 operation, so response time does not reveal which
+    e-mails have accounts. Hashes made with older parameters are upgraded on success.
+    """
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise InvalidCredentials(_WRONG_LOGIN)  # decided without touching the user: no oracle
+    row = await db.fetchrow(
+        "SELECT id, email, role, created_at, password_hash FROM users WHERE lower(email) = lower($1)",
+        email.strip(),
+    )
+    if row is None:
+        await passwords.burn_dummy(password)
+        raise InvalidCredentials(_WRONG_LOGIN)
+    if not await passwords.verify(row["password_hash"], password):
+        raise InvalidCredentials(_WRONG_LOGIN)
+    user = _user(row)
+    if passwords.needs_rehash(row["password_hash"]):
+        await db.execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], await passwords.hash(password)
+        )
+        log.info("password_rehashed", user_id=user.id)
+    return user
+
+
+async def create_admin(
+    db: Executor, email: str, password: str, *, passwords: Passwords | None = None
+) -> User:
+    """Create an admin, or make an existing user (matched case-insensitively) admin with this password.
+
+    Idempotent, for `aichat-gateway create-admin`: running it twice leaves one admin account whose
+    password is the last one given.
+    """
+    email = normalise_email(email)
+    check_password_policy(password)
+    password_hash = await (passwords or Passwords()).hash(password)
+    row = await db.fetchrow(
+        """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin')
+            ON CONFLICT ((lower(email)))
+            DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash
+            RETURNING id, email, role, created_at""",
+        email, password_hash,
+    )
+    assert row is not None
+    user = _user(row)
+    log.info("admin_ensured", user_id=user.id)
+    return user

@@ -1,0 +1,51 @@
+"""The meter: one usage event per finished `/v1` request, appended to a Redis Stream.
+
+The settlement worker (money issue) turns these into charges. Appending is one XADD: the only
+Redis round trip this step adds to the hot path. Fields are flat strings so any consumer (and
+`redis-cli XRANGE`) can read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+
+# Enough for several hours at thousands of requests per second; the settler trims what it consumed.
+_STREAM_MAXLEN = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    request_id: str
+    key_id: str
+    user_id: str
+    listing_id: str  # "" when no listing was reached
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage_source: str  # "upstream" or "estimated"
+    latency_ms: int
+    ttft_ms: int  # time to first token (streams) or to the full answer; -1 if none
+    outcome: str  # ok | upstream_error | client_error | client_disconnected | no_listing | ...
+    status: int
+    attempts: int
+    stream: bool
+    ts_ms: int
+
+    def fields(self) -> dict[str, str]:
+        return {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in asdict(self).items()}
+
+
+def stream_key(prefix: str) -> str:
+    return f"{prefix}:usage"
+
+
+class Meter:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self.stream = stream_key(prefix)
+
+    async def record(self, event: UsageEvent) -> None:
+        """Append the event; raises redis errors so the caller can log the loss with the event itself."""
+        await self._redis.xadd(self.stream, event.fields(), maxlen=_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]

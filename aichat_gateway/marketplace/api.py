@@ -1,0 +1,116 @@
+"""The seller REST API for listings (`/api/marketplace/listings`), mounted under /api.
+
+Authentication is done by the /api sub-app's middleware; this module reads only the standard
+`request.user.identity` and `request.auth.scopes`, so it needs nothing from the accounts package.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated
+from aichat_gateway.marketplace.pricing import usd
+from aichat_gateway.marketplace.urls import validate_upstream_url
+
+_MAX_BODY = 64 * 1024
+
+
+def _seller(request: Request) -> tuple[str, bool]:
+    """(user id, is admin)."""
+    if not request.user.is_authenticated:
+        raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
+    return request.user.identity, "admin" in request.auth.scopes
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise InvalidListing("request body too large")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidListing("request body is not valid JSON") from None
+
+
+async def create_listing(request: Request) -> Response:
+    seller_id, _ = _seller(request)
+    state = request.app.state
+    new = listings.parse_new_listing(await _json_body(request), state.catalog)
+    base_url = await validate_upstream_url(new.base_url, state.settings.allow_private_upstreams)
+    row = await listings.insert_listing(
+        state.db, state.vault, seller_id,
+        listings.NewListing(new.name, new.provider, base_url, new.api_key, new.models,
+                            new.multiplier, new.explicit_price, new.limits),
+    )
+    await state.listings.announce_change()
+    return JSONResponse(listing_json(row), status_code=201)
+
+
+async def list_listings(request: Request) -> Response:
+    seller_id, is_admin = _seller(request)
+    rows = await listings.list_listings(request.app.state.db, None if is_admin else seller_id)
+    return JSONResponse({"data": [listing_json(r) for r in rows]})
+
+
+async def get_listing(request: Request) -> Response:
+    seller_id, is_admin = _seller(request)
+    row = await listings.get_listing(
+        request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
+    )
+    return JSONResponse(listing_json(row))
+
+
+async def delete_listing(request: Request) -> Response:
+    seller_id, is_admin = _seller(request)
+    await listings.delete_listing(
+        request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
+    )
+    await request.app.state.listings.announce_change()
+    return Response(status_code=204)
+
+
+def listing_json(row: asyncpg.Record) -> dict[str, Any]:
+    if row["price_multiplier"] is not None:
+        pricing: dict[str, str] = {"multiplier": str(row["price_multiplier"].normalize())}
+    else:
+        pricing = {
+            "input_usd_per_million": usd(row["input_micro_per_million"]),
+            "output_usd_per_million": usd(row["output_micro_per_million"]),
+        }
+    return {
+        "id": str(row["id"]),
+        "public_id": row["public_id"],
+        "name": row["name"],
+        "provider": row["provider"],
+        "base_url": row["base_url"],
+        "key_last4": row["key_last4"],
+        "models": row["models"],
+        "pricing": pricing,
+        "limits": row["limits"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "attested_at": _iso(row["attested_at"]),
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/marketplace/listings", create_listing, methods=["POST"]),
+        Route("/marketplace/listings", list_listings, methods=["GET"]),
+        Route("/marketplace/listings/{listing_id}", get_listing, methods=["GET"]),
+        Route("/marketplace/listings/{listing_id}", delete_listing, methods=["DELETE"]),
+    ]

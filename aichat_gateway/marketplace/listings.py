@@ -1,0 +1,211 @@
+"""Listings: validation of what a seller submits (pure) and their storage (thin asyncpg shell).
+
+A listing is a seller's provider endpoint: base URL, encrypted key, the models it serves and a
+price. Every query is scoped to its owner (admins see all): another seller's listing is simply
+"not found". Changes are announced on Redis so every gateway process refreshes its snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from aichat_gateway.config.catalog import Catalog
+from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound
+from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_usd
+from aichat_gateway.marketplace.vault import Vault, last4
+
+PROVIDERS = ("openai",)
+LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
+_ALLOWED_FIELDS = {"name", "provider", "base_url", "api_key", "models", "pricing", "limits", "attest_resale"}
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class NewListing:
+    name: str
+    provider: str
+    base_url: str
+    api_key: str
+    models: tuple[tuple[str, str], ...]  # (model, upstream_model)
+    multiplier: Decimal | None
+    explicit_price: Price | None
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+def parse_new_listing(body: object, catalog: Catalog) -> NewListing:
+    """Validate a create request; raises InvalidListing naming the offending field."""
+    if not isinstance(body, dict):
+        raise InvalidListing("the request body must be a JSON object")
+    unknown = set(body) - _ALLOWED_FIELDS
+    if unknown:
+        raise InvalidListing(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
+    name = _string(body, "name", 100)
+    provider = _string(body, "provider", 20)
+    if provider not in PROVIDERS:
+        raise InvalidListing(f"provider must be one of {', '.join(PROVIDERS)}", param="provider")
+    base_url = _string(body, "base_url", 2048)
+    api_key = _string(body, "api_key", 512)
+    if body.get("attest_resale") is not True:
+        raise InvalidListing(
+            "attest_resale must be true: you confirm you may resell access through this key",
+            param="attest_resale",
+        )
+    models = _models(body.get("models"))
+    multiplier, explicit = _pricing(body.get("pricing"))
+    if explicit is None:
+        missing = [m for m, _ in models if catalog.get(m) is None]
+        if missing:
+            raise InvalidListing(
+                f"model {missing[0]!r} is not in the catalog, so it needs explicit prices "
+                "(pricing.input_usd_per_million and pricing.output_usd_per_million)",
+                param="pricing",
+            )
+    return NewListing(name, provider, base_url, api_key, models, multiplier, explicit, _limits(body.get("limits")))
+
+
+def _string(body: dict[str, Any], key: str, max_len: int) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidListing(f"{key} is required and must be a non-empty string", param=key)
+    if len(value) > max_len:
+        raise InvalidListing(f"{key} is longer than {max_len} characters", param=key)
+    return value.strip()
+
+
+def _models(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= 100:
+        raise InvalidListing("models must be a list of 1 to 100 {model, upstream_model?} objects", param="models")
+    seen: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, dict) or set(item) - {"model", "upstream_model"}:
+            raise InvalidListing("each models entry is {\"model\", \"upstream_model\"?}", param="models")
+        model, upstream = item.get("model"), item.get("upstream_model", item.get("model"))
+        if not isinstance(model, str) or not _MODEL_NAME.match(model):
+            raise InvalidListing(f"model name {model!r} is not valid", param="models")
+        if not isinstance(upstream, str) or not _MODEL_NAME.match(upstream):
+            raise InvalidListing(f"upstream_model {upstream!r} is not valid", param="models")
+        if model in seen:
+            raise InvalidListing(f"model {model!r} is listed twice", param="models")
+        seen[model] = upstream
+    return tuple(seen.items())
+
+
+def _pricing(value: object) -> tuple[Decimal | None, Price | None]:
+    if not isinstance(value, dict):
+        raise InvalidListing('pricing must be {"multiplier"} or {"input_usd_per_million", '
+                             '"output_usd_per_million"}', param="pricing")
+    try:
+        if set(value) == {"multiplier"}:
+            return parse_multiplier(value["multiplier"]), None
+        if set(value) == {"input_usd_per_million", "output_usd_per_million"}:
+            return None, Price(parse_usd(value["input_usd_per_million"], "pricing.input_usd_per_million"),
+                               parse_usd(value["output_usd_per_million"], "pricing.output_usd_per_million"))
+    except PriceError as exc:
+        raise InvalidListing(str(exc), param="pricing") from None
+    raise InvalidListing('pricing must be {"multiplier"} or {"input_usd_per_million", '
+                         '"output_usd_per_million"}', param="pricing")
+
+
+def _limits(value: object) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidListing("limits must be an object", param="limits")
+    limits: dict[str, int] = {}
+    for key, limit in value.items():
+        if key not in LIMIT_FIELDS:
+            raise InvalidListing(f"unknown limit {key!r}; allowed: {', '.join(LIMIT_FIELDS)}", param="limits")
+        if limit is None:
+            continue
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10**12:
+            raise InvalidListing(f"limits.{key} must be a positive integer", param="limits")
+        limits[key] = limit
+    return limits
+
+
+_COLUMNS = """l.id, l.public_id, l.seller_id, l.name, l.provider, l.base_url, l.key_last4, l.price_multiplier,
+    l.input_micro_per_million, l.output_micro_per_million, l.limits, l.status, l.status_reason,
+    l.attested_at, l.created_at, l.updated_at,
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('model', m.model, 'upstream_model', m.upstream_model)
+                               ORDER BY m.model), '[]'::jsonb)
+     FROM listing_models m WHERE m.listing_id = l.id) AS models"""
+
+
+async def insert_listing(db: asyncpg.Pool, vault: Vault, seller_id: str, new: NewListing) -> asyncpg.Record:
+    public_id = "lst_" + secrets.token_hex(8)
+    async with db.acquire() as conn, conn.transaction():
+        try:
+            listing_id = await conn.fetchval(
+                """INSERT INTO listings (public_id, seller_id, name, provider, base_url, key_ciphertext,
+                       key_last4, key_fingerprint, price_multiplier, input_micro_per_million,
+                       output_micro_per_million, limits, attested_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, now())
+                   RETURNING id""",
+                public_id, uuid.UUID(seller_id), new.name, new.provider, new.base_url,
+                vault.encrypt(new.api_key), last4(new.api_key), vault.fingerprint(new.api_key),
+                new.multiplier,
+                new.explicit_price.input_micro_per_million if new.explicit_price else None,
+                new.explicit_price.output_micro_per_million if new.explicit_price else None,
+                _json(new.limits),
+            )
+        except asyncpg.UniqueViolationError:
+            raise DuplicateKey("this API key is already listed", param="api_key") from None
+        await conn.executemany(
+            "INSERT INTO listing_models (listing_id, model, upstream_model) VALUES ($1, $2, $3)",
+            [(listing_id, model, upstream) for model, upstream in new.models],
+        )
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM listings l WHERE l.id = $1", listing_id)
+    assert row is not None
+    return row
+
+
+async def list_listings(db: asyncpg.Pool, owner_id: str | None) -> list[asyncpg.Record]:
+    """A seller's live listings; `owner_id=None` (admins) lists everyone's."""
+    return list(await db.fetch(
+        f"""SELECT {_COLUMNS} FROM listings l
+            WHERE l.deleted_at IS NULL AND ($1::uuid IS NULL OR l.seller_id = $1::uuid)
+            ORDER BY l.created_at""",
+        uuid.UUID(owner_id) if owner_id else None,
+    ))
+
+
+async def get_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""SELECT {_COLUMNS} FROM listings l
+            WHERE l.id = $1 AND l.deleted_at IS NULL AND ($2::uuid IS NULL OR l.seller_id = $2::uuid)""",
+        _uuid_or_not_found(listing_id), uuid.UUID(owner_id) if owner_id else None,
+    )
+    if row is None:
+        raise ListingNotFound("no such listing")
+    return row
+
+
+async def delete_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -> None:
+    """Soft delete: in-flight requests keep their already-resolved route and finish."""
+    done = await db.fetchval(
+        """UPDATE listings SET deleted_at = now(), updated_at = now()
+           WHERE id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR seller_id = $2::uuid)
+           RETURNING id""",
+        _uuid_or_not_found(listing_id), uuid.UUID(owner_id) if owner_id else None,
+    )
+    if done is None:
+        raise ListingNotFound("no such listing")
+
+
+def _uuid_or_not_found(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ListingNotFound("no such listing") from None
+
+
+def _json(value: dict[str, int]) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,320 @@
+"""The hot path: `/v1/chat/completions`, `/v1/embeddings` and `/v1/models`.
+
+One request: authenticate the key (in-process cache), parse the body once, take the routes for
+the model from the in-process listing snapshot, try them in router order until one answers
+(failover only before the buyer has seen a byte), relay the answer, and record exactly one usage
+event in a `finally`. Steady state: no Postgres query, one Redis round trip (the usage event).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.accounts.keys import KeyPrincipal
+from aichat_gateway.billing.meter import UsageEvent
+from aichat_gateway.config.logging import get_logger, mask
+from aichat_gateway.marketplace.router import order_routes
+from aichat_gateway.marketplace.snapshot import Route as ListingRoute
+from aichat_gateway.proxy import inbound
+from aichat_gateway.proxy.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    ModelNotFound,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
+from aichat_gateway.proxy.relay import RelayStream, StreamMeter, StreamResult
+from aichat_gateway.proxy.upstream import Outcome, classify_status
+
+log = get_logger(__name__)
+_MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+
+
+@dataclass
+class Attempt:
+    """What one request learned on its way; becomes the usage event."""
+
+    request_id: str
+    started: float
+    route: str
+    principal: KeyPrincipal | None = None
+    model: str = ""
+    stream: bool = False
+    listing: ListingRoute | None = None
+    attempts: int = 0
+    status: int = 500
+    outcome: str = "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_source: str = "estimated"
+    ttft_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    route: ListingRoute
+    response: httpx.Response
+    first_chunk: bytes
+    chunks: AsyncIterator[bytes] | None
+
+
+async def chat_completions(request: Request) -> Response:
+    state = request.app.state
+    attempt = Attempt(request.state.request_id, time.perf_counter(), "chat")
+    handed_off = False
+    try:
+        attempt.principal = await _authenticate(request)
+        body = await inbound.read_json_body(request, state.settings.max_body_bytes)
+        chat = inbound.parse_chat_request(body, state.settings)
+        attempt.model, attempt.stream = chat.model, chat.stream
+        routes = _routes_for(request, chat.model, attempt.request_id)
+        opened = await _open(request, attempt, routes, lambda r: inbound.upstream_body(body, r.upstream_model,
+                                                                                       chat.stream),
+                             "/chat/completions", chat.stream)
+        attempt.listing = opened.route
+        if opened.chunks is None:
+            return _finish_plain(request, attempt, opened, body)
+        meter = StreamMeter(forward_usage=chat.client_wants_usage)
+
+        async def on_done(result: StreamResult) -> None:
+            _account_stream(request, attempt, result, body)
+            await _finish(request, attempt)
+
+        handed_off = True
+        return RelayStream(opened.response, opened.first_chunk, opened.chunks, meter, on_done,
+                           _gateway_headers(attempt, opened.route))
+    except GatewayError as exc:
+        attempt.status, attempt.outcome = exc.status, exc.code or "error"
+        raise
+    finally:
+        if not handed_off:
+            await _finish(request, attempt)
+
+
+async def embeddings(request: Request) -> Response:
+    state = request.app.state
+    attempt = Attempt(request.state.request_id, time.perf_counter(), "embeddings")
+    try:
+        attempt.principal = await _authenticate(request)
+        body = await inbound.read_json_body(request, state.settings.max_body_bytes)
+        attempt.model = inbound.parse_embeddings_request(body)
+        routes = _routes_for(request, attempt.model, attempt.request_id)
+
+        def outgoing(route: ListingRoute) -> bytes:
+            return orjson.dumps({**{k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS},
+                                 "model": route.upstream_model})
+
+        opened = await _open(request, attempt, routes, outgoing, "/embeddings", False)
+        attempt.listing = opened.route
+        return _finish_plain(request, attempt, opened, body)
+    except GatewayError as exc:
+        attempt.status, attempt.outcome = exc.status, exc.code or "error"
+        raise
+    finally:
+        await _finish(request, attempt)
+
+
+async def list_models(request: Request) -> Response:
+    await _authenticate(request)
+    catalog = request.app.state.catalog
+    data = []
+    for model in request.app.state.listings.index.models():
+        listed = catalog.get(model)
+        data.append({"id": model, "object": "model", "created": 0,
+                     "owned_by": listed.provider if listed else "marketplace"})
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def _authenticate(request: Request) -> KeyPrincipal:
+    secret = inbound.bearer_key(request)
+    principal: KeyPrincipal | None = await request.app.state.keys.lookup(secret)
+    if principal is None:
+        raise AuthenticationFailed("Incorrect API key provided, or the key was revoked.")
+    return principal
+
+
+def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRoute]:
+    routes = request.app.state.listings.index.routes_for(model)
+    if not routes:
+        raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.",
+                            param="model")
+    return order_routes(routes, zlib.crc32(request_id.encode()))
+
+
+async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any,
+                path: str, stream: bool) -> Opened:
+    """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
+    state = request.app.state
+    client: httpx.AsyncClient = state.upstream
+    timed_out = False
+    for route in routes[: state.settings.upstream_attempts]:
+        attempt.attempts += 1
+        sent = time.perf_counter()
+        upstream_request = client.build_request(
+            "POST", route.base_url + path, content=body_for(route),
+            headers={"authorization": f"Bearer {route.api_key.reveal()}", "content-type": "application/json",
+                     "accept": "text/event-stream" if stream else "application/json"},
+        )
+        try:
+            response = await client.send(upstream_request, stream=True)
+        except httpx.TimeoutException:
+            timed_out = True
+            _observe_upstream(request, "timeout", sent, route, attempt)
+            continue
+        except httpx.HTTPError as exc:
+            _observe_upstream(request, "connect_error", sent, route, attempt, error=type(exc).__name__)
+            continue
+        verdict = classify_status(response.status_code, response.headers.get("retry-after"))
+        _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
+        try:
+            if verdict.outcome is Outcome.OK and stream:
+                chunks = response.aiter_raw()
+                first = await anext(chunks, b"")
+                if first:
+                    return Opened(route, response, first, chunks)
+            elif verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR):
+                content = await _read_bounded(response)
+                return Opened(route, response, content, None)
+        except httpx.TimeoutException:
+            timed_out = True
+        except httpx.HTTPError as exc:
+            log.warning("upstream_read_failed", listing=route.public_id, error=type(exc).__name__)
+        await response.aclose()
+    attempt.outcome = "upstream_error"
+    if timed_out:
+        raise UpstreamTimeout("The upstream provider did not answer in time. Please retry.")
+    raise UpstreamFailed("No upstream provider could serve this request right now. Please retry.")
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.aiter_raw():
+            size += len(part)
+            if size > _MAX_UPSTREAM_BODY:
+                raise httpx.DecodingError("upstream answer too large")
+            parts.append(part)
+    finally:
+        await response.aclose()
+    return b"".join(parts)
+
+
+def _finish_plain(request: Request, attempt: Attempt, opened: Opened, body: dict[str, Any]) -> Response:
+    """A complete (non-streamed) answer: pass the provider's JSON through, learn its usage."""
+    status = opened.response.status_code
+    content = opened.first_chunk
+    try:
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        attempt.outcome = "upstream_error"
+        raise UpstreamFailed("The upstream provider sent an unreadable answer.") from None
+    attempt.ttft_seconds = time.perf_counter() - attempt.started
+    attempt.status = status
+    if status >= 400:
+        attempt.outcome = "client_error"
+        error_body = mask(content.decode("utf-8", "replace")).encode()
+        return Response(error_body, status_code=status, media_type="application/json",
+                        headers=_gateway_headers(attempt, opened.route))
+    attempt.outcome = "ok"
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        attempt.prompt_tokens = usage["prompt_tokens"]
+        attempt.completion_tokens = int(usage.get("completion_tokens") or 0)
+        attempt.usage_source = "upstream"
+    else:
+        counter = request.app.state.tokens
+        attempt.prompt_tokens = counter.count_prompt(body)
+        attempt.completion_tokens = counter.count_text(_answer_text(answer))
+    return Response(content, status_code=status, media_type="application/json",
+                    headers=_gateway_headers(attempt, opened.route))
+
+
+def _answer_text(answer: Any) -> str:
+    parts: list[str] = []
+    for choice in answer.get("choices") or [] if isinstance(answer, dict) else []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                parts.append(message["content"])
+            for call in message.get("tool_calls") or []:
+                if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                    parts.append(str(call["function"].get("arguments", "")))
+    return "".join(parts)
+
+
+def _account_stream(request: Request, attempt: Attempt, result: StreamResult, body: dict[str, Any]) -> None:
+    meter = result.meter
+    attempt.status = 200
+    attempt.outcome = result.outcome
+    attempt.ttft_seconds = result.ttft_seconds
+    # A cut stream is charged for what was delivered: the provider's usage only covers a full answer.
+    if meter.usage is not None and result.outcome == "ok":
+        attempt.prompt_tokens = meter.usage.prompt_tokens
+        attempt.completion_tokens = meter.usage.completion_tokens
+        attempt.usage_source = "upstream"
+    else:
+        counter = request.app.state.tokens
+        attempt.prompt_tokens = meter.usage.prompt_tokens if meter.usage else counter.count_prompt(body)
+        attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
+
+
+def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
+    return {"x-gateway-listing": route.public_id, "x-gateway-attempts": str(attempt.attempts)}
+
+
+def _observe_upstream(request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt,
+                      **fields: Any) -> None:
+    request.app.state.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - sent)
+    if outcome != "ok":
+        log.warning("upstream_attempt_failed", listing=route.public_id, attempt=attempt.attempts,
+                    outcome=outcome, **fields)
+
+
+async def _finish(request: Request, attempt: Attempt) -> None:
+    """Metrics and the usage event, exactly once per request that presented a valid key."""
+    state = request.app.state
+    elapsed = time.perf_counter() - attempt.started
+    known_model = attempt.model if state.listings.index.routes_for(attempt.model) else "other"
+    state.metrics.requests.labels(attempt.route, known_model, str(attempt.status)).inc()
+    state.metrics.latency.labels(attempt.route).observe(elapsed)
+    if attempt.stream and attempt.ttft_seconds is not None:
+        state.metrics.ttft.labels(known_model).observe(attempt.ttft_seconds)
+    if attempt.principal is None:
+        return
+    state.keys.note_used(attempt.principal.key_id)
+    event = UsageEvent(
+        request_id=attempt.request_id, key_id=attempt.principal.key_id, user_id=attempt.principal.user_id,
+        listing_id=attempt.listing.listing_id if attempt.listing else "", model=attempt.model,
+        prompt_tokens=attempt.prompt_tokens, completion_tokens=attempt.completion_tokens,
+        usage_source=attempt.usage_source, latency_ms=int(elapsed * 1000),
+        ttft_ms=int(attempt.ttft_seconds * 1000) if attempt.ttft_seconds is not None else -1,
+        outcome=attempt.outcome, status=attempt.status, attempts=attempt.attempts, stream=attempt.stream,
+        ts_ms=int(time.time() * 1000),
+    )
+    try:
+        await state.meter.record(event)
+    except (RedisError, OSError) as exc:
+        state.metrics.usage_events_failed.inc()
+        # The log line is the record of last resort: it carries the whole event.
+        log.error("usage_event_not_recorded", error=repr(exc), usage_event=event.fields())
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ]

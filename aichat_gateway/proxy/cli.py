@@ -1,0 +1,163 @@
+"""The `aichat-gateway` command line: migrate, serve, create-admin, demo, fake-upstream.
+
+Every command reads settings once from the environment (see the README's table) and fails with a
+one-line message, not a traceback, when they are invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import asyncpg
+
+from aichat_gateway.config.settings import Settings, SettingsError, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"aichat-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    from aichat_gateway.migrations.runner import migrate
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from aichat_gateway.migrations.runner import MigrationError
+
+    try:
+        applied = asyncio.run(_migrate(_settings()))
+    except (MigrationError, OSError, asyncpg.PostgresError) as exc:
+        print(f"aichat-gateway migrate: {exc}", file=sys.stderr)
+        return 1
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    workers = args.workers or settings.workers
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers are separate processes: share metric files so /metrics shows the sum of all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aichat-metrics-")
+    uvicorn.run(
+        "aichat_gateway.proxy.app:app_from_env",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from aichat_gateway.accounts.errors import AccountsError
+    from aichat_gateway.accounts.users import create_admin
+
+    settings = _settings()
+
+    async def run() -> str:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return (await create_admin(conn, args.email, args.password)).id
+        finally:
+            await conn.close()
+
+    try:
+        user_id = asyncio.run(run())
+    except AccountsError as exc:
+        print(f"aichat-gateway create-admin: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"admin {args.email} ready (id {user_id})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from aichat_gateway.proxy.demo import run_demo
+
+    settings = _settings()
+    result = asyncio.run(run_demo(settings, args.upstream_url, args.gateway_url))
+    if args.json:
+        import orjson
+
+        print(orjson.dumps(result).decode())
+    else:
+        print(f"buyer key : {result['api_key']}\nbase URL  : {result['base_url']}\nmodel     : {result['model']}")
+    return 0
+
+
+def cmd_fake_upstream(args: argparse.Namespace) -> int:
+    from aichat_gateway import fakeupstream
+
+    fakeupstream.serve(fakeupstream.config_from_args(args), host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aichat-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    admin = sub.add_parser("create-admin", help="create (or promote) an admin user")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", required=True)
+    admin.set_defaults(func=cmd_create_admin)
+
+    demo = sub.add_parser("demo", help="seed a demo seller, listing and buyer key (idempotent)")
+    demo.add_argument("--upstream-url", default="http://127.0.0.1:9100/v1")
+    demo.add_argument("--gateway-url", default=None, help="base URL to print (default from settings)")
+    demo.add_argument("--json", action="store_true", help="print one JSON line")
+    demo.set_defaults(func=cmd_demo)
+
+    fake = sub.add_parser("fake-upstream", help="run the built-in OpenAI-compatible fake provider")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=9100)
+    fake.add_argument("--workers", type=int, default=1)
+    from aichat_gateway import fakeupstream
+
+    fakeupstream.add_cli_arguments(fake)
+    fake.set_defaults(func=cmd_fake_upstream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from aichat_gateway.config.logging import configure_logging
+
+    args = build_parser().parse_args(argv)
+    # Commands print their results on stdout; their logs go to stderr (`serve` logs to stdout).
+    configure_logging("warning", json=False, stream=sys.stderr)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

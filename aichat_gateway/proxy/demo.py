@@ -1,0 +1,82 @@
+"""`aichat-gateway demo`: an idempotent demo marketplace on the built-in fake upstream.
+
+Creates (or reuses) a seller with one listing pointing at the fake upstream, and a buyer with a
+gateway key. The buyer's key is derived from GATEWAY_SECRET_KEY, so every run prints the same
+working key and nothing piles up; a later run with another upstream URL repoints the listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from aichat_gateway.accounts.keys import hash_secret
+from aichat_gateway.accounts.passwords import Passwords
+from aichat_gateway.accounts.users import create_user, get_by_email
+from aichat_gateway.config.catalog import load_catalog
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace.urls import validate_upstream_url
+from aichat_gateway.marketplace.vault import Vault
+
+SELLER_EMAIL = "seller@demo.example.com"
+BUYER_EMAIL = "buyer@demo.example.com"
+LISTING_NAME = "Demo: built-in fake upstream"
+DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
+
+
+def demo_key(settings: Settings) -> str:
+    digest = hmac.new(settings.secret_keys[0].encode(), b"aichat demo buyer key", hashlib.sha256).digest()
+    return "agw-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+async def _user_id(db: asyncpg.Pool, passwords: Passwords, email: str, password: str) -> str:
+    user = await get_by_email(db, email) or await create_user(db, passwords, email, password)
+    return user.id
+
+
+async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | None) -> dict[str, Any]:
+    from aichat_gateway.proxy.app import create_db_pool
+
+    base_url = await validate_upstream_url(upstream_url, settings.allow_private_upstreams)
+    db = await create_db_pool(settings)
+    try:
+        passwords = Passwords()
+        seller_id = await _user_id(db, passwords, SELLER_EMAIL, "demo-seller-password")
+        buyer_id = await _user_id(db, passwords, BUYER_EMAIL, "demo-buyer-password")
+        listing_id = await db.fetchval(
+            "SELECT id FROM listings WHERE seller_id = $1 AND name = $2 AND deleted_at IS NULL",
+            seller_id, LISTING_NAME,
+        )
+        if listing_id is None:
+            new = listings.parse_new_listing({
+                "name": LISTING_NAME, "provider": "openai", "base_url": base_url,
+                "api_key": "sk-fake-demo-" + seller_id.replace("-", ""),
+                "models": [{"model": m} for m in DEMO_MODELS], "pricing": {"multiplier": "1"},
+                "attest_resale": True,
+            }, load_catalog())
+            await listings.insert_listing(db, Vault(settings.secret_keys), seller_id, new)
+        else:
+            await db.execute("UPDATE listings SET base_url = $2, status = 'active', updated_at = now() "
+                             "WHERE id = $1", listing_id, base_url)
+        key = demo_key(settings)
+        await db.execute(
+            """INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, 'demo', $2, $3)
+               ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL""",
+            buyer_id, key[:12], hash_secret(key),
+        )
+    finally:
+        await db.close()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.publish(f"{settings.redis_prefix}:listings:changed", b"1")
+    finally:
+        await redis.aclose()
+    gateway = gateway_url or settings.public_base_url or f"http://{settings.host}:{settings.port}/v1"
+    return {"api_key": key, "base_url": gateway, "model": DEMO_MODELS[0],
+            "seller_email": SELLER_EMAIL, "buyer_email": BUYER_EMAIL}

@@ -1,0 +1,92 @@
+"""`make run`: the demo in one command.
+
+Creates the database if it is missing, migrates, starts the built-in fake upstream, seeds the
+demo (seller, listing, buyer key), prints how to call the gateway, then serves in the foreground.
+Ctrl-C stops both processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import asyncpg
+
+from aichat_gateway.config.settings import Settings, SettingsError, load_settings
+from aichat_gateway.proxy.demo import run_demo
+
+FAKE_PORT = int(os.environ.get("DEMO_FAKE_UPSTREAM_PORT", "9100"))
+
+
+async def ensure_database(database_url: str) -> None:
+    """Create the database named in DATABASE_URL if it does not exist (fresh machines)."""
+    base, _, name = database_url.rpartition("/")
+    name = name.split("?", 1)[0]
+    try:
+        conn = await asyncpg.connect(database_url)
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(base + "/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        print(f"created database {name}")
+    else:
+        await conn.close()
+
+
+def _wait_for(url: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL we built
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {seconds:.0f}s")
+
+
+def main() -> int:
+    try:
+        settings: Settings = load_settings()
+    except SettingsError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    exe = os.path.join(os.path.dirname(sys.executable), "aichat-gateway")
+    asyncio.run(ensure_database(settings.database_url))
+    subprocess.run([exe, "migrate"], check=True)
+    fake = subprocess.Popen([exe, "fake-upstream", "--port", str(FAKE_PORT), "--chunk-interval-ms", "20"])
+    try:
+        _wait_for(f"http://127.0.0.1:{FAKE_PORT}/healthz")
+        gateway_url = f"http://{settings.host}:{settings.port}/v1"
+        demo = asyncio.run(run_demo(settings, f"http://127.0.0.1:{FAKE_PORT}/v1", gateway_url))
+        key, model = demo["api_key"], demo["model"]
+        print(f"""
+AIChat Gateway demo
+  base URL : {gateway_url}
+  API key  : {key}
+  model    : {model}
+
+Try it (in another terminal):
+  curl -s {gateway_url}/chat/completions -H "Authorization: Bearer {key}" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python -c "from openai import OpenAI; c = OpenAI(base_url='{gateway_url}', api_key='{key}'); \\
+print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
+""", flush=True)
+        return subprocess.call([exe, "serve"])
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

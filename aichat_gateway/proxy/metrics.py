@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per app (no globals).
+
+With several uvicorn workers, `serve` sets PROMETHEUS_MULTIPROC_DIR so every worker writes to
+shared files and `/metrics` (whichever worker answers) aggregates them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gateway_requests", "Requests on /v1 by route, model and HTTP status",
+                                ["route", "model", "status"], registry=r)
+        self.latency = Histogram("gateway_request_duration_seconds", "Time to the end of the answer",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first streamed byte",
+                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.upstream_latency = Histogram("gateway_upstream_duration_seconds",
+                                          "Upstream time to response headers, by outcome",
+                                          ["outcome"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.inflight_streams = Gauge("gateway_inflight_streams", "Streams being relayed now",
+                                      registry=r, multiprocess_mode="livesum")
+        self.usage_events_failed = Counter("gateway_usage_events_failed",
+                                           "Usage events that could not be written to Redis", registry=r)
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,166 @@
+"""Relaying a provider's SSE stream to the buyer.
+
+`StreamMeter` is the sans-I/O part: fed raw upstream bytes, it returns the bytes to forward,
+picks out the usage chunk (forwarded only if the buyer asked for it) and keeps the delivered text
+for counting when the provider sends no usage. `RelayStream` is the thin I/O shell: it sends
+chunks as they arrive, watches for the client going away (and then closes the upstream request at
+once), and always runs its completion callback exactly once, shielded from cancellation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import httpx
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from aichat_gateway.proxy.sse import SSEError, SSEEvent, SSEParser, Usage, content_text_of_chunk, is_done, usage_from_event
+
+
+class StreamMeter:
+    def __init__(self, forward_usage: bool) -> None:
+        self._parser = SSEParser()
+        self._forward_usage = forward_usage
+        self.usage: Usage | None = None
+        self.text_parts: list[str] = []
+        self.saw_done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Observe upstream bytes; return what the buyer should receive for them."""
+        events = self._parser.feed(data)
+        if self._forward_usage:
+            for event in events:
+                self._observe(event)
+            return data  # fast path: forward the provider's bytes untouched
+        out: list[bytes] = []
+        for event in events:
+            if self._observe(event):
+                out.append(_encode(event))
+        return b"".join(out)
+
+    def _observe(self, event: SSEEvent) -> bool:
+        """Record what the event tells us; False when it is a usage-only chunk to be withheld."""
+        if is_done(event):
+            self.saw_done = True
+            return True
+        if '"usage"' in event.data:
+            usage = usage_from_event(event)
+            if usage is not None:
+                self.usage = usage
+                if _has_no_choices(event.data):
+                    return self._forward_usage
+        text = content_text_of_chunk(event)
+        if text:
+            self.text_parts.append(text)
+        return True
+
+
+def _has_no_choices(data: str) -> bool:
+    try:
+        choices = orjson.loads(data).get("choices")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return not choices
+
+
+def _encode(event: SSEEvent) -> bytes:
+    head = f"event: {event.event}\n" if event.event and event.event != "message" else ""
+    lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
+    return (head + lines + "\n").encode()
+
+
+def error_event(message: str, code: str) -> bytes:
+    """How a failure after the first byte reaches the buyer: one last SSE event, then the end."""
+    payload = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    outcome: str  # ok | client_disconnected | upstream_error
+    meter: StreamMeter
+    ttft_seconds: float | None
+    finished_at: float
+
+
+class RelayStream(Response):
+    """A streaming response that relays an already-opened upstream stream."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        first_chunk: bytes,
+        chunks: AsyncIterator[bytes],
+        meter: StreamMeter,
+        on_done: Callable[[StreamResult], Awaitable[None]],
+        headers: Mapping[str, str],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        # Response.__init__ is skipped on purpose: it would add `content-length: 0` for the empty body.
+        self.status_code = 200
+        self.media_type = "text/event-stream"
+        self.background = None
+        self.init_headers(dict(headers))
+        self._upstream = upstream
+        self._first = first_chunk
+        self._chunks = chunks
+        self._meter = meter
+        self._on_done = on_done
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome = "ok"
+        ttft: float | None = None
+        started = self._clock()
+
+        async def relay() -> None:
+            nonlocal outcome, ttft
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            pending: bytes | None = self._first
+            try:
+                while True:
+                    if pending is None:
+                        pending = await anext(self._chunks, None)
+                        if pending is None:
+                            break
+                    out = self._meter.feed(pending)
+                    pending = None
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                        if ttft is None:
+                            ttft = self._clock() - started
+            except (httpx.HTTPError, SSEError) as exc:
+                outcome = "upstream_error"
+                message = "The upstream stream failed mid-way; the answer is incomplete."
+                if isinstance(exc, SSEError):
+                    message = "The upstream sent a malformed stream; the answer is incomplete."
+                await send({"type": "http.response.body", "body": error_event(message, "upstream_error"),
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch_disconnect() -> None:
+            nonlocal outcome
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            outcome = "client_disconnected"
+
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def run_then_cancel(work: Callable[[], Awaitable[None]]) -> None:
+                    await work()
+                    group.cancel_scope.cancel()
+
+                group.start_soon(run_then_cancel, relay)
+                group.start_soon(run_then_cancel, watch_disconnect)
+        except OSError:
+            outcome = "client_disconnected"  # the send failed: the socket is gone
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._upstream.aclose()
+                await self._on_done(StreamResult(outcome, self._meter, ttft, self._clock()))
