@@ -62,8 +62,12 @@ def client_ip(request: Request) -> str | None:
 
 
 def set_session_cookies(response: Response, issued: IssuedToken, settings: Settings) -> None:
-    common: dict[str, Any] = {"max_age": issued.expires_in, "path": "/", "secure": settings.cookie_secure,
-                              "samesite": "lax"}
+    common: dict[str, Any] = {
+        "max_age": issued.expires_in,
+        "path": "/",
+        "secure": settings.cookie_secure,
+        "samesite": "lax",
+    }
     response.set_cookie(SESSION_COOKIE, issued.token, httponly=True, **common)
     # Readable by the dashboard's script on purpose: it echoes it in x-csrf-token.
     response.set_cookie(CSRF_COOKIE, issued.csrf_token, httponly=False, **common)

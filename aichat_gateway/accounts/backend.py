@@ -153,8 +153,9 @@ def auth_error_response(conn: HTTPConnection, exc: Exception) -> Response:
     """
     error = exc.error if isinstance(exc, SessionAuthError) else InvalidCredentials("invalid credentials")
     status, type_ = _status_of(error)
-    body = orjson.dumps({"error": {"message": error.message, "type": type_, "param": error.param,
-                                   "code": error.code}})
+    body = orjson.dumps(
+        {"error": {"message": error.message, "type": type_, "param": error.param, "code": error.code}}
+    )
     headers = {"www-authenticate": 'Bearer realm="api"'} if status == 401 else {}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 

@@ -47,6 +47,18 @@ class _Entry:
     stored_at: float
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    On Python 3.11, `asyncio.wait_for` (which redis-py uses to send commands) drops a cancel that
+    arrives as the inner write completes; the task then keeps its pending cancel request but runs
+    on, and shutdown would wait forever for this loop. `Task.cancelling()` still shows the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def revocation_channel(settings: Settings) -> str:
     return f"{settings.redis_prefix}:keys:revoked"
 
@@ -56,8 +68,9 @@ def is_fresh(stored_at: float, now: float, ttl: float) -> bool:
     return 0 <= now - stored_at < ttl
 
 
-def entry_ttl(entry_is_positive: bool, subscribed: bool, ttl: float, negative_ttl: float,
-              unsubscribed_ttl: float) -> float:
+def entry_ttl(
+    entry_is_positive: bool, subscribed: bool, ttl: float, negative_ttl: float, unsubscribed_ttl: float
+) -> float:
     """Pure: how long an entry is trusted. Negatives are short; positives shrink while deaf to revocations."""
     if not entry_is_positive:
         return negative_ttl
@@ -111,8 +124,9 @@ class KeyCache:
         subscribed = self.subscribed.is_set()
         entry = self._positive.get(key_hash) or self._negative.get(key_hash)
         if entry is not None:
-            ttl = entry_ttl(entry.principal is not None, subscribed, self._ttl, self._negative_ttl,
-                            self._unsubscribed_ttl)
+            ttl = entry_ttl(
+                entry.principal is not None, subscribed, self._ttl, self._negative_ttl, self._unsubscribed_ttl
+            )
             if is_fresh(entry.stored_at, now, ttl):
                 return entry.principal
         task = self._inflight.get(key_hash)
@@ -137,7 +151,8 @@ class KeyCache:
             )
         principal = (
             KeyPrincipal(key_id=str(row["id"]), user_id=str(row["user_id"]), name=row["name"])
-            if row is not None else None
+            if row is not None
+            else None
         )
         if generation == self._generation:
             self._store(key_hash, principal)
@@ -193,16 +208,19 @@ class KeyCache:
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
+            _raise_if_cancelling()
             last_heard = self._clock()
             ping_sent = False
             while True:
                 message = await pubsub.get_message(timeout=self._health_check_interval)
+                _raise_if_cancelling()
                 now = self._clock()
                 if message is None:
                     if now - last_heard >= 3 * self._health_check_interval:
                         raise ConnectionError("revocation channel stopped answering pings")
                     if not ping_sent:
                         await pubsub.ping()
+                        _raise_if_cancelling()
                         ping_sent = True
                     continue
                 last_heard, ping_sent = now, False
@@ -243,7 +261,8 @@ class KeyCache:
                 """UPDATE api_keys AS k SET last_used_at = GREATEST(k.last_used_at, u.used_at)
                    FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, used_at)
                    WHERE k.id = u.id""",
-                ids, times,
+                ids,
+                times,
             )
         except BaseException:
             for key_id, used_at in pending.items():

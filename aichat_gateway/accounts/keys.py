@@ -21,8 +21,19 @@ from aichat_gateway.accounts.keyformat import NewKey, generate_key, hash_secret,
 from aichat_gateway.config.logging import get_logger
 
 __all__ = [
-    "ApiKey", "CreatedKey", "KeyCache", "KeyPrincipal", "NewKey", "create_key", "generate_key",
-    "hash_secret", "list_keys", "looks_like_key", "parse_key_id", "revocation_channel", "revoke_key",
+    "ApiKey",
+    "CreatedKey",
+    "KeyCache",
+    "KeyPrincipal",
+    "NewKey",
+    "create_key",
+    "generate_key",
+    "hash_secret",
+    "list_keys",
+    "looks_like_key",
+    "parse_key_id",
+    "revocation_channel",
+    "revoke_key",
     "validate_key_name",
 ]
 
@@ -44,8 +55,11 @@ class ApiKey:
 
     def public(self) -> dict[str, str | None]:
         return {
-            "id": self.id, "name": self.name, "prefix": self.prefix,
-            "created_at": _iso(self.created_at), "last_used_at": _iso(self.last_used_at),
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "created_at": _iso(self.created_at),
+            "last_used_at": _iso(self.last_used_at),
             "revoked_at": _iso(self.revoked_at),
         }
 
@@ -61,8 +75,13 @@ class CreatedKey:
         return f"CreatedKey(key={self.key!r})"
 
     def public(self) -> dict[str, str | None]:
-        return {"id": self.key.id, "name": self.key.name, "key": self.secret, "prefix": self.key.prefix,
-                "created_at": _iso(self.key.created_at)}
+        return {
+            "id": self.key.id,
+            "name": self.key.name,
+            "key": self.secret,
+            "prefix": self.key.prefix,
+            "created_at": _iso(self.key.created_at),
+        }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -70,8 +89,14 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
-    return ApiKey(id=str(row["id"]), name=row["name"], prefix=row["prefix"], created_at=row["created_at"],
-                  last_used_at=row["last_used_at"], revoked_at=row["revoked_at"])
+    return ApiKey(
+        id=str(row["id"]),
+        name=row["name"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 def validate_key_name(value: object, *, param: str = "name") -> str:
@@ -99,7 +124,10 @@ async def create_key(db: Executor, owner_id: str, name: str) -> CreatedKey:
     row = await db.fetchrow(
         """INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
            RETURNING id, name, prefix, created_at, last_used_at, revoked_at""",
-        uuid.UUID(owner_id), name, new.prefix, new.key_hash,
+        uuid.UUID(owner_id),
+        name,
+        new.prefix,
+        new.key_hash,
     )
     assert row is not None
     key = _api_key(row)
@@ -126,7 +154,8 @@ async def revoke_key(db: Executor, owner_id: str, key_id: str) -> bytes:
     key_hash = await db.fetchval(
         """UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
            WHERE id = $1 AND user_id = $2 RETURNING key_hash""",
-        key_uuid, uuid.UUID(owner_id),
+        key_uuid,
+        uuid.UUID(owner_id),
     )
     if key_hash is None:
         raise NotFound("no such key", param="id")

@@ -111,11 +111,19 @@ class SessionTokens:
             raise ValueError(f"unknown role {role!r}")
         now = int(self._clock())
         claims = SessionClaims(
-            user_id=user_id, role=role, issued_at=now, expires_at=now + self._ttl,
+            user_id=user_id,
+            role=role,
+            issued_at=now,
+            expires_at=now + self._ttl,
             token_id=secrets.token_urlsafe(16),
         )
-        payload = {"sub": claims.user_id, "role": claims.role, "iat": claims.issued_at,
-                   "exp": claims.expires_at, "jti": claims.token_id}
+        payload = {
+            "sub": claims.user_id,
+            "role": claims.role,
+            "iat": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.token_id,
+        }
         token = jwt.encode(payload, self._jwt_keys[0], algorithm="HS256")
         return IssuedToken(token=token, claims=claims, csrf_token=self._csrf_for(self._csrf_keys[0], claims))
 

@@ -69,7 +69,9 @@ async def create_user(
         row = await db.fetchrow(
             """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)
                RETURNING id, email, role, created_at""",
-            email, password_hash, role,
+            email,
+            password_hash,
+            role,
         )
     except asyncpg.UniqueViolationError:
         raise EmailTaken("an account with this e-mail already exists", param="email") from None
@@ -138,7 +140,8 @@ async def create_admin(
             ON CONFLICT ((lower(email)))
             DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash
             RETURNING id, email, role, created_at""",
-        email, password_hash,
+        email,
+        password_hash,
     )
     assert row is not None
     user = _user(row)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
@@ -35,7 +37,7 @@ from aichat_gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from aichat_gateway.proxy.relay import RelayStream, StreamMeter, StreamResult
-from aichat_gateway.proxy.upstream import Outcome, classify_status
+from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status
 
 log = get_logger(__name__)
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
@@ -85,7 +87,9 @@ async def chat_completions(request: Request) -> Response:
                              "/chat/completions", chat.stream)
         attempt.listing = opened.route
         if opened.chunks is None:
-            return _finish_plain(request, attempt, opened, body)
+            response = _finish_plain(request, attempt, opened, body)
+            handed_off = True
+            return _after_response(response, request, attempt)
         meter = StreamMeter(forward_usage=chat.client_wants_usage)
 
         async def on_done(result: StreamResult) -> None:
@@ -106,6 +110,7 @@ async def chat_completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     state = request.app.state
     attempt = Attempt(request.state.request_id, time.perf_counter(), "embeddings")
+    handed_off = False
     try:
         attempt.principal = await _authenticate(request)
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
@@ -118,12 +123,15 @@ async def embeddings(request: Request) -> Response:
 
         opened = await _open(request, attempt, routes, outgoing, "/embeddings", False)
         attempt.listing = opened.route
-        return _finish_plain(request, attempt, opened, body)
+        response = _finish_plain(request, attempt, opened, body)
+        handed_off = True
+        return _after_response(response, request, attempt)
     except GatewayError as exc:
         attempt.status, attempt.outcome = exc.status, exc.code or "error"
         raise
     finally:
-        await _finish(request, attempt)
+        if not handed_off:
+            await _finish(request, attempt)
 
 
 async def list_models(request: Request) -> Response:
@@ -157,18 +165,16 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
                 path: str, stream: bool) -> Opened:
     """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
     state = request.app.state
-    client: httpx.AsyncClient = state.upstream
+    client: UpstreamClient = state.upstream
+    accept = b"text/event-stream" if stream else b"application/json"
     timed_out = False
     for route in routes[: state.settings.upstream_attempts]:
         attempt.attempts += 1
         sent = time.perf_counter()
-        upstream_request = client.build_request(
-            "POST", route.base_url + path, content=body_for(route),
-            headers={"authorization": f"Bearer {route.api_key.reveal()}", "content-type": "application/json",
-                     "accept": "text/event-stream" if stream else "application/json"},
-        )
+        headers = [(b"authorization", b"Bearer " + route.api_key.reveal().encode()),
+                   (b"content-type", b"application/json"), (b"accept", accept)]
         try:
-            response = await client.send(upstream_request, stream=True)
+            response = await client.post(route.base_url + path, body_for(route), headers)
         except httpx.TimeoutException:
             timed_out = True
             _observe_upstream(request, "timeout", sent, route, attempt)
@@ -180,7 +186,8 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
         _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
         try:
             if verdict.outcome is Outcome.OK and stream:
-                chunks = response.aiter_raw()
+                # The transport's own byte stream: httpx's aiter_raw adds a generator layer per chunk.
+                chunks = aiter(response.stream)  # type: ignore[arg-type]
                 first = await anext(chunks, b"")
                 if first:
                     return Opened(route, response, first, chunks)
@@ -210,6 +217,12 @@ async def _read_bounded(response: httpx.Response) -> bytes:
     finally:
         await response.aclose()
     return b"".join(parts)
+
+
+def _after_response(response: Response, request: Request, attempt: Attempt) -> Response:
+    """Record the request once the answer is on the wire: the buyer does not wait for Redis."""
+    response.background = BackgroundTask(_finish, request, attempt)
+    return response
 
 
 def _finish_plain(request: Request, attempt: Attempt, opened: Opened, body: dict[str, Any]) -> Response:
@@ -312,9 +325,21 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         log.error("usage_event_not_recorded", error=repr(exc), usage_event=event.fields())
 
 
+class _Endpoint:
+    """A handler as a bare ASGI app. Starlette's function wrapper adds a second exception layer
+    (and a `send` wrapper every streamed chunk passes through); the app-level one is enough here."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def routes() -> list[BaseRoute]:
     return [
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/chat/completions", _Endpoint(chat_completions), methods=["POST"]),
+        Route("/v1/embeddings", _Endpoint(embeddings), methods=["POST"]),
+        Route("/v1/models", _Endpoint(list_models), methods=["GET"]),
     ]

@@ -96,6 +96,11 @@ class SSEParser:
         """The last valid `retry` value in milliseconds, if the stream sent one."""
         return self._retry_ms
 
+    @property
+    def idle(self) -> bool:
+        """True between events: nothing of a half-received line or event is buffered."""
+        return not (self._pending or self._data or self._event_type or self._skip_lf or self._bom_prefix)
+
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Consume one chunk and return the events it completed (often none, often one)."""
         if self._at_start:

@@ -22,7 +22,8 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
 
 
 async def register(client: httpx.AsyncClient, email: str | None = None) -> dict[str, Any]:
-    response = await client.post("/api/auth/register", json={"email": email or unique_email(), "password": PASSWORD})
+    body = {"email": email or unique_email(), "password": PASSWORD}
+    response = await client.post("/api/auth/register", json=body)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -82,7 +83,9 @@ async def test_register_login_create_list_and_revoke_a_key(client: httpx.AsyncCl
     assert revoked["revoked_at"] is not None
 
 
-async def test_login_answers_a_bearer_token_with_its_lifetime(client: httpx.AsyncClient, app: Starlette) -> None:
+async def test_login_answers_a_bearer_token_with_its_lifetime(
+    client: httpx.AsyncClient, app: Starlette
+) -> None:
     user = await register(client)
     response = await login(client, user["email"])
     body = response.json()
@@ -131,24 +134,27 @@ async def test_a_refused_role_field_creates_no_account(client: httpx.AsyncClient
 
 
 async def test_bad_json_is_400_with_the_openai_shape(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/auth/register", content=b"{not json",
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/auth/register", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert assert_openai_error(response, 400)["type"] == "invalid_request_error"
 
 
 async def test_a_missing_field_is_400_naming_it(client: httpx.AsyncClient) -> None:
-    assert_openai_error(await client.post("/api/auth/register", json={"email": unique_email()}), 400, "password")
+    response = await client.post("/api/auth/register", json={"email": unique_email()})
+    assert_openai_error(response, 400, "password")
 
 
 async def test_an_unknown_field_is_400_naming_it(client: httpx.AsyncClient) -> None:
     auth = await bearer_for(client)
-    assert_openai_error(await client.post("/api/keys", json={"name": "x", "scopes": []}, headers=auth), 400,
-                        "scopes")
+    assert_openai_error(
+        await client.post("/api/keys", json={"name": "x", "scopes": []}, headers=auth), 400, "scopes"
+    )
 
 
 async def test_a_mistyped_field_is_400_naming_it(client: httpx.AsyncClient) -> None:
-    assert_openai_error(await client.post("/api/auth/login", json={"email": ["x"], "password": PASSWORD}), 400,
-                        "email")
+    response = await client.post("/api/auth/login", json={"email": ["x"], "password": PASSWORD})
+    assert_openai_error(response, 400, "email")
 
 
 async def test_a_short_password_is_400_naming_it(client: httpx.AsyncClient) -> None:

@@ -34,8 +34,12 @@ def issued(unit_settings: Settings) -> IssuedToken:
     return SessionTokens.from_settings(unit_settings).issue("8d3c2f6e-0000-4000-8000-000000000001", "user")
 
 
-def conn(method: str = "GET", headers: dict[str, str] | None = None, cookies: dict[str, str] | None = None,
-         kind: str = "http") -> HTTPConnection:
+def conn(
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    cookies: dict[str, str] | None = None,
+    kind: str = "http",
+) -> HTTPConnection:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if cookies:
         jar = SimpleCookie()
@@ -117,8 +121,11 @@ async def test_a_cookie_post_with_the_matching_csrf_header_is_authenticated(
 async def test_a_cookie_websocket_from_another_origin_is_not_authenticated(
     unit_settings: Settings, issued: IssuedToken
 ) -> None:
-    c = conn(headers={"origin": "https://evil.example", "host": "gw.example"},
-             cookies={"aichat_session": issued.token}, kind="websocket")
+    c = conn(
+        headers={"origin": "https://evil.example", "host": "gw.example"},
+        cookies={"aichat_session": issued.token},
+        kind="websocket",
+    )
     result = await SessionBackend(unit_settings).authenticate(c)
     assert result is not None and not result[1].is_authenticated
 
@@ -128,9 +135,14 @@ def test_the_error_response_has_the_openai_shape_and_a_401() -> None:
 
     response = auth_error_response(conn(), SessionAuthError(InvalidCredentials("invalid session token")))
     assert response.status_code == 401
-    assert orjson.loads(response.body) == {"error": {
-        "message": "invalid session token", "type": "authentication_error", "param": None,
-        "code": "invalid_credentials"}}
+    assert orjson.loads(response.body) == {
+        "error": {
+            "message": "invalid session token",
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_credentials",
+        }
+    }
 
 
 def test_require_user_refuses_an_anonymous_request() -> None:

@@ -17,7 +17,8 @@ def _refusal(body: bytes, fields: dict[str, type] = FIELDS) -> InvalidInput:
 
 
 def test_a_body_with_exactly_the_allowed_fields_is_returned() -> None:
-    assert parse_object(b'{"email": "a@b.co", "password": "x"}', FIELDS) == {"email": "a@b.co", "password": "x"}
+    parsed = parse_object(b'{"email": "a@b.co", "password": "x"}', FIELDS)
+    assert parsed == {"email": "a@b.co", "password": "x"}
 
 
 def test_bad_json_is_refused_without_a_param() -> None:

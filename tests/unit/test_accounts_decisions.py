@@ -87,8 +87,19 @@ def test_sane_emails_are_accepted_and_stripped(email: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "email", ["", "alice", "alice@", "@example.com", "a b@example.com", "alice@example", "a@@b.co",
-              "x" * 300 + "@example.com", "alice@exa mple.com", "alice\n@example.com"],
+    "email",
+    [
+        "",
+        "alice",
+        "alice@",
+        "@example.com",
+        "a b@example.com",
+        "alice@example",
+        "a@@b.co",
+        "x" * 300 + "@example.com",
+        "alice@exa mple.com",
+        "alice\n@example.com",
+    ],
 )
 def test_malformed_emails_are_refused(email: str) -> None:
     with pytest.raises(InvalidInput):

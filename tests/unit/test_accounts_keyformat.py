@@ -52,7 +52,8 @@ def test_generated_keys_look_like_keys() -> None:
 
 def test_strings_of_another_shape_do_not_look_like_keys() -> None:
     good = generate_key().secret
-    for bad in ("", "agw-", good[:-1], good + "A", "sk-" + good[4:], good[:10] + "!" + good[11:], " " + good[1:]):
+    wrong = ("", "agw-", good[:-1], good + "A", "sk-" + good[4:], good[:10] + "!" + good[11:], " " + good[1:])
+    for bad in wrong:
         assert not looks_like_key(bad)
 
 

@@ -1,0 +1,528 @@
+"""Fixtures for the `/v1` hot-path tests: real gateway and fake-upstream processes on 127.0.0.1.
+
+Everything here is a subprocess started through the public CLI (`aichat-gateway serve`,
+`aichat-gateway fake-upstream`), because streaming, disconnects, SIGTERM and cross-process
+revocation only exist over real sockets. Processes are started once per session (the SIGTERM test
+starts its own), each logs to its own file under the session's tmp dir so tests can search the
+logs, and every one of them is killed at teardown, also when a test failed.
+
+The marketplace is seeded over HTTP, the way a new user would do it: a seller registers, logs in
+and lists the fake upstreams; a buyer registers, logs in and creates a gateway key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis as redis_sync
+
+from aichat_gateway.config.settings import Settings, load_settings
+
+# The root conftest is imported as the module `conftest` too, and pytest replaces that module when
+# it loads this file; tests in this folder that `from conftest import ...` then get this module.
+ROOT_CONFTEST_SECRET = "test-secret-key-" + "x" * 32
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+CLI = str(Path(sys.executable).with_name("aichat-gateway"))
+START_TIMEOUT = 30.0
+
+# The fake upstream's reply with its default 16 chunks: "fake reply word1 ... word14".
+FAKE_WORDS = ["fake", "reply", *[f"word{i}" for i in range(1, 15)]]
+FAKE_REPLY = " ".join(FAKE_WORDS)
+PASSWORD_SELLER = "seller-pass-" + secrets.token_hex(8)
+PASSWORD_BUYER = "buyer-pass-" + secrets.token_hex(8)
+EXPLICIT_PRICE = {"input_usd_per_million": "1", "output_usd_per_million": "2"}
+
+
+def unique_email(tag: str = "user") -> str:
+    """As the root conftest's helper (re-exported: see the note at the top)."""
+    return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Any, within: float, what: str, interval: float = 0.02) -> Any:
+    """Poll `predicate()` until it returns something truthy; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
+        time.sleep(interval)
+
+
+async def await_until(predicate: Any, within: float, what: str, interval: float = 0.02) -> Any:
+    """Async version of `wait_until`; `predicate` may be a coroutine function."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {within}s waiting for {what}"
+        await asyncio.sleep(interval)
+
+
+# ---- processes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """One subprocess on 127.0.0.1:port, logging stdout and stderr to `log_path`."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_healthy(self, within: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.logs()[-4000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} not healthy after {within}s:\n{self.logs()[-4000:]}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout`. Only this process is touched."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait(timeout=timeout)
+
+
+class Processes:
+    """Starts processes and owns them: `close()` ends every one it started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[Proc] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int) -> Proc:
+        log_path = self.log_dir / f"{name}-{port}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+        proc = Proc(name, popen, port, log_path)
+        self.started.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.started:
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.kill()
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=10)
+
+
+def _base_env() -> dict[str, str]:
+    """The test runner's environment without anything that would steer the children elsewhere."""
+    drop = ("DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "GATEWAY_CONFIG_FILE")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("GATEWAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+    owner = Processes(tmp_path_factory.mktemp("proxy-processes"))
+    try:
+        yield owner
+    finally:
+        owner.close()
+
+
+# ---- fake upstreams -------------------------------------------------------------------------------
+
+
+class FakeUpstream(Proc):
+    """A fake provider process; `stats()`/`reset()` read and clear its `/_fake/stats` counters."""
+
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(self.url + "/_fake/stats", timeout=5).json()
+        return answer
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_fake/reset", timeout=5).raise_for_status()
+
+    def last_body(self) -> dict[str, Any]:
+        last = self.stats()["last_request"]
+        assert last is not None, f"{self.name} has seen no request"
+        body: dict[str, Any] = last["body"]
+        return body
+
+    async def astats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            answer: dict[str, Any] = (await client.get(self.url + "/_fake/stats")).json()
+            return answer
+
+    async def wait_for_stat(self, key: str, value: int, within: float) -> dict[str, Any]:
+        """Poll the stats until stats[key] == value; fail after `within` seconds."""
+        last: dict[str, Any] = {}
+
+        async def check() -> bool:
+            nonlocal last
+            last = await self.astats()
+            return bool(last[key] == value)
+
+        deadline = time.monotonic() + within
+        while not await check():
+            assert time.monotonic() < deadline, f"{self.name}: {key} stayed {last[key]}, wanted {value}: {last}"
+            await asyncio.sleep(0.02)
+        return last
+
+
+def spawn_fake(processes: Processes, name: str, *options: str) -> FakeUpstream:
+    port = free_port()
+    argv = [CLI, "fake-upstream", "--host", "127.0.0.1", "--port", str(port), *options]
+    proc = processes.spawn(name, argv, _base_env(), port)
+    return FakeUpstream(proc.name, proc.popen, proc.port, proc.log_path)
+
+
+@dataclass(frozen=True)
+class Fakes:
+    main: FakeUpstream  # default behaviour: 16 words, usage reported, no pacing
+    failing: FakeUpstream  # every /v1 request answers 500
+    sleepy: FakeUpstream  # waits 3 s before answering
+    slow: FakeUpstream  # a paced stream: 20 chunks, 100 ms apart (about 2 s in all)
+    paced: FakeUpstream  # a long paced stream: 50 chunks, 200 ms apart (10 s if read to the end)
+
+
+@pytest.fixture(scope="session")
+def fakes(processes: Processes) -> Fakes:
+    """All fake upstreams of the session, started side by side."""
+    started = Fakes(
+        main=spawn_fake(processes, "fake-main"),
+        failing=spawn_fake(processes, "fake-failing", "--error-rate", "1", "--error-status", "500"),
+        sleepy=spawn_fake(processes, "fake-sleepy", "--latency-ms", "3000"),
+        slow=spawn_fake(processes, "fake-slow", "--chunks", "20", "--chunk-interval-ms", "100"),
+        paced=spawn_fake(processes, "fake-paced", "--chunks", "50", "--chunk-interval-ms", "200"),
+    )
+    for fake in (started.main, started.failing, started.sleepy, started.slow, started.paced):
+        fake.wait_healthy()
+    return started
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(fakes: Fakes) -> FakeUpstream:
+    """The well-behaved fake provider; `.base_url` is `http://127.0.0.1:P/v1`."""
+    return fakes.main
+
+
+# ---- gateways -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def proxy_settings(database_url: str, redis_prefix: str) -> Settings:
+    """The `settings` fixture's values, at session scope (the gateways live for the session)."""
+    return load_settings(
+        DATABASE_URL=database_url,
+        REDIS_URL=TEST_REDIS_URL,
+        GATEWAY_SECRET_KEY=ROOT_CONFTEST_SECRET,
+        GATEWAY_REDIS_PREFIX=redis_prefix,
+        GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
+        GATEWAY_LOG_JSON=True,
+    )
+
+
+@dataclass
+class GatewayFactory:
+    """Starts `aichat-gateway serve` processes with the session's settings plus per-gateway overrides."""
+
+    processes: Processes
+    settings: Settings
+    gateways: list[Proc] = field(default_factory=list)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        s = self.settings
+        env = _base_env()
+        env.update({
+            "DATABASE_URL": s.database_url,
+            "REDIS_URL": s.redis_url,
+            "GATEWAY_SECRET_KEY": s.secret_key.get_secret_value(),
+            "GATEWAY_REDIS_PREFIX": s.redis_prefix,
+            "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1",
+            "GATEWAY_LOG_JSON": "1",
+            "GATEWAY_LOG_LEVEL": "info",
+        })
+        env.update(overrides)
+        return env
+
+    def spawn(self, name: str, **overrides: str) -> Proc:
+        port = free_port()
+        argv = [CLI, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = self.processes.spawn(name, argv, self.env(**overrides), port)
+        self.gateways.append(proc)
+        return proc
+
+    def start(self, name: str, **overrides: str) -> Proc:
+        proc = self.spawn(name, **overrides)
+        proc.wait_healthy()
+        return proc
+
+
+@pytest.fixture(scope="session")
+def gateway_factory(processes: Processes, proxy_settings: Settings) -> GatewayFactory:
+    return GatewayFactory(processes, proxy_settings)
+
+
+@dataclass(frozen=True)
+class Gateways:
+    a: Proc  # the default gateway; the marketplace is seeded through it
+    b: Proc  # a second process on the same Postgres and Redis (revocation across processes)
+    strict: Proc  # GATEWAY_MAX_BODY_BYTES=4096 and GATEWAY_UPSTREAM_READ_TIMEOUT=0.5
+
+
+@pytest.fixture(scope="session")
+def gateways(gateway_factory: GatewayFactory, fakes: Fakes) -> Gateways:
+    """The session's gateways, started side by side (each takes about a second to import)."""
+    started = Gateways(
+        a=gateway_factory.spawn("gateway-a"),
+        b=gateway_factory.spawn("gateway-b"),
+        strict=gateway_factory.spawn(
+            "gateway-strict", GATEWAY_MAX_BODY_BYTES="4096", GATEWAY_UPSTREAM_READ_TIMEOUT="0.5"
+        ),
+    )
+    for proc in (started.a, started.b, started.strict):
+        proc.wait_healthy()
+    return started
+
+
+@pytest.fixture(scope="session")
+def gateway(gateways: Gateways) -> Proc:
+    return gateways.a
+
+
+# ---- the marketplace, seeded over HTTP ------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Market:
+    seller: Account
+    buyer: Account
+    buyer_key: str  # the buyer's gateway key secret (shown once, at creation)
+    buyer_key_id: str
+    listings: dict[str, dict[str, Any]]  # name -> the create answer
+    provider_keys: dict[str, str]  # name -> the seller's provider key for that listing
+    models: dict[str, str]  # name -> a model only that listing serves
+    created_key_secrets: list[str] = field(default_factory=list)
+
+    def new_key(self, gateway: Proc, name: str = "extra") -> tuple[str, str]:
+        """A fresh gateway key for the buyer: (key id, secret)."""
+        answer = httpx.post(gateway.url + "/api/keys", json={"name": name}, headers=self.buyer.auth, timeout=10)
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        self.created_key_secrets.append(body["key"])
+        return body["id"], body["key"]
+
+    def revoke(self, gateway: Proc, key_id: str) -> httpx.Response:
+        return httpx.delete(f"{gateway.url}/api/keys/{key_id}", headers=self.buyer.auth, timeout=10)
+
+
+def register_and_login(gateway: Proc, tag: str, password: str) -> Account:
+    email = unique_email(tag)
+    registered = httpx.post(gateway.url + "/api/auth/register", json={"email": email, "password": password},
+                            timeout=10)
+    assert registered.status_code == 201, registered.text
+    login = httpx.post(gateway.url + "/api/auth/login", json={"email": email, "password": password}, timeout=10)
+    assert login.status_code == 200, login.text
+    return Account(email, password, login.json()["access_token"])
+
+
+def create_listing(gateway: Proc, seller: Account, body: dict[str, Any]) -> dict[str, Any]:
+    answer = httpx.post(gateway.url + "/api/marketplace/listings", json=body, headers=seller.auth, timeout=10)
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+def provider_key() -> str:
+    return "sk-test-seller-" + secrets.token_hex(16)
+
+
+def wait_for_models(gateway: Proc, key: str, models: list[str], within: float = 10.0) -> None:
+    """Poll /v1/models until every model shows (a gateway may have started before the listing)."""
+
+    def listed() -> bool:
+        answer = httpx.get(gateway.base_url + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        return set(models) <= {m["id"] for m in answer.json()["data"]}
+
+    wait_until(listed, within, f"{models} on {gateway.name}", interval=0.05)
+
+
+@pytest.fixture(scope="session")
+def market(gateways: Gateways, fakes: Fakes) -> Market:
+    a = gateways.a
+    seller = register_and_login(a, "seller", PASSWORD_SELLER)
+    buyer = register_and_login(a, "buyer", PASSWORD_BUYER)
+    dead_port = free_port()  # nothing listens there: connect errors
+    specs: dict[str, tuple[str, list[dict[str, str]], dict[str, str]]] = {
+        "main": (fakes.main.base_url, [
+            {"model": "gpt-4o-mini"},
+            {"model": "gpt-4o", "upstream_model": "gpt-4o-2024-08-06"},
+            {"model": "text-embedding-3-small"},
+        ], {"multiplier": "1"}),
+        "failing": (fakes.failing.base_url, [{"model": "failing-model", "upstream_model": "gpt-4o-mini"}],
+                    EXPLICIT_PRICE),
+        "sleepy": (fakes.sleepy.base_url, [{"model": "sleepy-model", "upstream_model": "gpt-4o-mini"}],
+                   EXPLICIT_PRICE),
+        "slow": (fakes.slow.base_url, [{"model": "slow-model", "upstream_model": "gpt-4o-mini"}],
+                 EXPLICIT_PRICE),
+        "paced": (fakes.paced.base_url, [{"model": "paced-model", "upstream_model": "gpt-4o-mini"}],
+                  EXPLICIT_PRICE),
+        "dead": (f"http://127.0.0.1:{dead_port}/v1", [{"model": "dead-model", "upstream_model": "gpt-4o-mini"}],
+                 EXPLICIT_PRICE),
+    }
+    listings: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
+    for name, (base_url, models, pricing) in specs.items():
+        keys[name] = provider_key()
+        listings[name] = create_listing(a, seller, {
+            "name": f"proxy tests: {name}", "provider": "openai", "base_url": base_url, "api_key": keys[name],
+            "models": models, "pricing": pricing, "attest_resale": True,
+        })
+    created = httpx.post(a.url + "/api/keys", json={"name": "proxy-tests"}, headers=buyer.auth, timeout=10)
+    assert created.status_code == 201, created.text
+    market = Market(
+        seller=seller, buyer=buyer, buyer_key=created.json()["key"], buyer_key_id=created.json()["id"],
+        listings=listings, provider_keys=keys,
+        models={"main": "gpt-4o-mini", "failing": "failing-model", "sleepy": "sleepy-model",
+                "slow": "slow-model", "paced": "paced-model", "dead": "dead-model"},
+    )
+    # Every gateway was started before these listings existed: each must pick them up (pub/sub or poll).
+    for proc in (gateways.a, gateways.b, gateways.strict):
+        wait_for_models(proc, market.buyer_key, ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small",
+                                                  *market.models.values()])
+    return market
+
+
+@pytest.fixture
+def buyer_headers(market: Market) -> dict[str, str]:
+    return {"Authorization": f"Bearer {market.buyer_key}"}
+
+
+# ---- the usage stream -----------------------------------------------------------------------------
+
+
+class UsageEvents:
+    """Reads `<prefix>:usage` (the Redis Stream the meter appends to)."""
+
+    def __init__(self, client: redis_sync.Redis, prefix: str) -> None:
+        self.client = client
+        self.stream = f"{prefix}:usage"
+
+    def for_request(self, request_id: str) -> list[dict[str, str]]:
+        entries = self.client.xrange(self.stream)
+        found = []
+        for _, fields in entries:
+            decoded = {k.decode(): v.decode() for k, v in fields.items()}
+            if decoded.get("request_id") == request_id:
+                found.append(decoded)
+        return found
+
+    async def wait_for(self, request_id: str, within: float = 5.0) -> list[dict[str, str]]:
+        """The events of one request, once at least one is there."""
+        found: list[dict[str, str]] = []
+
+        def check() -> bool:
+            nonlocal found
+            found = self.for_request(request_id)
+            return bool(found)
+
+        await await_until(check, within, f"a usage event for {request_id}")
+        return found
+
+
+@pytest.fixture(scope="session")
+def usage_events(proxy_settings: Settings) -> Iterator[UsageEvents]:
+    client = redis_sync.Redis.from_url(proxy_settings.redis_url)
+    try:
+        yield UsageEvents(client, proxy_settings.redis_prefix)
+    finally:
+        client.close()
+
+
+def request_id() -> str:
+    """A sane request id for the caller to send (the gateway echoes it)."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None,
+                        param: str | None = None) -> dict[str, Any]:
+    """The response is `{"error": {"message", "type", "param", "code"}}` with this status (and code/param)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    if code is not None:
+        assert error["code"] == code, error
+    assert error["param"] == param, error
+    assert response.headers.get("x-request-id"), "every response carries x-request-id"
+    return error

@@ -1,0 +1,152 @@
+"""Streams over real sockets: a buyer who leaves cancels the provider's work; SIGTERM drains."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import Fakes, GatewayFactory, Market, Proc, UsageEvents, request_id, wait_for_models
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = [{"role": "user", "content": "tell me a long story"}]
+
+
+async def read_then_leave(gateway: Proc, key: str, model: str, events: int, rid: str | None = None) -> list[str]:
+    """Read `events` SSE data lines of a stream, then close the connection."""
+    headers = {"Authorization": f"Bearer {key}", **({"x-request-id": rid} if rid else {})}
+    got: list[str] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = {"model": model, "messages": MESSAGES, "stream": True}
+        async with client.stream("POST", gateway.base_url + "/chat/completions", json=body,
+                                 headers=headers) as answer:
+            assert answer.status_code == 200
+            async for line in answer.aiter_lines():
+                if line.startswith("data:"):
+                    got.append(line)
+                    if len(got) == events:
+                        break
+    return got
+
+
+async def test_a_client_leaving_mid_stream_cancels_the_upstream_request(
+    gateway: Proc, market: Market, fakes: Fakes
+) -> None:
+    before = await fakes.paced.astats()
+    got = await read_then_leave(gateway, market.buyer_key, "paced-model", events=2)
+    left = time.monotonic()
+    assert len(got) == 2
+    stats = await fakes.paced.wait_for_stat("streams_cancelled", before["streams_cancelled"] + 1, within=2.0)
+    assert time.monotonic() - left < 2.0
+    assert stats["streams_completed"] == before["streams_completed"], "the provider's stream ran to its end"
+    await fakes.paced.wait_for_stat("in_flight", 0, within=2.0)
+
+
+async def test_the_gateway_keeps_serving_after_a_client_left_mid_stream(gateway: Proc, market: Market) -> None:
+    await read_then_leave(gateway, market.buyer_key, "paced-model", events=3)
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(gateway.base_url + "/chat/completions",
+                                   headers={"Authorization": f"Bearer {market.buyer_key}"},
+                                   json={"model": "gpt-4o-mini", "messages": MESSAGES})
+    assert answer.status_code == 200
+
+
+async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_request(
+    gateway: Proc, market: Market, fakes: Fakes
+) -> None:
+    """The sleepy provider waits 3 s before its first byte; the buyer gives up after 0.3 s."""
+    body = {"model": "sleepy-model", "messages": MESSAGES, "stream": True}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.3)) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(gateway.base_url + "/chat/completions", json=body,
+                              headers={"Authorization": f"Bearer {market.buyer_key}"})
+    left = time.monotonic()
+    await fakes.sleepy.wait_for_stat("in_flight", 0, within=5.0)
+    waited = time.monotonic() - left
+    assert waited < 1.5, f"the provider request stayed open {waited:.2f}s after the buyer left"
+
+
+# ---- SIGTERM ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Drain:
+    gateway: Proc
+    request_id: str
+    status: int
+    data_lines: list[str]
+    signalled_after_lines: int
+    exit_code: int | None
+    exit_seconds: float  # from SIGTERM to the process having exited
+
+
+@pytest.fixture(scope="module")
+def drain(gateway_factory: GatewayFactory, market: Market) -> Drain:
+    """A gateway of its own gets SIGTERM while relaying a 2-second stream (20 chunks, 100 ms apart)."""
+    proc = gateway_factory.start("gateway-drain")
+    wait_for_models(proc, market.buyer_key, ["slow-model"])
+    rid = request_id()
+    lines: list[str] = []
+    signalled_after = 0
+    signalled_at = 0.0
+    headers = {"Authorization": f"Bearer {market.buyer_key}", "x-request-id": rid}
+    body = {"model": "slow-model", "messages": MESSAGES, "stream": True}
+    with httpx.Client(timeout=10) as client, client.stream(
+        "POST", proc.base_url + "/chat/completions", json=body, headers=headers
+    ) as answer:
+        status = answer.status_code
+        for line in answer.iter_lines():
+            if line.startswith("data:"):
+                lines.append(line)
+                if len(lines) == 2:
+                    proc.popen.send_signal(signal.SIGTERM)
+                    signalled_at = time.monotonic()
+                    signalled_after = len(lines)
+    exit_code: int | None
+    try:
+        exit_code = proc.popen.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        exit_code = None  # the session teardown kills it
+    return Drain(proc, rid, status, lines, signalled_after, exit_code, time.monotonic() - signalled_at)
+
+
+def _content(lines: list[str]) -> str:
+    text = []
+    for line in lines:
+        payload = line.removeprefix("data:").strip()
+        if payload != "[DONE]":
+            chunk: dict[str, Any] = orjson.loads(payload)
+            text += [c["delta"].get("content") or "" for c in chunk["choices"]]
+    return "".join(text)
+
+
+def test_sigterm_mid_stream_still_delivers_the_whole_stream_ending_with_done(drain: Drain) -> None:
+    assert drain.status == 200
+    assert drain.signalled_after_lines == 2, "SIGTERM was sent while the stream was in its first chunks"
+    assert drain.data_lines[-1] == "data: [DONE]"
+    words = ["fake", "reply", *[f"word{i}" for i in range(1, 19)]]
+    assert _content(drain.data_lines) == " ".join(words)
+
+
+def test_sigterm_mid_stream_lets_the_process_exit_by_itself_once_drained(drain: Drain) -> None:
+    assert drain.exit_code is not None, f"still running 15 s after SIGTERM:\n{drain.gateway.logs()[-3000:]}"
+    assert drain.exit_code == 0, drain.gateway.logs()[-3000:]
+    assert drain.exit_seconds < 10
+
+
+def test_sigterm_mid_stream_still_records_the_streams_usage_event(drain: Drain, usage_events: UsageEvents) -> None:
+    [event] = usage_events.for_request(drain.request_id)
+    assert (event["outcome"], event["status"], event["stream"]) == ("ok", "200", "1")
+    assert event["completion_tokens"] == "20"
+
+
+def test_a_gateway_refuses_new_connections_after_sigterm(drain: Drain, market: Market) -> None:
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(drain.gateway.base_url + "/models", headers={"Authorization": f"Bearer {market.buyer_key}"},
+                  timeout=2)
