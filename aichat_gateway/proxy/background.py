@@ -54,6 +54,11 @@ class Supervisor:
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
+        pending = set(tasks)
+        # Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel that lands as
+        # its inner call completes; so cancel again until every task has really finished.
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         await asyncio.gather(*tasks, return_exceptions=True)
