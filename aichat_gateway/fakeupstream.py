@@ -102,9 +102,7 @@ _KNOBS: dict[str, Callable[[str], Any]] = {
     "report_usage": _flag,
     "retry_after": int,
 }
-_HEADER_KNOBS = {
-    b"x-fake-" + name.replace("_", "-").encode(): (name, parse) for name, parse in _KNOBS.items()
-}
+_HEADER_KNOBS = {b"x-fake-" + name.replace("_", "-").encode(): (name, parse) for name, parse in _KNOBS.items()}
 
 
 @dataclass
@@ -146,9 +144,7 @@ class Reject(Exception):
     def payload(self) -> bytes:
         kind = self._TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         code = self._CODES.get(self.status)
-        return orjson.dumps(
-            {"error": {"message": self.message, "type": kind, "param": self.param, "code": code}}
-        )
+        return orjson.dumps({"error": {"message": self.message, "type": kind, "param": self.param, "code": code}})
 
 
 async def _send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -279,9 +275,7 @@ class FakeUpstream:
             else:
                 raise Reject(404, f"Unknown request URL: {method} {path}.")
         except Reject as err:
-            headers = (
-                _JSON if err.retry_after is None else [*_JSON, (b"retry-after", b"%d" % err.retry_after)]
-            )
+            headers = _JSON if err.retry_after is None else [*_JSON, (b"retry-after", b"%d" % err.retry_after)]
             await _send_bytes(send, err.status, err.payload(), headers)
 
     def _knobs(self, headers: Sequence[tuple[bytes, bytes]]) -> FakeUpstreamConfig:
@@ -329,9 +323,7 @@ class FakeUpstream:
         await self._delay_and_maybe_fail(knobs, None)
         await _send_bytes(send, 200, self._completion(knobs, body), _JSON)
 
-    async def _delay_and_maybe_fail(
-        self, knobs: FakeUpstreamConfig, watcher: asyncio.Task[None] | None
-    ) -> bool:
+    async def _delay_and_maybe_fail(self, knobs: FakeUpstreamConfig, watcher: asyncio.Task[None] | None) -> bool:
         """Sleep latency_ms (False if the client left meanwhile), then maybe raise the injected error."""
         if knobs.latency_ms > 0:
             if watcher is None:
@@ -370,9 +362,7 @@ class FakeUpstream:
             answer["usage"] = _usage(_prompt_tokens(body["messages"]), completion)
         return orjson.dumps(answer)
 
-    async def _stream(
-        self, knobs: FakeUpstreamConfig, body: dict[str, Any], receive: Receive, send: Send
-    ) -> None:
+    async def _stream(self, knobs: FakeUpstreamConfig, body: dict[str, Any], receive: Receive, send: Send) -> None:
         options = body.get("stream_options")
         with_usage = knobs.report_usage and isinstance(options, dict) and options.get("include_usage") is True
         # A paced stream (latency or chunk interval) waits on the client going away; an unpaced one is
@@ -476,9 +466,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(ns: argparse.Namespace) -> FakeUpstreamConfig:
-    return FakeUpstreamConfig(
-        report_usage=not ns.no_usage, **{name: getattr(ns, name) for name in _CLI_KNOBS}
-    )
+    return FakeUpstreamConfig(report_usage=not ns.no_usage, **{name: getattr(ns, name) for name in _CLI_KNOBS})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -176,10 +176,7 @@ def ensure_database(database_url: str, env: dict[str, str]) -> None:
     url = urlsplit(database_url)
     args = ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432), "-U", url.username or "postgres"]
     env = {**env, **({"PGPASSWORD": url.password} if url.password else {})}
-    if (
-        url.path.lstrip("/")
-        not in run(["psql", *args, "-Atqc", "SELECT datname FROM pg_database"], env).split()
-    ):
+    if url.path.lstrip("/") not in run(["psql", *args, "-Atqc", "SELECT datname FROM pg_database"], env).split():
         run(["createdb", *args, url.path.lstrip("/")], env)
 
 
@@ -189,14 +186,10 @@ def start_gateway(children: Children, fake_url: str, env: dict[str, str]) -> Tar
     demo = run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json"], env)
     seeded = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])
     port = free_port()
-    proc = children.start(
-        [GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env
-    )
+    proc = children.start([GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env)
     wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
     # demo's base_url names the gateway's default port; this run's gateway listens on `port`.
-    return Target(
-        "gateway", f"http://127.0.0.1:{port}/v1", seeded["api_key"], seeded.get("model", "gpt-4o-mini")
-    )
+    return Target("gateway", f"http://127.0.0.1:{port}/v1", seeded["api_key"], seeded.get("model", "gpt-4o-mini"))
 
 
 def ratios(results: list[Result]) -> list[dict[str, Any]]:
@@ -230,9 +223,7 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--direct-only", action="store_true", help="only the fake upstream (no gateway)")
     args = parser.parse_args()
     duration, warmup = os.environ.get("BENCH_DURATION", "10s"), os.environ.get("BENCH_WARMUP", "2s")

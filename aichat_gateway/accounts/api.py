@@ -75,9 +75,7 @@ def set_session_cookies(response: Response, issued: IssuedToken, settings: Setti
 
 def clear_session_cookies(response: Response, settings: Settings) -> None:
     for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
-        response.delete_cookie(
-            name, path="/", secure=settings.cookie_secure, httponly=httponly, samesite="lax"
-        )
+        response.delete_cookie(name, path="/", secure=settings.cookie_secure, httponly=httponly, samesite="lax")
 
 
 class AccountsApi:

@@ -94,9 +94,7 @@ def bearer_token(authorization: str) -> str:
         raise SessionAuthError(InvalidCredentials("expected 'Authorization: Bearer <session token>'"))
     token = token.strip()
     if token.startswith("agw-"):
-        raise SessionAuthError(
-            InvalidCredentials("gateway API keys work on /v1; /api takes the session token")
-        )
+        raise SessionAuthError(InvalidCredentials("gateway API keys work on /v1; /api takes the session token"))
     return token
 
 
@@ -153,9 +151,7 @@ def auth_error_response(conn: HTTPConnection, exc: Exception) -> Response:
     """
     error = exc.error if isinstance(exc, SessionAuthError) else InvalidCredentials("invalid credentials")
     status, type_ = _status_of(error)
-    body = orjson.dumps(
-        {"error": {"message": error.message, "type": type_, "param": error.param, "code": error.code}}
-    )
+    body = orjson.dumps({"error": {"message": error.message, "type": type_, "param": error.param, "code": error.code}})
     headers = {"www-authenticate": 'Bearer realm="api"'} if status == 401 else {}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 

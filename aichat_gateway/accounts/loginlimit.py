@@ -42,9 +42,7 @@ class LoginAttempt:
 def retry_after(counts: list[tuple[Counted, Window]]) -> int | None:
     """Pure decision: None if the attempt may proceed, else seconds until the longest block ends."""
     waits = [
-        counted.ttl if counted.ttl > 0 else window.seconds
-        for counted, window in counts
-        if counted.count > window.limit
+        counted.ttl if counted.ttl > 0 else window.seconds for counted, window in counts if counted.count > window.limit
     ]
     return max(1, max(waits)) if waits else None
 

@@ -157,9 +157,7 @@ class SessionTokens:
     def csrf_matches(self, claims: SessionClaims, presented: str) -> bool:
         """Constant-time check of a presented CSRF token against the session it must belong to."""
         candidate = presented.encode()
-        return any(
-            hmac.compare_digest(candidate, self._csrf_for(key, claims).encode()) for key in self._csrf_keys
-        )
+        return any(hmac.compare_digest(candidate, self._csrf_for(key, claims).encode()) for key in self._csrf_keys)
 
     @staticmethod
     def _csrf_for(key: bytes, claims: SessionClaims) -> str:

@@ -56,9 +56,7 @@ def _user(row: asyncpg.Record) -> User:
     return User(id=str(row["id"]), email=row["email"], role=row["role"], created_at=row["created_at"])
 
 
-async def create_user(
-    db: Executor, passwords: Passwords, email: str, password: str, *, role: str = "user"
-) -> User:
+async def create_user(db: Executor, passwords: Passwords, email: str, password: str, *, role: str = "user") -> User:
     """Create a user; EmailTaken if the e-mail (in any case) already has an account."""
     email = normalise_email(email)
     check_password_policy(password)
@@ -117,16 +115,12 @@ async def authenticate(db: Executor, passwords: Passwords, email: str, password:
         raise InvalidCredentials(_WRONG_LOGIN)
     user = _user(row)
     if passwords.needs_rehash(row["password_hash"]):
-        await db.execute(
-            "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], await passwords.hash(password)
-        )
+        await db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], await passwords.hash(password))
         log.info("password_rehashed", user_id=user.id)
     return user
 
 
-async def create_admin(
-    db: Executor, email: str, password: str, *, passwords: Passwords | None = None
-) -> User:
+async def create_admin(db: Executor, email: str, password: str, *, passwords: Passwords | None = None) -> User:
     """Create an admin, or make an existing user (matched case-insensitively) admin with this password.
 
     Idempotent, for `aichat-gateway create-admin`: running it twice leaves one admin account whose

@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-_DEV_SECRET_HINT = "set GATEWAY_SECRET_KEY to at least 32 random characters (e.g. `openssl rand -hex 32`)"
+_DEV_SECRET_HINT = "set GATEWAY_SECRET_KEY to at least 32 random characters (e.g. `openssl rand -hex 32`)"  # noqa: S105
 
 
 class Settings(BaseSettings):

@@ -46,9 +46,19 @@ async def create_listing(request: Request) -> Response:
     new = listings.parse_new_listing(await _json_body(request), state.catalog)
     base_url = await validate_upstream_url(new.base_url, state.settings.allow_private_upstreams)
     row = await listings.insert_listing(
-        state.db, state.vault, seller_id,
-        listings.NewListing(new.name, new.provider, base_url, new.api_key, new.models,
-                            new.multiplier, new.explicit_price, new.limits),
+        state.db,
+        state.vault,
+        seller_id,
+        listings.NewListing(
+            new.name,
+            new.provider,
+            base_url,
+            new.api_key,
+            new.models,
+            new.multiplier,
+            new.explicit_price,
+            new.limits,
+        ),
     )
     await state.listings.announce_change()
     return JSONResponse(listing_json(row), status_code=201)

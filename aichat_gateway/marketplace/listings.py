@@ -86,7 +86,7 @@ def _models(value: object) -> tuple[tuple[str, str], ...]:
     seen: dict[str, str] = {}
     for item in value:
         if not isinstance(item, dict) or set(item) - {"model", "upstream_model"}:
-            raise InvalidListing("each models entry is {\"model\", \"upstream_model\"?}", param="models")
+            raise InvalidListing('each models entry is {"model", "upstream_model"?}', param="models")
         model, upstream = item.get("model"), item.get("upstream_model", item.get("model"))
         if not isinstance(model, str) or not _MODEL_NAME.match(model):
             raise InvalidListing(f"model name {model!r} is not valid", param="models")
@@ -100,18 +100,24 @@ def _models(value: object) -> tuple[tuple[str, str], ...]:
 
 def _pricing(value: object) -> tuple[Decimal | None, Price | None]:
     if not isinstance(value, dict):
-        raise InvalidListing('pricing must be {"multiplier"} or {"input_usd_per_million", '
-                             '"output_usd_per_million"}', param="pricing")
+        raise InvalidListing(
+            'pricing must be {"multiplier"} or {"input_usd_per_million", "output_usd_per_million"}',
+            param="pricing",
+        )
     try:
         if set(value) == {"multiplier"}:
             return parse_multiplier(value["multiplier"]), None
         if set(value) == {"input_usd_per_million", "output_usd_per_million"}:
-            return None, Price(parse_usd(value["input_usd_per_million"], "pricing.input_usd_per_million"),
-                               parse_usd(value["output_usd_per_million"], "pricing.output_usd_per_million"))
+            return None, Price(
+                parse_usd(value["input_usd_per_million"], "pricing.input_usd_per_million"),
+                parse_usd(value["output_usd_per_million"], "pricing.output_usd_per_million"),
+            )
     except PriceError as exc:
         raise InvalidListing(str(exc), param="pricing") from None
-    raise InvalidListing('pricing must be {"multiplier"} or {"input_usd_per_million", '
-                         '"output_usd_per_million"}', param="pricing")
+    raise InvalidListing(
+        'pricing must be {"multiplier"} or {"input_usd_per_million", "output_usd_per_million"}',
+        param="pricing",
+    )
 
 
 def _limits(value: object) -> dict[str, int]:
@@ -149,8 +155,14 @@ async def insert_listing(db: asyncpg.Pool, vault: Vault, seller_id: str, new: Ne
                        output_micro_per_million, limits, attested_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, now())
                    RETURNING id""",
-                public_id, uuid.UUID(seller_id), new.name, new.provider, new.base_url,
-                vault.encrypt(new.api_key), last4(new.api_key), vault.fingerprint(new.api_key),
+                public_id,
+                uuid.UUID(seller_id),
+                new.name,
+                new.provider,
+                new.base_url,
+                vault.encrypt(new.api_key),
+                last4(new.api_key),
+                vault.fingerprint(new.api_key),
                 new.multiplier,
                 new.explicit_price.input_micro_per_million if new.explicit_price else None,
                 new.explicit_price.output_micro_per_million if new.explicit_price else None,
@@ -162,26 +174,29 @@ async def insert_listing(db: asyncpg.Pool, vault: Vault, seller_id: str, new: Ne
             "INSERT INTO listing_models (listing_id, model, upstream_model) VALUES ($1, $2, $3)",
             [(listing_id, model, upstream) for model, upstream in new.models],
         )
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM listings l WHERE l.id = $1", listing_id)
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM listings l WHERE l.id = $1", listing_id)  # noqa: S608
     assert row is not None
     return row
 
 
 async def list_listings(db: asyncpg.Pool, owner_id: str | None) -> list[asyncpg.Record]:
     """A seller's live listings; `owner_id=None` (admins) lists everyone's."""
-    return list(await db.fetch(
-        f"""SELECT {_COLUMNS} FROM listings l
+    return list(
+        await db.fetch(
+            f"""SELECT {_COLUMNS} FROM listings l
             WHERE l.deleted_at IS NULL AND ($1::uuid IS NULL OR l.seller_id = $1::uuid)
-            ORDER BY l.created_at""",
-        uuid.UUID(owner_id) if owner_id else None,
-    ))
+            ORDER BY l.created_at""",  # noqa: S608 - a constant column list; values are parameters
+            uuid.UUID(owner_id) if owner_id else None,
+        )
+    )
 
 
 async def get_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""SELECT {_COLUMNS} FROM listings l
-            WHERE l.id = $1 AND l.deleted_at IS NULL AND ($2::uuid IS NULL OR l.seller_id = $2::uuid)""",
-        _uuid_or_not_found(listing_id), uuid.UUID(owner_id) if owner_id else None,
+            WHERE l.id = $1 AND l.deleted_at IS NULL AND ($2::uuid IS NULL OR l.seller_id = $2::uuid)""",  # noqa: S608
+        _uuid_or_not_found(listing_id),
+        uuid.UUID(owner_id) if owner_id else None,
     )
     if row is None:
         raise ListingNotFound("no such listing")
@@ -194,7 +209,8 @@ async def delete_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None
         """UPDATE listings SET deleted_at = now(), updated_at = now()
            WHERE id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR seller_id = $2::uuid)
            RETURNING id""",
-        _uuid_or_not_found(listing_id), uuid.UUID(owner_id) if owner_id else None,
+        _uuid_or_not_found(listing_id),
+        uuid.UUID(owner_id) if owner_id else None,
     )
     if done is None:
         raise ListingNotFound("no such listing")

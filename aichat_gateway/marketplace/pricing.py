@@ -27,7 +27,7 @@ class PriceError(ValueError):
 def parse_usd(text: object, field: str) -> int:
     """A decimal USD string (per million tokens) → integer micro-USD; refuses floats and excess precision."""
     if not isinstance(text, str):
-        raise PriceError(f"{field} must be a decimal string such as \"0.15\"")
+        raise PriceError(f'{field} must be a decimal string such as "0.15"')
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -42,7 +42,7 @@ def parse_usd(text: object, field: str) -> int:
 
 def parse_multiplier(text: object) -> Decimal:
     if not isinstance(text, str):
-        raise PriceError("pricing.multiplier must be a decimal string such as \"0.8\"")
+        raise PriceError('pricing.multiplier must be a decimal string such as "0.8"')
     try:
         value = Decimal(text)
     except InvalidOperation:

@@ -18,8 +18,10 @@ def order_routes(routes: Sequence[Route], tie_breaker: int) -> list[Route]:
     if count <= 1:
         return list(routes)
     indexed = list(enumerate(routes))
-    indexed.sort(key=lambda pair: (
-        pair[1].price.input_micro_per_million + pair[1].price.output_micro_per_million,
-        (pair[0] + tie_breaker) % count,
-    ))
+    indexed.sort(
+        key=lambda pair: (
+            pair[1].price.input_micro_per_million + pair[1].price.output_micro_per_million,
+            (pair[0] + tie_breaker) % count,
+        )
+    )
     return [route for _, route in indexed]

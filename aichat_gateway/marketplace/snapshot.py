@@ -66,7 +66,7 @@ class Index:
 
 
 def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey], catalog: Catalog) -> Index:
-    """Pure: rows of (listing × model) → routes grouped by model, skipping unpriceable rows."""
+    """Pure: rows of (listing, model) → routes grouped by model, skipping unpriceable rows."""
     grouped: dict[str, list[Route]] = {}
     for row in rows:
         price = route_price(row, catalog)
@@ -75,8 +75,16 @@ def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey
             continue
         model = str(row["model"])
         grouped.setdefault(model, []).append(
-            Route(str(row["listing_id"]), str(row["public_id"]), str(row["provider"]), str(row["base_url"]),
-                  key, model, str(row["upstream_model"]), price)
+            Route(
+                str(row["listing_id"]),
+                str(row["public_id"]),
+                str(row["provider"]),
+                str(row["base_url"]),
+                key,
+                model,
+                str(row["upstream_model"]),
+                price,
+            )
         )
     return Index({m: tuple(r) for m, r in grouped.items()})
 

@@ -59,8 +59,7 @@ def check_applied(available: list[Migration], applied: dict[int, tuple[str, str]
             raise MigrationError(f"{name} is applied in the database but missing from this release")
         if migration.checksum != checksum:
             raise MigrationError(
-                f"{migration.name} was edited after it was applied (checksum differs); "
-                "add a new migration file instead"
+                f"{migration.name} was edited after it was applied (checksum differs); add a new migration file instead"
             )
     return [m for m in available if m.version not in applied]
 

@@ -38,8 +38,9 @@ from aichat_gateway.proxy.upstream import create_upstream_client
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(type_name, encoder=lambda v: orjson.dumps(v).decode(),
-                                  decoder=orjson.loads, schema="pg_catalog")
+        await conn.set_type_codec(
+            type_name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
 
 
 async def create_db_pool(settings: Settings) -> asyncpg.Pool:

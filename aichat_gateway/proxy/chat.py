@@ -82,9 +82,14 @@ async def chat_completions(request: Request) -> Response:
         chat = inbound.parse_chat_request(body, state.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
         routes = _routes_for(request, chat.model, attempt.request_id)
-        opened = await _open(request, attempt, routes, lambda r: inbound.upstream_body(body, r.upstream_model,
-                                                                                       chat.stream),
-                             "/chat/completions", chat.stream)
+        opened = await _open(
+            request,
+            attempt,
+            routes,
+            lambda r: inbound.upstream_body(body, r.upstream_model, chat.stream),
+            "/chat/completions",
+            chat.stream,
+        )
         attempt.listing = opened.route
         if opened.chunks is None:
             response = _finish_plain(request, attempt, opened, body)
@@ -97,8 +102,14 @@ async def chat_completions(request: Request) -> Response:
             await _finish(request, attempt)
 
         handed_off = True
-        return RelayStream(opened.response, opened.first_chunk, opened.chunks, meter, on_done,
-                           _gateway_headers(attempt, opened.route))
+        return RelayStream(
+            opened.response,
+            opened.first_chunk,
+            opened.chunks,
+            meter,
+            on_done,
+            _gateway_headers(attempt, opened.route),
+        )
     except GatewayError as exc:
         attempt.status, attempt.outcome = exc.status, exc.code or "error"
         raise
@@ -118,8 +129,12 @@ async def embeddings(request: Request) -> Response:
         routes = _routes_for(request, attempt.model, attempt.request_id)
 
         def outgoing(route: ListingRoute) -> bytes:
-            return orjson.dumps({**{k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS},
-                                 "model": route.upstream_model})
+            return orjson.dumps(
+                {
+                    **{k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS},
+                    "model": route.upstream_model,
+                }
+            )
 
         opened = await _open(request, attempt, routes, outgoing, "/embeddings", False)
         attempt.listing = opened.route
@@ -140,8 +155,14 @@ async def list_models(request: Request) -> Response:
     data = []
     for model in request.app.state.listings.index.models():
         listed = catalog.get(model)
-        data.append({"id": model, "object": "model", "created": 0,
-                     "owned_by": listed.provider if listed else "marketplace"})
+        data.append(
+            {
+                "id": model,
+                "object": "model",
+                "created": 0,
+                "owned_by": listed.provider if listed else "marketplace",
+            }
+        )
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -156,13 +177,13 @@ async def _authenticate(request: Request) -> KeyPrincipal:
 def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRoute]:
     routes = request.app.state.listings.index.routes_for(model)
     if not routes:
-        raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.",
-                            param="model")
+        raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.", param="model")
     return order_routes(routes, zlib.crc32(request_id.encode()))
 
 
-async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any,
-                path: str, stream: bool) -> Opened:
+async def _open(
+    request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any, path: str, stream: bool
+) -> Opened:
     """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
     state = request.app.state
     client: UpstreamClient = state.upstream
@@ -171,8 +192,11 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
     for route in routes[: state.settings.upstream_attempts]:
         attempt.attempts += 1
         sent = time.perf_counter()
-        headers = [(b"authorization", b"Bearer " + route.api_key.reveal().encode()),
-                   (b"content-type", b"application/json"), (b"accept", accept)]
+        headers = [
+            (b"authorization", b"Bearer " + route.api_key.reveal().encode()),
+            (b"content-type", b"application/json"),
+            (b"accept", accept),
+        ]
         try:
             response = await client.post(route.base_url + path, body_for(route), headers)
         except httpx.TimeoutException:
@@ -239,8 +263,12 @@ def _finish_plain(request: Request, attempt: Attempt, opened: Opened, body: dict
     if status >= 400:
         attempt.outcome = "client_error"
         error_body = mask(content.decode("utf-8", "replace")).encode()
-        return Response(error_body, status_code=status, media_type="application/json",
-                        headers=_gateway_headers(attempt, opened.route))
+        return Response(
+            error_body,
+            status_code=status,
+            media_type="application/json",
+            headers=_gateway_headers(attempt, opened.route),
+        )
     attempt.outcome = "ok"
     usage = answer.get("usage") if isinstance(answer, dict) else None
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
@@ -251,8 +279,12 @@ def _finish_plain(request: Request, attempt: Attempt, opened: Opened, body: dict
         counter = request.app.state.tokens
         attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text(_answer_text(answer))
-    return Response(content, status_code=status, media_type="application/json",
-                    headers=_gateway_headers(attempt, opened.route))
+    return Response(
+        content,
+        status_code=status,
+        media_type="application/json",
+        headers=_gateway_headers(attempt, opened.route),
+    )
 
 
 def _answer_text(answer: Any) -> str:
@@ -288,12 +320,18 @@ def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
     return {"x-gateway-listing": route.public_id, "x-gateway-attempts": str(attempt.attempts)}
 
 
-def _observe_upstream(request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt,
-                      **fields: Any) -> None:
+def _observe_upstream(
+    request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt, **fields: Any
+) -> None:
     request.app.state.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - sent)
     if outcome != "ok":
-        log.warning("upstream_attempt_failed", listing=route.public_id, attempt=attempt.attempts,
-                    outcome=outcome, **fields)
+        log.warning(
+            "upstream_attempt_failed",
+            listing=route.public_id,
+            attempt=attempt.attempts,
+            outcome=outcome,
+            **fields,
+        )
 
 
 async def _finish(request: Request, attempt: Attempt) -> None:
@@ -309,12 +347,20 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         return
     state.keys.note_used(attempt.principal.key_id)
     event = UsageEvent(
-        request_id=attempt.request_id, key_id=attempt.principal.key_id, user_id=attempt.principal.user_id,
-        listing_id=attempt.listing.listing_id if attempt.listing else "", model=attempt.model,
-        prompt_tokens=attempt.prompt_tokens, completion_tokens=attempt.completion_tokens,
-        usage_source=attempt.usage_source, latency_ms=int(elapsed * 1000),
+        request_id=attempt.request_id,
+        key_id=attempt.principal.key_id,
+        user_id=attempt.principal.user_id,
+        listing_id=attempt.listing.listing_id if attempt.listing else "",
+        model=attempt.model,
+        prompt_tokens=attempt.prompt_tokens,
+        completion_tokens=attempt.completion_tokens,
+        usage_source=attempt.usage_source,
+        latency_ms=int(elapsed * 1000),
         ttft_ms=int(attempt.ttft_seconds * 1000) if attempt.ttft_seconds is not None else -1,
-        outcome=attempt.outcome, status=attempt.status, attempts=attempt.attempts, stream=attempt.stream,
+        outcome=attempt.outcome,
+        status=attempt.status,
+        attempts=attempt.attempts,
+        stream=attempt.stream,
         ts_ms=int(time.time() * 1000),
     )
     try:

@@ -51,24 +51,36 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
         buyer_id = await _user_id(db, passwords, BUYER_EMAIL, "demo-buyer-password")
         listing_id = await db.fetchval(
             "SELECT id FROM listings WHERE seller_id = $1 AND name = $2 AND deleted_at IS NULL",
-            seller_id, LISTING_NAME,
+            seller_id,
+            LISTING_NAME,
         )
         if listing_id is None:
-            new = listings.parse_new_listing({
-                "name": LISTING_NAME, "provider": "openai", "base_url": base_url,
-                "api_key": "sk-fake-demo-" + seller_id.replace("-", ""),
-                "models": [{"model": m} for m in DEMO_MODELS], "pricing": {"multiplier": "1"},
-                "attest_resale": True,
-            }, load_catalog())
+            new = listings.parse_new_listing(
+                {
+                    "name": LISTING_NAME,
+                    "provider": "openai",
+                    "base_url": base_url,
+                    "api_key": "sk-fake-demo-" + seller_id.replace("-", ""),
+                    "models": [{"model": m} for m in DEMO_MODELS],
+                    "pricing": {"multiplier": "1"},
+                    "attest_resale": True,
+                },
+                load_catalog(),
+            )
             await listings.insert_listing(db, Vault(settings.secret_keys), seller_id, new)
         else:
-            await db.execute("UPDATE listings SET base_url = $2, status = 'active', updated_at = now() "
-                             "WHERE id = $1", listing_id, base_url)
+            await db.execute(
+                "UPDATE listings SET base_url = $2, status = 'active', updated_at = now() WHERE id = $1",
+                listing_id,
+                base_url,
+            )
         key = demo_key(settings)
         await db.execute(
             """INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, 'demo', $2, $3)
                ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL""",
-            buyer_id, key[:12], hash_secret(key),
+            buyer_id,
+            key[:12],
+            hash_secret(key),
         )
     finally:
         await db.close()
@@ -78,5 +90,10 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
     finally:
         await redis.aclose()
     gateway = gateway_url or settings.public_base_url or f"http://{settings.host}:{settings.port}/v1"
-    return {"api_key": key, "base_url": gateway, "model": DEMO_MODELS[0],
-            "seller_email": SELLER_EMAIL, "buyer_email": BUYER_EMAIL}
+    return {
+        "api_key": key,
+        "base_url": gateway,
+        "model": DEMO_MODELS[0],
+        "seller_email": SELLER_EMAIL,
+        "buyer_email": BUYER_EMAIL,
+    }

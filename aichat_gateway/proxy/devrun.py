@@ -66,7 +66,8 @@ def main() -> int:
         gateway_url = f"http://{settings.host}:{settings.port}/v1"
         demo = asyncio.run(run_demo(settings, f"http://127.0.0.1:{FAKE_PORT}/v1", gateway_url))
         key, model = demo["api_key"], demo["model"]
-        print(f"""
+        print(
+            f"""
 AIChat Gateway demo
   base URL : {gateway_url}
   API key  : {key}
@@ -77,9 +78,10 @@ Try it (in another terminal):
        -H "Content-Type: application/json" \\
        -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python -c "from openai import OpenAI; c = OpenAI(base_url='{gateway_url}', api_key='{key}'); \\
-print(c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
-""", flush=True)
+With the openai SDK: OpenAI(base_url="{gateway_url}", api_key="{key}")
+""",
+            flush=True,
+        )
         return subprocess.call([exe, "serve"])
     except KeyboardInterrupt:
         return 0

@@ -27,7 +27,7 @@ log = get_logger(__name__)
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
-class request_context:  # noqa: N801 - used like a function in the middleware list
+class request_context:  # used like a function in the middleware list
     """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer streams)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -60,12 +60,18 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 def error_response(
-    status: int, message: str, type_: str, code: str | None, param: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     return Response(
-        gw.error_body(message, type_, param, code), status_code=status,
-        media_type="application/json", headers=dict(headers or {}),
+        gw.error_body(message, type_, param, code),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
     )
 
 
@@ -118,16 +124,20 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         return error_response(404, f"Unknown path {request.url.path}", "invalid_request_error", "not_found")
     if exc.status_code == 405:
         return error_response(
-            405, f"Method {request.method} not allowed on {request.url.path}",
-            "invalid_request_error", "method_not_allowed", headers=exc.headers,
+            405,
+            f"Method {request.method} not allowed on {request.url.path}",
+            "invalid_request_error",
+            "method_not_allowed",
+            headers=exc.headers,
         )
     return error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
-    return error_response(500, "Internal error; the request id identifies it in the logs.", "server_error",
-                          "internal_error")
+    return error_response(
+        500, "Internal error; the request id identifies it in the logs.", "server_error", "internal_error"
+    )
 
 
 def exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:

@@ -49,7 +49,8 @@ def bearer_key(request: Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.", code="missing_api_key"
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
         )
     return token
 
@@ -72,8 +73,9 @@ def parse_chat_request(body: dict[str, Any], settings: Settings) -> ChatRequest:
         raise InvalidRequest(f"'messages' has more than {settings.max_messages} entries.", param="messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequest(f"messages[{index}] must be an object with a string 'role'.",
-                                 param=f"messages.{index}")
+            raise InvalidRequest(
+                f"messages[{index}] must be an object with a string 'role'.", param=f"messages.{index}"
+            )
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean.", param="stream")
@@ -94,7 +96,8 @@ def parse_embeddings_request(body: dict[str, Any]) -> str:
     model = _model(body)
     value = body.get("input")
     valid = isinstance(value, str) or (
-        isinstance(value, list) and 0 < len(value) <= 2048
+        isinstance(value, list)
+        and 0 < len(value) <= 2048
         and all(isinstance(v, str | int) or isinstance(v, list) for v in value)
     )
     if not valid:

@@ -27,24 +27,44 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("gateway_requests", "Requests on /v1 by route, model and HTTP status",
-                                ["route", "model", "status"], registry=r)
-        self.latency = Histogram("gateway_request_duration_seconds", "Time to the end of the answer",
-                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first streamed byte",
-                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.upstream_latency = Histogram("gateway_upstream_duration_seconds",
-                                          "Upstream time to response headers, by outcome",
-                                          ["outcome"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.inflight_streams = Gauge("gateway_inflight_streams", "Streams being relayed now",
-                                      registry=r, multiprocess_mode="livesum")
-        self.usage_events_failed = Counter("gateway_usage_events_failed",
-                                           "Usage events that could not be written to Redis", registry=r)
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests on /v1 by route, model and HTTP status",
+            ["route", "model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time to the end of the answer",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time to the first streamed byte",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Upstream time to response headers, by outcome",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inflight_streams = Gauge(
+            "gateway_inflight_streams", "Streams being relayed now", registry=r, multiprocess_mode="livesum"
+        )
+        self.usage_events_failed = Counter(
+            "gateway_usage_events_failed", "Usage events that could not be written to Redis", registry=r
+        )
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -21,8 +21,9 @@ async def readyz(request: Request) -> Response:
     """Ready to serve: Postgres and Redis both answer within the probe timeout."""
     checks = {"postgres": await _probe_postgres(request), "redis": await _probe_redis(request)}
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 async def _probe_postgres(request: Request) -> str:

@@ -19,7 +19,15 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from aichat_gateway.proxy.sse import SSEError, SSEEvent, SSEParser, Usage, content_text_of_chunk, is_done, usage_from_event
+from aichat_gateway.proxy.sse import (
+    SSEError,
+    SSEEvent,
+    SSEParser,
+    Usage,
+    content_text_of_chunk,
+    is_done,
+    usage_from_event,
+)
 
 
 class StreamMeter:
@@ -135,8 +143,13 @@ class RelayStream(Response):
                 message = "The upstream stream failed mid-way; the answer is incomplete."
                 if isinstance(exc, SSEError):
                     message = "The upstream sent a malformed stream; the answer is incomplete."
-                await send({"type": "http.response.body", "body": error_event(message, "upstream_error"),
-                            "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": error_event(message, "upstream_error"),
+                        "more_body": True,
+                    }
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         relay_task = asyncio.current_task()

@@ -33,8 +33,7 @@ class UpstreamClient:
 
     async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
         """Send; the answer's body is left unread (stream it with `aiter_raw`, then `aclose`)."""
-        request = httpx.Request("POST", url, content=body, headers=headers,
-                                extensions={"timeout": self._timeout})
+        request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": self._timeout})
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response

@@ -349,6 +349,7 @@ def gateway(gateways: Gateways) -> Proc:
 
 @dataclass
 class Account:
+    id: str
     email: str
     password: str
     token: str
@@ -388,7 +389,7 @@ def register_and_login(gateway: Proc, tag: str, password: str) -> Account:
     assert registered.status_code == 201, registered.text
     login = httpx.post(gateway.url + "/api/auth/login", json={"email": email, "password": password}, timeout=10)
     assert login.status_code == 200, login.text
-    return Account(email, password, login.json()["access_token"])
+    return Account(registered.json()["id"], email, password, login.json()["access_token"])
 
 
 def create_listing(gateway: Proc, seller: Account, body: dict[str, Any]) -> dict[str, Any]:

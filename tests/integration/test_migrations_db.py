@@ -38,7 +38,7 @@ async def test_migrating_twice_applies_everything_once(empty_db: asyncpg.Connect
 async def test_a_failing_file_leaves_nothing_of_itself_behind(empty_db: asyncpg.Connection, tmp_path: Path) -> None:
     (tmp_path / "0001_ok.sql").write_text("CREATE TABLE kept (id int);")
     (tmp_path / "0002_bad.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
-    with pytest.raises(MigrationError, match="0002_bad.sql"):
+    with pytest.raises(MigrationError, match=r"0002_bad\.sql"):
         await migrate(empty_db, tmp_path)
     assert await empty_db.fetchval("SELECT to_regclass('kept') IS NOT NULL")
     assert await empty_db.fetchval("SELECT to_regclass('half') IS NULL")

@@ -71,10 +71,8 @@ async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_reque
         with pytest.raises(httpx.ReadTimeout):
             await client.post(gateway.base_url + "/chat/completions", json=body,
                               headers={"Authorization": f"Bearer {market.buyer_key}"})
-    left = time.monotonic()
-    await fakes.sleepy.wait_for_stat("in_flight", 0, within=5.0)
-    waited = time.monotonic() - left
-    assert waited < 1.5, f"the provider request stayed open {waited:.2f}s after the buyer left"
+    # Still open 1.5 s after the buyer left means the gateway waits for the provider regardless.
+    await fakes.sleepy.wait_for_stat("in_flight", 0, within=1.5)
 
 
 # ---- SIGTERM ----------------------------------------------------------------------------------------

@@ -14,8 +14,15 @@ GOOD_SECRET = "s" * 32
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GATEWAY_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "GATEWAY_PLATFORM_FEE", "GATEWAY_PORT",
-                 "GATEWAY_CONFIG_FILE", "GATEWAY_ALLOW_PRIVATE_UPSTREAMS"):
+    for name in (
+        "GATEWAY_SECRET_KEY",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "GATEWAY_PLATFORM_FEE",
+        "GATEWAY_PORT",
+        "GATEWAY_CONFIG_FILE",
+        "GATEWAY_ALLOW_PRIVATE_UPSTREAMS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -79,9 +86,7 @@ def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
         settings.port = 1  # type: ignore[misc]
 
 
-def test_a_toml_file_supplies_values_the_environment_does_not(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_toml_file_supplies_values_the_environment_does_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text('GATEWAY_PORT = 9001\nGATEWAY_PLATFORM_FEE = "0.2"\n')
     monkeypatch.setenv("GATEWAY_SECRET_KEY", GOOD_SECRET)
