@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-_SECRET_FIELD = re.compile(r"(pass(word)?|secret|token|api_?key|authorization|cookie|credential)", re.I)
+# "token" only at the end of a name: `csrf_token` is secret, `prompt_tokens` is a count.
+_SECRET_FIELD = re.compile(r"(pass(word)?|secret|api_?key|authorization|cookie|credential)|token$", re.I)
 # Gateway keys (agw-...), OpenAI/Anthropic style keys (sk-...), Stripe keys and bearer headers.
 _SECRET_VALUE = re.compile(
     r"(?:Bearer\s+[A-Za-z0-9._~+/=-]{8,})|(?:\b(?:agw|sk|rk|pk|whsec)[-_][A-Za-z0-9_-]{8,})", re.I

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -33,9 +32,7 @@ import redis as redis_sync
 
 from aichat_gateway.config.settings import Settings, load_settings
 
-# The root conftest is imported as the module `conftest` too, and pytest replaces that module when
-# it loads this file; tests in this folder that `from conftest import ...` then get this module.
-ROOT_CONFTEST_SECRET = "test-secret-key-" + "x" * 32
+TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 START_TIMEOUT = 30.0
@@ -46,10 +43,15 @@ FAKE_REPLY = " ".join(FAKE_WORDS)
 PASSWORD_SELLER = "seller-pass-" + secrets.token_hex(8)
 PASSWORD_BUYER = "buyer-pass-" + secrets.token_hex(8)
 EXPLICIT_PRICE = {"input_usd_per_million": "1", "output_usd_per_million": "2"}
+PRICE_CHEAP = {"input_usd_per_million": "0.5", "output_usd_per_million": "1"}
+PRICE_DEAR = {"input_usd_per_million": "5", "output_usd_per_million": "10"}
 
 
+# The root conftest is imported as the module `conftest` too, and pytest replaces that module when it
+# loads this file, so tests in this folder doing `from conftest import unique_email` get this module:
+# it must keep offering what they import from the root one.
 def unique_email(tag: str = "user") -> str:
-    """As the root conftest's helper (re-exported: see the note at the top)."""
+    """As the root conftest's helper."""
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
 
 
@@ -103,10 +105,6 @@ class Proc:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -127,18 +125,6 @@ class Proc:
                 raise AssertionError(f"{self.name} not healthy after {within}s:\n{self.logs()[-4000:]}")
             time.sleep(0.05)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within `timeout`. Only this process is touched."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.kill()
-                self.popen.wait(timeout=timeout)
-
 
 class Processes:
     """Starts processes and owns them: `close()` ends every one it started."""
@@ -150,18 +136,26 @@ class Processes:
     def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int) -> Proc:
         log_path = self.log_dir / f"{name}-{port}.log"
         with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         proc = Proc(name, popen, port, log_path)
         self.started.append(proc)
         return proc
 
-    def close(self) -> None:
-        for proc in self.started:
+    def close(self, only: list[Proc] | None = None) -> None:
+        """Kill (SIGKILL: nothing to wait for at teardown) every process started, or only these."""
+        chosen = self.started if only is None else only
+        for proc in chosen:
             if proc.alive():
                 with contextlib.suppress(ProcessLookupError):
                     proc.popen.kill()
-        for proc in self.started:
+        for proc in chosen:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=10)
 
@@ -237,6 +231,8 @@ class Fakes:
     sleepy: FakeUpstream  # waits 3 s before answering
     slow: FakeUpstream  # a paced stream: 20 chunks, 100 ms apart (about 2 s in all)
     paced: FakeUpstream  # a long paced stream: 50 chunks, 200 ms apart (10 s if read to the end)
+    hanging: FakeUpstream  # waits 10 s before its first byte; only the before-the-first-byte test uses it
+    stalling: FakeUpstream  # 3 chunks 1.5 s apart: the strict gateway's 0.5 s read timeout hits mid-stream
 
 
 @pytest.fixture(scope="session")
@@ -248,8 +244,10 @@ def fakes(processes: Processes) -> Fakes:
         sleepy=spawn_fake(processes, "fake-sleepy", "--latency-ms", "3000"),
         slow=spawn_fake(processes, "fake-slow", "--chunks", "20", "--chunk-interval-ms", "100"),
         paced=spawn_fake(processes, "fake-paced", "--chunks", "50", "--chunk-interval-ms", "200"),
+        hanging=spawn_fake(processes, "fake-hanging", "--latency-ms", "10000"),
+        stalling=spawn_fake(processes, "fake-stalling", "--chunks", "3", "--chunk-interval-ms", "1500"),
     )
-    for fake in (started.main, started.failing, started.sleepy, started.slow, started.paced):
+    for fake in vars(started).values():
         fake.wait_healthy()
     return started
 
@@ -269,7 +267,7 @@ def proxy_settings(database_url: str, redis_prefix: str) -> Settings:
     return load_settings(
         DATABASE_URL=database_url,
         REDIS_URL=TEST_REDIS_URL,
-        GATEWAY_SECRET_KEY=ROOT_CONFTEST_SECRET,
+        GATEWAY_SECRET_KEY=TEST_SECRET,
         GATEWAY_REDIS_PREFIX=redis_prefix,
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
@@ -287,15 +285,17 @@ class GatewayFactory:
     def env(self, **overrides: str) -> dict[str, str]:
         s = self.settings
         env = _base_env()
-        env.update({
-            "DATABASE_URL": s.database_url,
-            "REDIS_URL": s.redis_url,
-            "GATEWAY_SECRET_KEY": s.secret_key.get_secret_value(),
-            "GATEWAY_REDIS_PREFIX": s.redis_prefix,
-            "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1",
-            "GATEWAY_LOG_JSON": "1",
-            "GATEWAY_LOG_LEVEL": "info",
-        })
+        env.update(
+            {
+                "DATABASE_URL": s.database_url,
+                "REDIS_URL": s.redis_url,
+                "GATEWAY_SECRET_KEY": s.secret_key.get_secret_value(),
+                "GATEWAY_REDIS_PREFIX": s.redis_prefix,
+                "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1",
+                "GATEWAY_LOG_JSON": "1",
+                "GATEWAY_LOG_LEVEL": "info",
+            }
+        )
         env.update(overrides)
         return env
 
@@ -313,8 +313,13 @@ class GatewayFactory:
 
 
 @pytest.fixture(scope="session")
-def gateway_factory(processes: Processes, proxy_settings: Settings) -> GatewayFactory:
-    return GatewayFactory(processes, proxy_settings)
+def gateway_factory(processes: Processes, proxy_settings: Settings) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(processes, proxy_settings)
+    try:
+        yield factory
+    finally:
+        # Before the session's database and Redis keys are dropped (this fixture depends on them).
+        processes.close(only=factory.gateways)
 
 
 @dataclass(frozen=True)
@@ -325,10 +330,10 @@ class Gateways:
 
 
 @pytest.fixture(scope="session")
-def gateways(gateway_factory: GatewayFactory, fakes: Fakes) -> Gateways:
+def gateways(gateway_factory: GatewayFactory) -> Gateways:
     """The session's gateways, started side by side (each takes about a second to import)."""
     started = Gateways(
-        a=gateway_factory.spawn("gateway-a"),
+        a=gateway_factory.spawn("gateway-a", GATEWAY_LOG_LEVEL="debug"),  # the secrets test reads it
         b=gateway_factory.spawn("gateway-b"),
         strict=gateway_factory.spawn(
             "gateway-strict", GATEWAY_MAX_BODY_BYTES="4096", GATEWAY_UPSTREAM_READ_TIMEOUT="0.5"
@@ -367,7 +372,7 @@ class Market:
     buyer_key_id: str
     listings: dict[str, dict[str, Any]]  # name -> the create answer
     provider_keys: dict[str, str]  # name -> the seller's provider key for that listing
-    models: dict[str, str]  # name -> a model only that listing serves
+    models: list[str]  # every model the listings serve
     created_key_secrets: list[str] = field(default_factory=list)
 
     def new_key(self, gateway: Proc, name: str = "extra") -> tuple[str, str]:
@@ -384,8 +389,7 @@ class Market:
 
 def register_and_login(gateway: Proc, tag: str, password: str) -> Account:
     email = unique_email(tag)
-    registered = httpx.post(gateway.url + "/api/auth/register", json={"email": email, "password": password},
-                            timeout=10)
+    registered = httpx.post(gateway.url + "/api/auth/register", json={"email": email, "password": password}, timeout=10)
     assert registered.status_code == 201, registered.text
     login = httpx.post(gateway.url + "/api/auth/login", json={"email": email, "password": password}, timeout=10)
     assert login.status_code == 200, login.text
@@ -414,55 +418,78 @@ def wait_for_models(gateway: Proc, key: str, models: list[str], within: float = 
     wait_until(listed, within, f"{models} on {gateway.name}", interval=0.05)
 
 
+def serving(model: str, price: dict[str, str] = EXPLICIT_PRICE) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """One model outside the catalog (so it needs explicit prices), sent upstream as gpt-4o-mini."""
+    return [{"model": model, "upstream_model": "gpt-4o-mini"}], price
+
+
 @pytest.fixture(scope="session")
 def market(gateways: Gateways, fakes: Fakes) -> Market:
     a = gateways.a
     seller = register_and_login(a, "seller", PASSWORD_SELLER)
     buyer = register_and_login(a, "buyer", PASSWORD_BUYER)
-    dead_port = free_port()  # nothing listens there: connect errors
-    specs: dict[str, tuple[str, list[dict[str, str]], dict[str, str]]] = {
-        "main": (fakes.main.base_url, [
-            {"model": "gpt-4o-mini"},
-            {"model": "gpt-4o", "upstream_model": "gpt-4o-2024-08-06"},
-            {"model": "text-embedding-3-small"},
-        ], {"multiplier": "1"}),
-        "failing": (fakes.failing.base_url, [{"model": "failing-model", "upstream_model": "gpt-4o-mini"}],
-                    EXPLICIT_PRICE),
-        "sleepy": (fakes.sleepy.base_url, [{"model": "sleepy-model", "upstream_model": "gpt-4o-mini"}],
-                   EXPLICIT_PRICE),
-        "slow": (fakes.slow.base_url, [{"model": "slow-model", "upstream_model": "gpt-4o-mini"}],
-                 EXPLICIT_PRICE),
-        "paced": (fakes.paced.base_url, [{"model": "paced-model", "upstream_model": "gpt-4o-mini"}],
-                  EXPLICIT_PRICE),
-        "dead": (f"http://127.0.0.1:{dead_port}/v1", [{"model": "dead-model", "upstream_model": "gpt-4o-mini"}],
-                 EXPLICIT_PRICE),
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connect errors
+    cheap, dear = PRICE_CHEAP, PRICE_DEAR
+    # name -> (base URL, (models, pricing)). Each listing gets its own provider key.
+    specs: dict[str, tuple[str, tuple[list[dict[str, str]], dict[str, str]]]] = {
+        "main": (
+            fakes.main.base_url,
+            (
+                [
+                    {"model": "gpt-4o-mini"},
+                    {"model": "gpt-4o", "upstream_model": "gpt-4o-2024-08-06"},
+                    {"model": "text-embedding-3-small"},
+                ],
+                {"multiplier": "1"},
+            ),
+        ),
+        "failing": (fakes.failing.base_url, serving("failing-model")),
+        "sleepy": (fakes.sleepy.base_url, serving("sleepy-model")),
+        "slow": (fakes.slow.base_url, serving("slow-model")),
+        "paced": (fakes.paced.base_url, serving("paced-model")),
+        "hanging": (fakes.hanging.base_url, serving("hanging-model")),
+        "stalling": (fakes.stalling.base_url, serving("stalling-model")),
+        "dead": (dead, serving("dead-model")),
+        # Two models served twice: the cheaper listing (tried first) fails, the dearer one answers.
+        "failover-500-bad": (fakes.failing.base_url, serving("failover-500-model", cheap)),
+        "failover-500-good": (fakes.main.base_url, serving("failover-500-model", dear)),
+        "failover-dead-bad": (dead, serving("failover-dead-model", cheap)),
+        "failover-dead-good": (fakes.main.base_url, serving("failover-dead-model", dear)),
     }
     listings: dict[str, dict[str, Any]] = {}
     keys: dict[str, str] = {}
-    for name, (base_url, models, pricing) in specs.items():
+    models: set[str] = set()
+    for name, (base_url, (served, pricing)) in specs.items():
         keys[name] = provider_key()
-        listings[name] = create_listing(a, seller, {
-            "name": f"proxy tests: {name}", "provider": "openai", "base_url": base_url, "api_key": keys[name],
-            "models": models, "pricing": pricing, "attest_resale": True,
-        })
+        listings[name] = create_listing(
+            a,
+            seller,
+            {
+                "name": f"proxy tests: {name}",
+                "provider": "openai",
+                "base_url": base_url,
+                "api_key": keys[name],
+                "models": served,
+                "pricing": pricing,
+                "attest_resale": True,
+            },
+        )
+        models |= {m["model"] for m in served}
     created = httpx.post(a.url + "/api/keys", json={"name": "proxy-tests"}, headers=buyer.auth, timeout=10)
     assert created.status_code == 201, created.text
     market = Market(
-        seller=seller, buyer=buyer, buyer_key=created.json()["key"], buyer_key_id=created.json()["id"],
-        listings=listings, provider_keys=keys,
-        models={"main": "gpt-4o-mini", "failing": "failing-model", "sleepy": "sleepy-model",
-                "slow": "slow-model", "paced": "paced-model", "dead": "dead-model"},
+        seller=seller,
+        buyer=buyer,
+        buyer_key=created.json()["key"],
+        buyer_key_id=created.json()["id"],
+        listings=listings,
+        provider_keys=keys,
+        models=sorted(models),
     )
     # Every gateway was started before these listings existed: each must pick them up (pub/sub or poll).
     for proc in (gateways.a, gateways.b, gateways.strict):
-        wait_for_models(proc, market.buyer_key, ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small",
-                                                  *market.models.values()])
+        wait_for_models(proc, market.buyer_key, market.models)
     return market
-
-
-@pytest.fixture
-def buyer_headers(market: Market) -> dict[str, str]:
-    return {"Authorization": f"Bearer {market.buyer_key}"}
 
 
 # ---- the usage stream -----------------------------------------------------------------------------
@@ -506,13 +533,30 @@ def usage_events(proxy_settings: Settings) -> Iterator[UsageEvents]:
         client.close()
 
 
+async def read_then_leave(gateway: Proc, key: str, model: str, events: int, rid: str | None = None) -> list[str]:
+    """Read `events` SSE data lines of a stream, then close the connection."""
+    headers = {"Authorization": f"Bearer {key}", **({"x-request-id": rid} if rid else {})}
+    got: list[str] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = {"model": model, "messages": [{"role": "user", "content": "tell me a long story"}], "stream": True}
+        async with client.stream("POST", gateway.base_url + "/chat/completions", json=body, headers=headers) as answer:
+            assert answer.status_code == 200
+            async for line in answer.aiter_lines():
+                if line.startswith("data:"):
+                    got.append(line)
+                    if len(got) == events:
+                        break
+    return got
+
+
 def request_id() -> str:
     """A sane request id for the caller to send (the gateway echoes it)."""
     return f"test-{uuid.uuid4().hex}"
 
 
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None,
-                        param: str | None = None) -> dict[str, Any]:
+def assert_openai_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     """The response is `{"error": {"message", "type", "param", "code"}}` with this status (and code/param)."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")

@@ -39,8 +39,11 @@ async def strict(gateways: Gateways, market: Market) -> AsyncIterator[httpx.Asyn
 
 
 async def test_a_body_that_is_not_json_is_400(http: httpx.AsyncClient) -> None:
-    answer = await http.post("/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [',
-                             headers={"content-type": "application/json"})
+    answer = await http.post(
+        "/chat/completions",
+        content=b'{"model": "gpt-4o-mini", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert_openai_error(answer, 400, "invalid_request")
 
 
@@ -96,11 +99,14 @@ async def test_a_request_without_a_key_is_401(gateway: Proc) -> None:
     assert_openai_error(answer, 401, "missing_api_key")
 
 
-@pytest.mark.parametrize("key", [
-    "agw-" + secrets.token_urlsafe(32)[:43],  # our shape, but no such key
-    "sk-not-a-gateway-key-1234567890",
-    "agw-short",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "agw-" + secrets.token_urlsafe(32)[:43],  # our shape, but no such key
+        "sk-not-a-gateway-key-1234567890",
+        "agw-short",
+    ],
+)
 async def test_a_request_with_an_unknown_key_is_401(gateway: Proc, key: str) -> None:
     async with httpx.AsyncClient(base_url=gateway.base_url, timeout=10) as client:
         answer = await client.post("/chat/completions", json=chat(), headers={"Authorization": f"Bearer {key}"})
@@ -188,12 +194,15 @@ async def test_an_upstream_500_on_a_stream_is_a_502_json_error_not_a_stream(http
     assert_openai_error(answer, 502, "upstream_error")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with the default aiohttp transport a refused connection surfaces as httpx.ConnectTimeout "
-    "(httpx_aiohttp maps aiohttp.ClientConnectionError, a base class of ClientConnectorError, to "
-    "ConnectTimeout and keeps it), so chat._open takes its TimeoutException branch and answers 504 "
-    "upstream_timeout instead of 502 upstream_error"
-))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: with the default aiohttp transport a refused connection surfaces as httpx.ConnectTimeout "
+        "(httpx_aiohttp maps aiohttp.ClientConnectionError, a base class of ClientConnectorError, to "
+        "ConnectTimeout and keeps it), so chat._open takes its TimeoutException branch and answers 504 "
+        "upstream_timeout instead of 502 upstream_error"
+    ),
+)
 async def test_an_upstream_that_refuses_connections_is_502_upstream_error(http: httpx.AsyncClient) -> None:
     answer = await http.post("/chat/completions", json=chat("dead-model"))
     assert_openai_error(answer, 502, "upstream_error")

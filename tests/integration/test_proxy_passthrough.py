@@ -13,14 +13,16 @@ from conftest import FakeUpstream, Market, Proc
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "weather in Paris?"}]
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 PASSTHROUGH: dict[str, Any] = {
     "messages": MESSAGES,
     "tools": TOOLS,
@@ -64,8 +66,9 @@ async def test_the_model_is_replaced_by_the_listings_upstream_model(
 async def test_the_gateway_extension_field_provider_is_not_forwarded(
     http: httpx.AsyncClient, fake_upstream: FakeUpstream
 ) -> None:
-    answer = await http.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES,
-                                                         **GATEWAY_EXTENSION})
+    answer = await http.post(
+        "/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES, **GATEWAY_EXTENSION}
+    )
     assert answer.status_code == 200, answer.text
     sent = fake_upstream.last_body()
     assert "provider" not in sent
@@ -75,8 +78,9 @@ async def test_the_gateway_extension_field_provider_is_not_forwarded(
 async def test_the_gateway_extension_field_provider_is_not_forwarded_to_embeddings(
     http: httpx.AsyncClient, fake_upstream: FakeUpstream
 ) -> None:
-    answer = await http.post("/embeddings", json={"model": "text-embedding-3-small", "input": "hi",
-                                                   "dimensions": 8, **GATEWAY_EXTENSION})
+    answer = await http.post(
+        "/embeddings", json={"model": "text-embedding-3-small", "input": "hi", "dimensions": 8, **GATEWAY_EXTENSION}
+    )
     assert answer.status_code == 200, answer.text
     sent = fake_upstream.last_body()
     assert "provider" not in sent
@@ -99,4 +103,3 @@ async def test_a_stream_always_asks_the_provider_for_usage(
     assert sent["stream"] is True and sent["seed"] == 7
     assert sent["stream_options"]["include_usage"] is True
     assert ('"usage":{' in text) == bool(stream_options and stream_options["include_usage"])
-

@@ -41,13 +41,16 @@ async def test_a_key_revoked_on_one_gateway_is_refused_by_the_other_within_a_sec
         assert market.revoke(revoker, key_id).status_code == 204
         revoked_at = time.monotonic()
         elapsed = await seconds_until_refused(client, other, key, revoked_at)
-        answer = await client.post(other.base_url + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+        answer = await client.post(
+            other.base_url + "/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+        )
     assert elapsed < LIMIT_SECONDS, f"{other.name} served the key {elapsed:.3f}s after the revocation"
     assert_openai_error(answer, 401, "invalid_api_key")
 
 
-async def test_a_revoked_key_shows_its_revocation_time_in_the_key_list(gateway: Proc, market: Market) -> None:
+def test_a_revoked_key_shows_its_revocation_time_in_the_key_list(gateway: Proc, market: Market) -> None:
     key_id, _ = market.new_key(gateway, "listed-revoked")
     assert market.revoke(gateway, key_id).status_code == 204
     listed = httpx.get(gateway.url + "/api/keys", headers=market.buyer.auth, timeout=5)

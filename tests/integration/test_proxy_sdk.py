@@ -20,8 +20,7 @@ WEATHER_TOOL: ChatCompletionToolParam = {
 
 @pytest.fixture
 async def sdk(gateway: Proc, market: Market) -> AsyncIterator[AsyncOpenAI]:
-    async with AsyncOpenAI(base_url=gateway.base_url, api_key=market.buyer_key, max_retries=0,
-                           timeout=10) as client:
+    async with AsyncOpenAI(base_url=gateway.base_url, api_key=market.buyer_key, max_retries=0, timeout=10) as client:
         yield client
 
 

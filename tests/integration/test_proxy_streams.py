@@ -11,28 +11,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Fakes, GatewayFactory, Market, Proc, UsageEvents, request_id, wait_for_models
+from conftest import Fakes, GatewayFactory, Market, Proc, UsageEvents, read_then_leave, request_id, wait_for_models
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "tell me a long story"}]
-
-
-async def read_then_leave(gateway: Proc, key: str, model: str, events: int, rid: str | None = None) -> list[str]:
-    """Read `events` SSE data lines of a stream, then close the connection."""
-    headers = {"Authorization": f"Bearer {key}", **({"x-request-id": rid} if rid else {})}
-    got: list[str] = []
-    async with httpx.AsyncClient(timeout=10) as client:
-        body = {"model": model, "messages": MESSAGES, "stream": True}
-        async with client.stream("POST", gateway.base_url + "/chat/completions", json=body,
-                                 headers=headers) as answer:
-            assert answer.status_code == 200
-            async for line in answer.aiter_lines():
-                if line.startswith("data:"):
-                    got.append(line)
-                    if len(got) == events:
-                        break
-    return got
 
 
 async def test_a_client_leaving_mid_stream_cancels_the_upstream_request(
@@ -51,28 +34,37 @@ async def test_a_client_leaving_mid_stream_cancels_the_upstream_request(
 async def test_the_gateway_keeps_serving_after_a_client_left_mid_stream(gateway: Proc, market: Market) -> None:
     await read_then_leave(gateway, market.buyer_key, "paced-model", events=3)
     async with httpx.AsyncClient(timeout=10) as client:
-        answer = await client.post(gateway.base_url + "/chat/completions",
-                                   headers={"Authorization": f"Bearer {market.buyer_key}"},
-                                   json={"model": "gpt-4o-mini", "messages": MESSAGES})
+        answer = await client.post(
+            gateway.base_url + "/chat/completions",
+            headers={"Authorization": f"Bearer {market.buyer_key}"},
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+        )
     assert answer.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a buyer who leaves before the provider's first byte is not noticed: chat._open awaits the "
-    "upstream (up to GATEWAY_UPSTREAM_READ_TIMEOUT) with nothing watching receive(), so the provider "
-    "request stays open until its first byte although nobody will read the answer"
-))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: a buyer who leaves before the provider's first byte is not noticed: chat._open awaits the "
+        "upstream (up to GATEWAY_UPSTREAM_READ_TIMEOUT) with nothing watching receive(), so the provider "
+        "request stays open until its first byte although nobody will read the answer"
+    ),
+)
 async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_request(
     gateway: Proc, market: Market, fakes: Fakes
 ) -> None:
-    """The sleepy provider waits 3 s before its first byte; the buyer gives up after 0.3 s."""
-    body = {"model": "sleepy-model", "messages": MESSAGES, "stream": True}
+    """The hanging provider waits 10 s before its first byte; the buyer gives up after 0.3 s."""
+    assert (await fakes.hanging.astats())["in_flight"] == 0
+    body = {"model": "hanging-model", "messages": MESSAGES, "stream": True}
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.3)) as client:
         with pytest.raises(httpx.ReadTimeout):
-            await client.post(gateway.base_url + "/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {market.buyer_key}"})
+            await client.post(
+                gateway.base_url + "/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {market.buyer_key}"},
+            )
     # Still open 1.5 s after the buyer left means the gateway waits for the provider regardless.
-    await fakes.sleepy.wait_for_stat("in_flight", 0, within=1.5)
+    await fakes.hanging.wait_for_stat("in_flight", 0, within=1.5)
 
 
 # ---- SIGTERM ----------------------------------------------------------------------------------------
@@ -100,9 +92,10 @@ def drain(gateway_factory: GatewayFactory, market: Market) -> Drain:
     signalled_at = 0.0
     headers = {"Authorization": f"Bearer {market.buyer_key}", "x-request-id": rid}
     body = {"model": "slow-model", "messages": MESSAGES, "stream": True}
-    with httpx.Client(timeout=10) as client, client.stream(
-        "POST", proc.base_url + "/chat/completions", json=body, headers=headers
-    ) as answer:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("POST", proc.base_url + "/chat/completions", json=body, headers=headers) as answer,
+    ):
         status = answer.status_code
         for line in answer.iter_lines():
             if line.startswith("data:"):
@@ -153,5 +146,6 @@ def test_sigterm_mid_stream_still_records_the_streams_usage_event(drain: Drain, 
 
 def test_a_gateway_refuses_new_connections_after_sigterm(drain: Drain, market: Market) -> None:
     with pytest.raises(httpx.ConnectError):
-        httpx.get(drain.gateway.base_url + "/models", headers={"Authorization": f"Bearer {market.buyer_key}"},
-                  timeout=2)
+        httpx.get(
+            drain.gateway.base_url + "/models", headers={"Authorization": f"Bearer {market.buyer_key}"}, timeout=2
+        )

@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Market, Proc, UsageEvents, request_id
-from test_proxy_streams import read_then_leave
+from conftest import Market, Proc, UsageEvents, read_then_leave, request_id
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +28,9 @@ async def one_event(usage_events: UsageEvents, http: httpx.AsyncClient, rid: str
     await usage_events.wait_for(rid)
     marker = request_id()
     await http.get("/models")  # authenticated, but /v1/models records no usage
-    answer = await http.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES},
-                             headers={"x-request-id": marker})
+    answer = await http.post(
+        "/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}, headers={"x-request-id": marker}
+    )
     assert answer.status_code == 200
     await usage_events.wait_for(marker)
     events = usage_events.for_request(rid)
@@ -68,8 +68,12 @@ async def test_a_successful_stream_records_one_event_with_the_usage_the_buyer_di
     http: httpx.AsyncClient, market: Market, usage_events: UsageEvents
 ) -> None:
     rid = request_id()
-    async with http.stream("POST", "/chat/completions", headers={"x-request-id": rid},
-                           json={"model": "gpt-4o", "messages": MESSAGES, "stream": True}) as answer:
+    async with http.stream(
+        "POST",
+        "/chat/completions",
+        headers={"x-request-id": rid},
+        json={"model": "gpt-4o", "messages": MESSAGES, "stream": True},
+    ) as answer:
         assert answer.status_code == 200
         assert '"usage":{' not in (await answer.aread()).decode()
     event = await one_event(usage_events, http, rid)
@@ -124,8 +128,9 @@ async def test_a_successful_embeddings_request_records_one_event(
     http: httpx.AsyncClient, market: Market, usage_events: UsageEvents
 ) -> None:
     rid = request_id()
-    answer = await http.post("/embeddings", json={"model": "text-embedding-3-small", "input": "abcdefgh"},
-                             headers={"x-request-id": rid})
+    answer = await http.post(
+        "/embeddings", json={"model": "text-embedding-3-small", "input": "abcdefgh"}, headers={"x-request-id": rid}
+    )
     assert answer.status_code == 200
     event = await one_event(usage_events, http, rid)
     assert_common(event, market, rid, "text-embedding-3-small")
@@ -133,12 +138,16 @@ async def test_a_successful_embeddings_request_records_one_event(
     assert event["prompt_tokens"] == str(len("abcdefgh") // 4 + 1)
 
 
-async def test_a_request_with_a_bad_key_records_no_event(gateway: Proc, usage_events: UsageEvents,
-                                                        http: httpx.AsyncClient) -> None:
+async def test_a_request_with_a_bad_key_records_no_event(
+    gateway: Proc, usage_events: UsageEvents, http: httpx.AsyncClient
+) -> None:
     rid = request_id()
     async with httpx.AsyncClient(timeout=10) as anonymous:
-        answer = await anonymous.post(gateway.base_url + "/chat/completions", headers={"x-request-id": rid},
-                                      json={"model": "gpt-4o-mini", "messages": MESSAGES})
+        answer = await anonymous.post(
+            gateway.base_url + "/chat/completions",
+            headers={"x-request-id": rid},
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+        )
     assert answer.status_code == 401
     marker = request_id()
     assert (await post(http, marker, model="gpt-4o-mini")).status_code == 200

@@ -1,0 +1,149 @@
+"""The seller's listings API: validation, owner scoping, secrecy of the provider key, SSRF rules."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+
+PASSWORD = "listing-test-password"
+
+
+async def login(client: httpx.AsyncClient) -> dict[str, str]:
+    email = f"seller-{uuid.uuid4().hex[:10]}@example.com"
+    assert (await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})).status_code == 201
+    token = (await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})).json()
+    return {"authorization": f"Bearer {token['access_token']}"}
+
+
+def listing(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "my endpoint",
+        "provider": "openai",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key": "sk-provider-" + secrets.token_hex(12),
+        "models": [{"model": "gpt-4o-mini"}, {"model": "gpt-4o", "upstream_model": "gpt-4o-2024-08-06"}],
+        "pricing": {"multiplier": "0.8"},
+        "attest_resale": True,
+    }
+    body.update(overrides)
+    return body
+
+
+async def count_listings(db: Any) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM listings"))
+
+
+async def test_a_seller_creates_a_listing_and_sees_only_the_last_four_of_its_key(client: httpx.AsyncClient) -> None:
+    headers = await login(client)
+    body = listing()
+    created = await client.post("/api/marketplace/listings", json=body, headers=headers)
+    assert created.status_code == 201
+    data = created.json()
+    assert data["status"] == "active"
+    assert data["key_last4"] == "…" + body["api_key"][-4:]
+    assert body["api_key"] not in created.text
+    assert data["models"] == [
+        {"model": "gpt-4o", "upstream_model": "gpt-4o-2024-08-06"},
+        {"model": "gpt-4o-mini", "upstream_model": "gpt-4o-mini"},
+    ]
+    listed = await client.get("/api/marketplace/listings", headers=headers)
+    assert [item["id"] for item in listed.json()["data"]] == [data["id"]]
+    assert body["api_key"] not in listed.text
+
+
+async def test_the_provider_key_is_stored_encrypted(client: httpx.AsyncClient, db: Any) -> None:
+    headers = await login(client)
+    body = listing()
+    created = (await client.post("/api/marketplace/listings", json=body, headers=headers)).json()
+    stored = await db.fetchval("SELECT key_ciphertext FROM listings WHERE id = $1", uuid.UUID(created["id"]))
+    assert body["api_key"] not in stored
+
+
+async def test_a_new_listing_is_routable_at_once(client: httpx.AsyncClient, app: Any) -> None:
+    headers = await login(client)
+    await client.post("/api/marketplace/listings", json=listing(models=[{"model": "llama-3.1-8b-instruct"}]),
+                      headers=headers)
+    assert app.state.listings.index.routes_for("llama-3.1-8b-instruct")
+
+
+async def test_another_seller_cannot_read_or_delete_a_listing(client: httpx.AsyncClient) -> None:
+    owner, stranger = await login(client), await login(client)
+    created = (await client.post("/api/marketplace/listings", json=listing(), headers=owner)).json()
+    path = f"/api/marketplace/listings/{created['id']}"
+    assert (await client.get(path, headers=stranger)).status_code == 404
+    assert (await client.delete(path, headers=stranger)).status_code == 404
+    assert (await client.get("/api/marketplace/listings", headers=stranger)).json()["data"] == []
+    assert (await client.get(path, headers=owner)).status_code == 200
+
+
+async def test_deleting_a_listing_removes_it_from_routing(client: httpx.AsyncClient, app: Any) -> None:
+    headers = await login(client)
+    created = (await client.post("/api/marketplace/listings",
+                                 json=listing(models=[{"model": "mistral-small"}]), headers=headers)).json()
+    assert (await client.delete(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 204
+    assert not app.state.listings.index.routes_for("mistral-small")
+    assert (await client.get(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 404
+
+
+async def test_the_same_provider_key_cannot_be_listed_twice(client: httpx.AsyncClient) -> None:
+    headers = await login(client)
+    body = listing()
+    assert (await client.post("/api/marketplace/listings", json=body, headers=headers)).status_code == 201
+    again = await client.post("/api/marketplace/listings", json=body, headers=await login(client))
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "duplicate_key"
+    assert body["api_key"] not in again.text
+
+
+async def test_listing_without_a_session_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/marketplace/listings", json=listing())
+    assert response.status_code == 401
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("override", "param"),
+    [
+        ({"attest_resale": False}, "attest_resale"),
+        ({"provider": "gemini"}, "provider"),
+        ({"models": []}, "models"),
+        ({"models": [{"model": "gpt-4o"}, {"model": "gpt-4o"}]}, "models"),
+        ({"models": [{"model": "my-private-model"}]}, "pricing"),
+        ({"pricing": {"multiplier": 0.8}}, "pricing"),
+        ({"pricing": {"input_usd_per_million": "0.1234567", "output_usd_per_million": "1"}}, "pricing"),
+        ({"limits": {"rpm": -1}}, "limits"),
+        ({"api_key": ""}, "api_key"),
+        ({"base_url": "ftp://example.com/v1"}, "base_url"),
+        ({"base_url": "http://user:pw@127.0.0.1/v1"}, "base_url"),
+        ({"owner": "someone-else"}, "owner"),
+    ],
+)
+async def test_a_bad_listing_is_refused_naming_the_field_and_nothing_is_stored(
+    client: httpx.AsyncClient, db: Any, override: dict[str, Any], param: str
+) -> None:
+    headers = await login(client)
+    before = await count_listings(db)
+    response = await client.post("/api/marketplace/listings", json=listing(**override), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert await count_listings(db) == before
+
+
+async def test_a_model_outside_the_catalog_is_accepted_with_explicit_prices(client: httpx.AsyncClient) -> None:
+    headers = await login(client)
+    body = listing(models=[{"model": "my-private-model"}],
+                   pricing={"input_usd_per_million": "0.15", "output_usd_per_million": "0.6"})
+    created = await client.post("/api/marketplace/listings", json=body, headers=headers)
+    assert created.status_code == 201
+    assert created.json()["pricing"] == {"input_usd_per_million": "0.150000", "output_usd_per_million": "0.600000"}
+
+
+async def test_bad_json_is_refused(client: httpx.AsyncClient) -> None:
+    headers = await login(client)
+    response = await client.post("/api/marketplace/listings", content=b"{nope", headers=headers)
+    assert response.status_code == 400
