@@ -8,6 +8,11 @@ logs, and every one of them is killed at teardown, also when a test failed.
 
 The marketplace is seeded over HTTP, the way a new user would do it: a seller registers, logs in
 and lists the fake upstreams; a buyer registers, logs in and creates a gateway key.
+
+The gateways get the `settings` fixture's variables (DATABASE_URL, REDIS_URL, GATEWAY_SECRET_KEY,
+GATEWAY_REDIS_PREFIX, GATEWAY_ALLOW_PRIVATE_UPSTREAMS) but a database and Redis prefix of their
+own: the session database is shared with tests that list gpt-4o-mini cheaper, on dead upstreams,
+and the router would rightly prefer those listings.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
 
 from aichat_gateway.config.settings import Settings, load_settings
+from aichat_gateway.migrations.runner import migrate
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 START_TIMEOUT = 30.0
 
@@ -261,14 +269,63 @@ def fake_upstream(fakes: Fakes) -> FakeUpstream:
 # ---- gateways -------------------------------------------------------------------------------------
 
 
+async def _create_database(name: str) -> str:
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def _drop_database(name: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
-def proxy_settings(database_url: str, redis_prefix: str) -> Settings:
-    """The `settings` fixture's values, at session scope (the gateways live for the session)."""
+def proxy_database_url() -> Iterator[str]:
+    """A migrated database of the proxy tests' own, dropped at the end."""
+    name = f"aichat_test_proxy_{uuid.uuid4().hex[:12]}"
+    dsn = asyncio.run(_create_database(name))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(_drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def proxy_redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of the proxy tests' own; its keys are deleted at the end."""
+    prefix = f"tp{secrets.token_hex(6)}"
+    yield prefix
+    client = redis_sync.Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        keys += list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def proxy_settings(proxy_database_url: str, proxy_redis_prefix: str) -> Settings:
+    """What the `settings` fixture holds, on the proxy tests' own database and Redis prefix."""
     return load_settings(
-        DATABASE_URL=database_url,
+        DATABASE_URL=proxy_database_url,
         REDIS_URL=TEST_REDIS_URL,
         GATEWAY_SECRET_KEY=TEST_SECRET,
-        GATEWAY_REDIS_PREFIX=redis_prefix,
+        GATEWAY_REDIS_PREFIX=proxy_redis_prefix,
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
     )

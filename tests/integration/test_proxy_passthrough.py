@@ -103,3 +103,15 @@ async def test_a_stream_always_asks_the_provider_for_usage(
     assert sent["stream"] is True and sent["seed"] == 7
     assert sent["stream_options"]["include_usage"] is True
     assert ('"usage":{' in text) == bool(stream_options and stream_options["include_usage"])
+
+
+async def test_the_buyers_headers_are_not_forwarded_to_the_provider(
+    http: httpx.AsyncClient, fake_upstream: FakeUpstream
+) -> None:
+    """Not even the fake's own steering headers: a buyer cannot make the provider misbehave."""
+    steering = {"x-fake-error-rate": "1", "x-fake-chunks": "2", "x-custom-trace": "abc", "openai-organization": "o"}
+    answer = await http.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}, headers=steering)
+    assert answer.status_code == 200, answer.text
+    sent = fake_upstream.stats()["last_request"]["headers"]
+    assert not set(steering) & set(sent)
+    assert sent["authorization"] != (http.headers["authorization"])[-4:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -110,3 +111,11 @@ async def test_the_sdk_lists_the_listed_models(sdk: AsyncOpenAI) -> None:
     ids = {m.id for m in models}
     assert {"gpt-4o-mini", "gpt-4o", "text-embedding-3-small"} <= ids
     assert all(m.object == "model" for m in models)
+
+
+async def test_many_concurrent_streams_each_get_the_whole_reply(sdk: AsyncOpenAI) -> None:
+    async def one() -> str:
+        stream = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert await asyncio.gather(*(one() for _ in range(25))) == [FAKE_REPLY] * 25
