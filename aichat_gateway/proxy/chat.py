@@ -36,8 +36,8 @@ from aichat_gateway.proxy.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from aichat_gateway.proxy.relay import RelayStream, StreamMeter, StreamResult
-from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status
+from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamMeter, StreamResult
+from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status, is_timeout
 
 log = get_logger(__name__)
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
@@ -82,7 +82,7 @@ async def chat_completions(request: Request) -> Response:
         chat = inbound.parse_chat_request(body, state.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
         routes = _routes_for(request, chat.model, attempt.request_id)
-        opened = await _open(
+        opened, watch = await _open_watched(
             request,
             attempt,
             routes,
@@ -90,7 +90,6 @@ async def chat_completions(request: Request) -> Response:
             "/chat/completions",
             chat.stream,
         )
-        attempt.listing = opened.route
         if opened.chunks is None:
             response = _finish_plain(request, attempt, opened, body)
             handed_off = True
@@ -98,15 +97,18 @@ async def chat_completions(request: Request) -> Response:
         meter = StreamMeter(forward_usage=chat.client_wants_usage)
 
         async def on_done(result: StreamResult) -> None:
+            state.metrics.inflight_streams.dec()
             _account_stream(request, attempt, result, body)
             await _finish(request, attempt)
 
         handed_off = True
+        state.metrics.inflight_streams.inc()
         return RelayStream(
             opened.response,
             opened.first_chunk,
             opened.chunks,
             meter,
+            watch,
             on_done,
             _gateway_headers(attempt, opened.route),
         )
@@ -136,8 +138,7 @@ async def embeddings(request: Request) -> Response:
                 }
             )
 
-        opened = await _open(request, attempt, routes, outgoing, "/embeddings", False)
-        attempt.listing = opened.route
+        opened, _ = await _open_watched(request, attempt, routes, outgoing, "/embeddings", False)
         response = _finish_plain(request, attempt, opened, body)
         handed_off = True
         return _after_response(response, request, attempt)
@@ -181,6 +182,25 @@ def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRo
     return order_routes(routes, zlib.crc32(request_id.encode()))
 
 
+async def _open_watched(
+    request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any, path: str, stream: bool
+) -> tuple[Opened, ClientWatch]:
+    """`_open`, abandoned at once (and the provider request closed) if the buyer goes away.
+
+    For a stream the watch stays running and is handed to the relay; otherwise it is closed here.
+    """
+    watch = ClientWatch(request.receive)
+    try:
+        with watch.guard():
+            opened = await _open(request, attempt, routes, body_for, path, stream)
+    except BaseException:
+        watch.close()
+        raise
+    if opened.chunks is None:
+        watch.close()
+    return opened, watch
+
+
 async def _open(
     request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any, path: str, stream: bool
 ) -> Opened:
@@ -197,14 +217,13 @@ async def _open(
             (b"content-type", b"application/json"),
             (b"accept", accept),
         ]
+        attempt.listing = route
         try:
             response = await client.post(route.base_url + path, body_for(route), headers)
-        except httpx.TimeoutException:
-            timed_out = True
-            _observe_upstream(request, "timeout", sent, route, attempt)
-            continue
         except httpx.HTTPError as exc:
-            _observe_upstream(request, "connect_error", sent, route, attempt, error=type(exc).__name__)
+            timed_out = timed_out or is_timeout(exc)
+            outcome = "timeout" if is_timeout(exc) else "connect_error"
+            _observe_upstream(request, outcome, sent, route, attempt, error=type(exc).__name__)
             continue
         verdict = classify_status(response.status_code, response.headers.get("retry-after"))
         _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
@@ -218,10 +237,12 @@ async def _open(
             elif verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR):
                 content = await _read_bounded(response)
                 return Opened(route, response, content, None)
-        except httpx.TimeoutException:
-            timed_out = True
         except httpx.HTTPError as exc:
+            timed_out = timed_out or is_timeout(exc)
             log.warning("upstream_read_failed", listing=route.public_id, error=type(exc).__name__)
+        except BaseException:
+            await response.aclose()  # cancelled (the buyer left) or a bug: never leak the connection
+            raise
         await response.aclose()
     attempt.outcome = "upstream_error"
     if timed_out:

@@ -135,8 +135,14 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
+    # Starlette answers this outside the middleware stack, so the request id header is added here.
+    request_id = request.scope.get("state", {}).get("request_id")
     return error_response(
-        500, "Internal error; the request id identifies it in the logs.", "server_error", "internal_error"
+        500,
+        "Internal error; the request id identifies it in the logs.",
+        "server_error",
+        "internal_error",
+        headers={"x-request-id": request_id} if request_id else None,
     )
 
 

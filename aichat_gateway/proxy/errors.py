@@ -9,6 +9,7 @@ GatewayError
 ├── MethodNotAllowed      405
 ├── PayloadTooLarge       413 (body over GATEWAY_MAX_BODY_BYTES)
 ├── RateLimited           429 rate_limit_exceeded
+├── ClientDisconnected    499 (the buyer left before the answer; nobody reads this response)
 ├── UpstreamFailed        502 upstream_error (every candidate failed or answered garbage)
 ├── Unavailable           503 service_unavailable (no capacity, Redis/Postgres down)
 └── UpstreamTimeout       504 upstream_timeout
@@ -95,6 +96,12 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ClientDisconnected(GatewayError):
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
 
 
 class UpstreamFailed(GatewayError):

@@ -84,9 +84,10 @@ def parse_chat_request(body: dict[str, Any], settings: Settings) -> ChatRequest:
         raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
     if stream_options is not None and not stream:
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
-    max_tokens = _bounded_int(body, "max_completion_tokens", 1, settings.max_tokens_cap)
-    if max_tokens is None:
-        max_tokens = _bounded_int(body, "max_tokens", 1, settings.max_tokens_cap)
+    # Both fields are checked whenever present: an upstream may honour either one.
+    completion_cap = _bounded_int(body, "max_completion_tokens", 1, settings.max_tokens_cap)
+    legacy_cap = _bounded_int(body, "max_tokens", 1, settings.max_tokens_cap)
+    max_tokens = completion_cap if completion_cap is not None else legacy_cap
     _bounded_int(body, "n", 1, settings.max_n)
     wants_usage = bool(stream_options and stream_options.get("include_usage") is True)
     return ChatRequest(body, model, bool(stream), wants_usage, max_tokens)

@@ -10,15 +10,18 @@ once), and always runs its completion callback exactly once, shielded from cance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from aichat_gateway.proxy.errors import ClientDisconnected
 from aichat_gateway.proxy.sse import (
     SSEError,
     SSEEvent,
@@ -84,6 +87,47 @@ def error_event(message: str, code: str) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+class ClientWatch:
+    """Notices the buyer going away at any point of a request and cancels the work done for it.
+
+    One task per request waits on `receive()` for `http.disconnect`; whichever step is running
+    inside `guard()` (waiting for the provider, relaying its stream) is cancelled at once, and the
+    guard turns that cancellation into `ClientDisconnected`. Cancellations from elsewhere (server
+    shutdown) pass through untouched.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._target: asyncio.Task[Any] | None = None
+        self._task = asyncio.create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._target is not None:
+            self._target.cancel()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if self.gone:
+            raise ClientDisconnected("The client closed the connection.")
+        self._target = task
+        try:
+            yield
+        except asyncio.CancelledError:
+            if not self.gone or task is None:
+                raise
+            task.uncancel()
+            raise ClientDisconnected("The client closed the connection.") from None
+        finally:
+            self._target = None
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     outcome: str  # ok | client_disconnected | upstream_error
@@ -101,6 +145,7 @@ class RelayStream(Response):
         first_chunk: bytes,
         chunks: AsyncIterator[bytes],
         meter: StreamMeter,
+        watch: ClientWatch,
         on_done: Callable[[StreamResult], Awaitable[None]],
         headers: Mapping[str, str],
         clock: Callable[[], float] = time.perf_counter,
@@ -114,6 +159,7 @@ class RelayStream(Response):
         self._first = first_chunk
         self._chunks = chunks
         self._meter = meter
+        self._watch = watch
         self._on_done = on_done
         self._clock = clock
 
@@ -152,33 +198,15 @@ class RelayStream(Response):
                 )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        relay_task = asyncio.current_task()
-        assert relay_task is not None
-        relaying = True
-
-        async def watch_disconnect() -> None:
-            nonlocal outcome
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if relaying:
-                outcome = "client_disconnected"
-                relay_task.cancel()
-
-        # Plain asyncio, not an anyio task group: this runs once per stream and anyio's group
-        # machinery was ~15% of the streaming profile.
-        watcher = asyncio.create_task(watch_disconnect())
         try:
-            await relay()
-            relaying = False
-        except asyncio.CancelledError:
-            if outcome != "client_disconnected":
-                raise  # cancelled from outside (shutdown): finish below, then propagate
-            relay_task.uncancel()
+            with self._watch.guard():
+                await relay()
+        except ClientDisconnected:
+            outcome = "client_disconnected"
         except OSError:
             outcome = "client_disconnected"  # the send failed: the socket is gone
         finally:
-            relaying = False
-            watcher.cancel()
+            self._watch.close()
             try:
                 await self._upstream.aclose()
             finally:

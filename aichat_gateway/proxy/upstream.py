@@ -9,6 +9,7 @@ never followed: a listing's URL is the only place a request may go.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 
@@ -67,6 +68,17 @@ def create_upstream_client(settings: Settings) -> UpstreamClient:
         )
         transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
     return UpstreamClient(transport, timeout)
+
+
+def is_timeout(exc: httpx.HTTPError) -> bool:
+    """Did the upstream really time out? httpx-aiohttp maps *every* aiohttp connection error,
+    "connection refused" included, to httpx.ConnectTimeout; look at the cause to tell them apart."""
+    if not isinstance(exc, httpx.TimeoutException):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError)
+    return True
 
 
 class Outcome(enum.Enum):

@@ -83,9 +83,7 @@ async def test_register_login_create_list_and_revoke_a_key(client: httpx.AsyncCl
     assert revoked["revoked_at"] is not None
 
 
-async def test_login_answers_a_bearer_token_with_its_lifetime(
-    client: httpx.AsyncClient, app: Starlette
-) -> None:
+async def test_login_answers_a_bearer_token_with_its_lifetime(client: httpx.AsyncClient, app: Starlette) -> None:
     user = await register(client)
     response = await login(client, user["email"])
     body = response.json()
@@ -147,9 +145,7 @@ async def test_a_missing_field_is_400_naming_it(client: httpx.AsyncClient) -> No
 
 async def test_an_unknown_field_is_400_naming_it(client: httpx.AsyncClient) -> None:
     auth = await bearer_for(client)
-    assert_openai_error(
-        await client.post("/api/keys", json={"name": "x", "scopes": []}, headers=auth), 400, "scopes"
-    )
+    assert_openai_error(await client.post("/api/keys", json={"name": "x", "scopes": []}, headers=auth), 400, "scopes")
 
 
 async def test_a_mistyped_field_is_400_naming_it(client: httpx.AsyncClient) -> None:

@@ -23,9 +23,7 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 
 
 def limiter(redis: Redis, settings: Settings, email_limit: int = 3, ip_limit: int = 5) -> LoginLimiter:
-    return LoginLimiter(
-        redis, settings.redis_prefix, per_email=Window(email_limit, 60), per_ip=Window(ip_limit, 120)
-    )
+    return LoginLimiter(redis, settings.redis_prefix, per_email=Window(email_limit, 60), per_ip=Window(ip_limit, 120))
 
 
 def fresh_ip() -> str:

@@ -38,9 +38,7 @@ def response_text(response: httpx.Response) -> str:
     return response.text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
 
 
-async def test_no_password_token_or_key_secret_appears_in_the_logs(
-    client: httpx.AsyncClient, app: Starlette
-) -> None:
+async def test_no_password_token_or_key_secret_appears_in_the_logs(client: httpx.AsyncClient, app: Starlette) -> None:
     captured = io.StringIO()
     configure_logging("debug", json=True, stream=captured)
     try:

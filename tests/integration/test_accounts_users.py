@@ -19,9 +19,7 @@ def passwords() -> Passwords:
     return Passwords()
 
 
-async def test_a_created_user_is_found_by_email_in_any_case(
-    db: asyncpg.Connection, passwords: Passwords
-) -> None:
+async def test_a_created_user_is_found_by_email_in_any_case(db: asyncpg.Connection, passwords: Passwords) -> None:
     user = await users.create_user(db, passwords, unique_email(), PASSWORD)
     assert await users.get_by_email(db, user.email.upper()) == user
 
@@ -35,26 +33,20 @@ async def test_looking_up_an_id_that_is_not_a_uuid_finds_nobody(db: asyncpg.Conn
     assert await users.get_by_id(db, "1 OR 1=1") is None
 
 
-async def test_the_password_is_stored_only_as_an_argon2id_hash(
-    db: asyncpg.Connection, passwords: Passwords
-) -> None:
+async def test_the_password_is_stored_only_as_an_argon2id_hash(db: asyncpg.Connection, passwords: Passwords) -> None:
     user = await users.create_user(db, passwords, unique_email(), PASSWORD)
     stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1::uuid", user.id)
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
 
-async def test_an_email_taken_in_another_case_is_refused(
-    db: asyncpg.Connection, passwords: Passwords
-) -> None:
+async def test_an_email_taken_in_another_case_is_refused(db: asyncpg.Connection, passwords: Passwords) -> None:
     email = unique_email()
     await users.create_user(db, passwords, email, PASSWORD)
     with pytest.raises(EmailTaken):
         await users.create_user(db, passwords, email.upper(), PASSWORD)
 
 
-async def test_a_malformed_email_is_refused_before_hashing(
-    db: asyncpg.Connection, passwords: Passwords
-) -> None:
+async def test_a_malformed_email_is_refused_before_hashing(db: asyncpg.Connection, passwords: Passwords) -> None:
     with pytest.raises(InvalidInput):
         await users.create_user(db, passwords, "not an email", PASSWORD)
 
@@ -76,9 +68,7 @@ async def test_an_unknown_email_does_not_authenticate(db: asyncpg.Connection, pa
             await users.authenticate(db, passwords, unique_email("ghost"), PASSWORD)
 
 
-async def test_a_hash_with_old_parameters_is_upgraded_on_login(
-    db: asyncpg.Connection, passwords: Passwords
-) -> None:
+async def test_a_hash_with_old_parameters_is_upgraded_on_login(db: asyncpg.Connection, passwords: Passwords) -> None:
     user = await users.create_user(db, passwords, unique_email(), PASSWORD)
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
     await db.execute("UPDATE users SET password_hash = $2 WHERE id = $1::uuid", user.id, weak)

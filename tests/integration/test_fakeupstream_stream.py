@@ -70,9 +70,7 @@ async def sdk(fake_url: str, http: httpx.AsyncClient) -> AsyncIterator[AsyncOpen
         yield client
 
 
-async def wait_for_stats(
-    http: httpx.AsyncClient, key: str, value: int, within: float = 5.0
-) -> dict[str, int]:
+async def wait_for_stats(http: httpx.AsyncClient, key: str, value: int, within: float = 5.0) -> dict[str, int]:
     """Poll /_fake/stats until stats[key] == value; fail after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
@@ -128,9 +126,7 @@ async def test_closing_the_connection_mid_stream_counts_a_cancelled_stream(
     sdk: AsyncOpenAI, http: httpx.AsyncClient
 ) -> None:
     slow = {"x-fake-chunks": "50", "x-fake-chunk-interval-ms": "200"}  # ten seconds if read to the end
-    stream = await sdk.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=slow
-    )
+    stream = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=slow)
     received = 0
     async for _ in stream:
         received += 1

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 PASSWORD = "listing-test-password"
 
 
@@ -66,8 +65,9 @@ async def test_the_provider_key_is_stored_encrypted(client: httpx.AsyncClient, d
 
 async def test_a_new_listing_is_routable_at_once(client: httpx.AsyncClient, app: Any) -> None:
     headers = await login(client)
-    await client.post("/api/marketplace/listings", json=listing(models=[{"model": "llama-3.1-8b-instruct"}]),
-                      headers=headers)
+    await client.post(
+        "/api/marketplace/listings", json=listing(models=[{"model": "llama-3.1-8b-instruct"}]), headers=headers
+    )
     assert app.state.listings.index.routes_for("llama-3.1-8b-instruct")
 
 
@@ -83,8 +83,11 @@ async def test_another_seller_cannot_read_or_delete_a_listing(client: httpx.Asyn
 
 async def test_deleting_a_listing_removes_it_from_routing(client: httpx.AsyncClient, app: Any) -> None:
     headers = await login(client)
-    created = (await client.post("/api/marketplace/listings",
-                                 json=listing(models=[{"model": "mistral-small"}]), headers=headers)).json()
+    created = (
+        await client.post(
+            "/api/marketplace/listings", json=listing(models=[{"model": "mistral-small"}]), headers=headers
+        )
+    ).json()
     assert (await client.delete(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 204
     assert not app.state.listings.index.routes_for("mistral-small")
     assert (await client.get(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 404
@@ -136,8 +139,10 @@ async def test_a_bad_listing_is_refused_naming_the_field_and_nothing_is_stored(
 
 async def test_a_model_outside_the_catalog_is_accepted_with_explicit_prices(client: httpx.AsyncClient) -> None:
     headers = await login(client)
-    body = listing(models=[{"model": "my-private-model"}],
-                   pricing={"input_usd_per_million": "0.15", "output_usd_per_million": "0.6"})
+    body = listing(
+        models=[{"model": "my-private-model"}],
+        pricing={"input_usd_per_million": "0.15", "output_usd_per_million": "0.6"},
+    )
     created = await client.post("/api/marketplace/listings", json=body, headers=headers)
     assert created.status_code == 201
     assert created.json()["pricing"] == {"input_usd_per_million": "0.150000", "output_usd_per_million": "0.600000"}

@@ -194,15 +194,6 @@ async def test_an_upstream_500_on_a_stream_is_a_502_json_error_not_a_stream(http
     assert_openai_error(answer, 502, "upstream_error")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: with the default aiohttp transport a refused connection surfaces as httpx.ConnectTimeout "
-        "(httpx_aiohttp maps aiohttp.ClientConnectionError, a base class of ClientConnectorError, to "
-        "ConnectTimeout and keeps it), so chat._open takes its TimeoutException branch and answers 504 "
-        "upstream_timeout instead of 502 upstream_error"
-    ),
-)
 async def test_an_upstream_that_refuses_connections_is_502_upstream_error(http: httpx.AsyncClient) -> None:
     answer = await http.post("/chat/completions", json=chat("dead-model"))
     assert_openai_error(answer, 502, "upstream_error")

@@ -84,13 +84,6 @@ def test_metrics_expose_the_inflight_streams_gauge(metrics_text: str) -> None:
     assert value >= 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: gateway_inflight_streams is declared in proxy/metrics.py but nothing ever calls inc()/dec() "
-        "on it (RelayStream.__call__ in proxy/relay.py relays without touching it), so it always reads 0"
-    ),
-)
 async def test_the_inflight_streams_gauge_counts_a_stream_while_it_is_relayed(gateway: Proc, market: Market) -> None:
     headers = {"Authorization": f"Bearer {market.buyer_key}"}
     body = {"model": "slow-model", "messages": MESSAGES, "stream": True}

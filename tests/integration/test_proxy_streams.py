@@ -42,14 +42,6 @@ async def test_the_gateway_keeps_serving_after_a_client_left_mid_stream(gateway:
     assert answer.status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a buyer who leaves before the provider's first byte is not noticed: chat._open awaits the "
-        "upstream (up to GATEWAY_UPSTREAM_READ_TIMEOUT) with nothing watching receive(), so the provider "
-        "request stays open until its first byte although nobody will read the answer"
-    ),
-)
 async def test_a_client_leaving_before_the_first_byte_cancels_the_upstream_request(
     gateway: Proc, market: Market, fakes: Fakes
 ) -> None:

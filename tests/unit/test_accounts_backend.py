@@ -73,9 +73,7 @@ async def test_a_bad_bearer_token_is_an_authentication_error(unit_settings: Sett
 
 async def test_a_gateway_key_presented_as_bearer_is_an_authentication_error(unit_settings: Settings) -> None:
     with pytest.raises(AuthenticationError):
-        await SessionBackend(unit_settings).authenticate(
-            conn(headers={"Authorization": "Bearer agw-" + "A" * 43})
-        )
+        await SessionBackend(unit_settings).authenticate(conn(headers={"Authorization": "Bearer agw-" + "A" * 43}))
 
 
 async def test_a_session_cookie_authenticates_a_get(unit_settings: Settings, issued: IssuedToken) -> None:

@@ -147,9 +147,7 @@ def test_a_float_price_is_refused_with_a_message_naming_the_model() -> None:
         parse_catalog(_document(input_usd_per_million=0.15))
 
 
-@pytest.mark.parametrize(
-    "text", ["", "abc", "1e3", "+1", " 0.15", "0.15 ", "1_000", "NaN", "Infinity", ".5", "5."]
-)
+@pytest.mark.parametrize("text", ["", "abc", "1e3", "+1", " 0.15", "0.15 ", "1_000", "NaN", "Infinity", ".5", "5."])
 def test_a_price_that_is_not_a_plain_decimal_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="decimal"):
         usd_per_million_to_micro(text)

@@ -154,16 +154,6 @@ async def test_an_unexpected_exception_is_a_500_that_shows_nothing_of_it(client:
     assert SECRET_IN_A_BUG not in answer.text and "RuntimeError" not in answer.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the 500 answer for an unexpected exception has no x-request-id although its message says "
-        "'the request id identifies it in the logs': Starlette runs the `Exception` handler (edge._unexpected) "
-        "in ServerErrorMiddleware, outside the user middleware, so request_context's send wrapper never sees "
-        "that answer; fix: have _unexpected add the header from request.state.request_id (or wrap the whole "
-        "app in request_context)"
-    ),
-)
 async def test_an_unexpected_exception_answer_still_carries_the_request_id(client: httpx.AsyncClient) -> None:
     answer = await answer_for(client, RuntimeError("boom"), headers={"x-request-id": "trace-abcdef-123"})
     assert answer.status_code == 500

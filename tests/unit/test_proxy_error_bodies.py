@@ -17,6 +17,7 @@ EXPECTED: dict[type[errors.GatewayError], tuple[int, str, str]] = {
     errors.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
     errors.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
     errors.RateLimited: (429, "rate_limit_error", "rate_limit_exceeded"),
+    errors.ClientDisconnected: (499, "invalid_request_error", "client_disconnected"),
     errors.UpstreamFailed: (502, "api_error", "upstream_error"),
     errors.Unavailable: (503, "api_error", "service_unavailable"),
     errors.UpstreamTimeout: (504, "api_error", "upstream_timeout"),

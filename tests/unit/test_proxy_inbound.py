@@ -159,15 +159,6 @@ def test_an_invalid_chat_request_is_refused_naming_the_field(
     assert caught.value.status == 400 and caught.value.code == "invalid_request"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: proxy/inbound.py parse_chat_request validates max_tokens only when max_completion_tokens is "
-        "absent (`if max_tokens is None: max_tokens = _bounded_int(body, 'max_tokens', ...)`), so "
-        "{'max_completion_tokens': 10, 'max_tokens': 10**12} passes and the unbounded max_tokens is "
-        "forwarded upstream, bypassing GATEWAY_MAX_TOKENS_CAP (and, once holds exist, the worst-case hold)"
-    ),
-)
 @pytest.mark.parametrize("max_tokens", [10**12, "junk", -1])
 def test_an_invalid_max_tokens_is_refused_even_next_to_a_valid_max_completion_tokens(
     settings: Settings, max_tokens: Any

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from aichat_gateway.proxy.relay import RelayStream, StreamMeter, StreamResult, error_event
+from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamMeter, StreamResult, error_event
 from aichat_gateway.proxy.sse import SSEParser, Usage
 
 WORDS = ["Hello", " there", ",", " friend"]
@@ -220,11 +220,12 @@ async def run_relay(
         results.append(result)
 
     response = RelayStream(
-        upstream,
+        upstream,  # type: ignore[arg-type]
         first,
         parts,
         StreamMeter(forward_usage),
-        on_done,  # type: ignore[arg-type]
+        ClientWatch(wire.receive),  # type: ignore[arg-type]
+        on_done,
         {"x-gateway-listing": "lst_1"},
     )
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}

@@ -278,9 +278,7 @@ def test_a_long_line_arriving_in_small_chunks_is_parsed_in_linear_time() -> None
 # --- splitting property --------------------------------------------------------------------------
 
 _LINE_ENDINGS = st.sampled_from([b"\n", b"\r\n", b"\r"])
-_VALUE_TEXT = st.text(
-    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00"), max_size=20
-)
+_VALUE_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00"), max_size=20)
 _NAME_TEXT = st.text(
     alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00:"),
     min_size=1,
@@ -396,10 +394,7 @@ def test_usage_with_negative_counts_gives_no_usage() -> None:
 
 
 def test_usage_with_a_count_beyond_64_bits_gives_no_usage() -> None:
-    assert (
-        usage_from_event(message('{"usage": {"prompt_tokens": 1' + "0" * 30 + ', "completion_tokens": 1}}'))
-        is None
-    )
+    assert usage_from_event(message('{"usage": {"prompt_tokens": 1' + "0" * 30 + ', "completion_tokens": 1}}')) is None
 
 
 def test_the_word_usage_inside_content_is_not_taken_for_usage() -> None:
@@ -433,21 +428,12 @@ def test_a_data_chunk_is_not_the_done_sentinel() -> None:
 
 
 def test_content_text_is_extracted_from_a_delta() -> None:
-    assert (
-        content_text_of_chunk(chunk_event({"choices": [{"index": 0, "delta": {"content": "Hello"}}]}))
-        == "Hello"
-    )
+    assert content_text_of_chunk(chunk_event({"choices": [{"index": 0, "delta": {"content": "Hello"}}]})) == "Hello"
 
 
 def test_tool_call_arguments_are_extracted_from_a_delta() -> None:
     chunk = {
-        "choices": [
-            {
-                "delta": {
-                    "tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": '{"ci'}}]
-                }
-            }
-        ]
+        "choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": "get_weather", "arguments": '{"ci'}}]}}]
     }
     assert content_text_of_chunk(chunk_event(chunk)) == 'get_weather{"ci'
 

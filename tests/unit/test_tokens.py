@@ -233,9 +233,7 @@ def test_tool_call_arguments_are_counted(counter: TokenCounter) -> None:
     base = {"role": "assistant", "content": None}
     with_call = {
         **base,
-        "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": arguments}}
-        ],
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": arguments}}],
     }
     difference = counter.count_messages([with_call]) - counter.count_messages([base])
     assert difference == counter.count_text("weather") + counter.count_text(arguments)
@@ -243,9 +241,7 @@ def test_tool_call_arguments_are_counted(counter: TokenCounter) -> None:
 
 def test_a_tool_result_counts_its_call_id_and_content(counter: TokenCounter) -> None:
     message = {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
-    expected = (
-        TOKENS_PER_MESSAGE + sum(map(counter.count_text, ["tool", "call_1", "18C"])) + REPLY_PRIMING_TOKENS
-    )
+    expected = TOKENS_PER_MESSAGE + sum(map(counter.count_text, ["tool", "call_1", "18C"])) + REPLY_PRIMING_TOKENS
     assert counter.count_messages([message]) == expected
 
 
@@ -367,9 +363,7 @@ def test_counting_deeply_nested_tools_never_raises(counter: TokenCounter) -> Non
 
 
 def test_counting_tools_holding_non_json_values_never_raises(counter: TokenCounter) -> None:
-    assert (
-        counter.count_prompt({"messages": [], "tools": [{1: {1, 2}, "f": object()}]}) > REPLY_PRIMING_TOKENS
-    )
+    assert counter.count_prompt({"messages": [], "tools": [{1: {1, 2}, "f": object()}]}) > REPLY_PRIMING_TOKENS
 
 
 def test_count_text_given_a_non_string_counts_zero(counter: TokenCounter) -> None:
