@@ -17,6 +17,7 @@ import urllib.request
 
 import asyncpg
 
+from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, SettingsError, load_settings
 from aichat_gateway.proxy.demo import run_demo
 
@@ -35,7 +36,7 @@ async def ensure_database(database_url: str) -> None:
             await admin.execute(f'CREATE DATABASE "{name}"')
         finally:
             await admin.close()
-        print(f"created database {name}")
+        print(f"created database {name}", flush=True)
     else:
         await conn.close()
 
@@ -57,6 +58,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
+    configure_logging("warning", json=False, stream=sys.stderr)
     exe = os.path.join(os.path.dirname(sys.executable), "aichat-gateway")
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([exe, "migrate"], check=True)
@@ -82,7 +84,12 @@ With the openai SDK: OpenAI(base_url="{gateway_url}", api_key="{key}")
 """,
             flush=True,
         )
-        return subprocess.call([exe, "serve"])
+        gateway = subprocess.Popen([exe, "serve"])
+        try:
+            return gateway.wait()
+        finally:
+            gateway.terminate()  # SIGTERM: the gateway drains its streams, then exits
+            gateway.wait(timeout=60)
     except KeyboardInterrupt:
         return 0
     finally:
