@@ -156,7 +156,8 @@ class TokenCounter:
             return self.count_text(part)
         if not isinstance(part, Mapping):
             return 0
-        if part.get("type") in _IMAGE_PART_TYPES:
+        part_type = part.get("type")
+        if isinstance(part_type, str) and part_type in _IMAGE_PART_TYPES:
             return IMAGE_PART_TOKENS
         tokens = 0
         for key in ("text", "refusal"):

@@ -369,3 +369,8 @@ def test_counting_tools_holding_non_json_values_never_raises(counter: TokenCount
 def test_count_text_given_a_non_string_counts_zero(counter: TokenCounter) -> None:
     assert counter.count_text(None) == 0  # type: ignore[arg-type]
     assert counter.count_text(42) == 0  # type: ignore[arg-type]
+
+
+def test_a_content_part_whose_type_is_not_a_string_counts_without_raising(counter: TokenCounter) -> None:
+    body = {"messages": [{"content": [{"role": None, "type": []}]}], "tools": None}
+    assert counter.count_prompt(body) >= REPLY_PRIMING_TOKENS
