@@ -7,73 +7,31 @@ never see each other's state. Data inside a run is isolated by random e-mails an
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
 import pytest
-import redis as redis_sync
 from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings, load_settings
-from aichat_gateway.migrations.runner import migrate
+from tests.scratch import TEST_REDIS_URL, migrated_database
+from tests.scratch import redis_prefix as scratch_redis_prefix
 
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_SECRET = "test-secret-key-" + "x" * 32
-
-
-def _dsn_for(dbname: str) -> str:
-    return ADMIN_DSN.rsplit("/", 1)[0] + "/" + dbname
-
-
-async def _create_database(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(_dsn_for(name))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def _drop_database(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"aichat_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_create_database(name))
-    try:
-        yield _dsn_for(name)
-    finally:
-        asyncio.run(_drop_database(name))
+    with migrated_database("test") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")
 def redis_prefix() -> Iterator[str]:
-    prefix = f"t{secrets.token_hex(6)}"
-    yield prefix
-    client = redis_sync.Redis.from_url(TEST_REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        keys += list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with scratch_redis_prefix("t") as prefix:
+        yield prefix
 
 
 @pytest.fixture

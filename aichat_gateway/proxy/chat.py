@@ -8,10 +8,11 @@ event in a `finally`. Steady state: no Postgres query, one Redis round trip (the
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -61,7 +62,7 @@ class Attempt:
     completion_tokens: int = 0
     usage_source: str = "estimated"
     ttft_seconds: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    handed_off: bool = False  # a response will finish this attempt after it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +75,7 @@ class Opened:
 
 async def chat_completions(request: Request) -> Response:
     state = request.app.state
-    attempt = Attempt(request.state.request_id, time.perf_counter(), "chat")
-    handed_off = False
-    try:
+    async with _accounted(request, "chat") as attempt:
         attempt.principal = await _authenticate(request)
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
         chat = inbound.parse_chat_request(body, state.settings)
@@ -91,62 +90,54 @@ async def chat_completions(request: Request) -> Response:
             chat.stream,
         )
         if opened.chunks is None:
-            response = _finish_plain(request, attempt, opened, body)
-            handed_off = True
-            return _after_response(response, request, attempt)
-        meter = StreamMeter(forward_usage=chat.client_wants_usage)
+            return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
 
         async def on_done(result: StreamResult) -> None:
             state.metrics.inflight_streams.dec()
             _account_stream(request, attempt, result, body)
             await _finish(request, attempt)
 
-        handed_off = True
+        attempt.handed_off = True
         state.metrics.inflight_streams.inc()
         return RelayStream(
             opened.response,
             opened.first_chunk,
             opened.chunks,
-            meter,
+            StreamMeter(forward_usage=chat.client_wants_usage),
             watch,
             on_done,
             _gateway_headers(attempt, opened.route),
         )
-    except GatewayError as exc:
-        attempt.status, attempt.outcome = exc.status, exc.code or "error"
-        raise
-    finally:
-        if not handed_off:
-            await _finish(request, attempt)
 
 
 async def embeddings(request: Request) -> Response:
     state = request.app.state
-    attempt = Attempt(request.state.request_id, time.perf_counter(), "embeddings")
-    handed_off = False
-    try:
+    async with _accounted(request, "embeddings") as attempt:
         attempt.principal = await _authenticate(request)
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
         attempt.model = inbound.parse_embeddings_request(body)
         routes = _routes_for(request, attempt.model, attempt.request_id)
 
         def outgoing(route: ListingRoute) -> bytes:
-            return orjson.dumps(
-                {
-                    **{k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS},
-                    "model": route.upstream_model,
-                }
-            )
+            forwarded = {k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS}
+            return orjson.dumps({**forwarded, "model": route.upstream_model})
 
         opened, _ = await _open_watched(request, attempt, routes, outgoing, "/embeddings", False)
-        response = _finish_plain(request, attempt, opened, body)
-        handed_off = True
-        return _after_response(response, request, attempt)
+        return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
+
+
+@contextlib.asynccontextmanager
+async def _accounted(request: Request, route: str) -> AsyncIterator[Attempt]:
+    """One Attempt per request; it is finished (metrics, usage event) exactly once: here, unless a
+    response took that job over (`handed_off`) to do it after the answer is sent."""
+    attempt = Attempt(request.state.request_id, time.perf_counter(), route)
+    try:
+        yield attempt
     except GatewayError as exc:
         attempt.status, attempt.outcome = exc.status, exc.code or "error"
         raise
     finally:
-        if not handed_off:
+        if not attempt.handed_off:
             await _finish(request, attempt)
 
 
@@ -266,6 +257,7 @@ async def _read_bounded(response: httpx.Response) -> bytes:
 
 def _after_response(response: Response, request: Request, attempt: Attempt) -> Response:
     """Record the request once the answer is on the wire: the buyer does not wait for Redis."""
+    attempt.handed_off = True
     response.background = BackgroundTask(_finish, request, attempt)
     return response
 

@@ -31,17 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
 
 from aichat_gateway.config.settings import Settings, load_settings
-from aichat_gateway.migrations.runner import migrate
+from tests.scratch import TEST_REDIS_URL, migrated_database
+from tests.scratch import redis_prefix as scratch_redis_prefix
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 START_TIMEOUT = 30.0
 
@@ -269,53 +267,18 @@ def fake_upstream(fakes: Fakes) -> FakeUpstream:
 # ---- gateways -------------------------------------------------------------------------------------
 
 
-async def _create_database(name: str) -> str:
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return dsn
-
-
-async def _drop_database(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def proxy_database_url() -> Iterator[str]:
     """A migrated database of the proxy tests' own, dropped at the end."""
-    name = f"aichat_test_proxy_{uuid.uuid4().hex[:12]}"
-    dsn = asyncio.run(_create_database(name))
-    try:
+    with migrated_database("test_proxy") as dsn:
         yield dsn
-    finally:
-        asyncio.run(_drop_database(name))
 
 
 @pytest.fixture(scope="session")
 def proxy_redis_prefix() -> Iterator[str]:
     """A Redis key prefix of the proxy tests' own; its keys are deleted at the end."""
-    prefix = f"tp{secrets.token_hex(6)}"
-    yield prefix
-    client = redis_sync.Redis.from_url(TEST_REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        keys += list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with scratch_redis_prefix("tp") as prefix:
+        yield prefix
 
 
 @pytest.fixture(scope="session")

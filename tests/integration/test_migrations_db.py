@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from aichat_gateway.migrations.runner import MigrationError, migrate
-from tests.conftest import ADMIN_DSN
+from tests.scratch import ADMIN_DSN, dsn_for
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ async def empty_db() -> AsyncIterator[asyncpg.Connection]:
     name = f"aichat_mig_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + "/" + name)
+    conn = await asyncpg.connect(dsn_for(name))
     try:
         yield conn
     finally:
@@ -55,7 +55,7 @@ async def test_an_edited_applied_file_is_refused(empty_db: asyncpg.Connection, t
 
 async def test_two_concurrent_migrations_apply_each_file_once(empty_db: asyncpg.Connection) -> None:
     dsn_db = await empty_db.fetchval("SELECT current_database()")
-    other = await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + "/" + dsn_db)
+    other = await asyncpg.connect(dsn_for(dsn_db))
     try:
         results = await asyncio.gather(migrate(empty_db), migrate(other))
     finally:
