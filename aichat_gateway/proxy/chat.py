@@ -34,6 +34,7 @@ from aichat_gateway.proxy.errors import (
     AuthenticationFailed,
     GatewayError,
     ModelNotFound,
+    Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
 )
@@ -200,6 +201,8 @@ async def _open(
     client: UpstreamClient = state.upstream
     accept = b"text/event-stream" if stream else b"application/json"
     timed_out = False
+    busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
+    retry_after: float | None = None
     for route in routes[: state.settings.upstream_attempts]:
         attempt.attempts += 1
         sent = time.perf_counter()
@@ -218,6 +221,10 @@ async def _open(
             continue
         verdict = classify_status(response.status_code, response.headers.get("retry-after"))
         _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
+        if response.status_code in (429, 503):
+            busy_statuses.append(response.status_code)
+            if verdict.retry_after is not None:
+                retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
         try:
             if verdict.outcome is Outcome.OK and stream:
                 # The transport's own byte stream: httpx's aiter_raw adds a generator layer per chunk.
@@ -236,6 +243,11 @@ async def _open(
             raise
         await response.aclose()
     attempt.outcome = "upstream_error"
+    if busy_statuses and len(busy_statuses) == attempt.attempts:
+        raise Unavailable(
+            "Every provider for this model is at capacity right now. Please retry shortly.",
+            headers={"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else None,
+        )
     if timed_out:
         raise UpstreamTimeout("The upstream provider did not answer in time. Please retry.")
     raise UpstreamFailed("No upstream provider could serve this request right now. Please retry.")

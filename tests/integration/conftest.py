@@ -234,6 +234,7 @@ def spawn_fake(processes: Processes, name: str, *options: str) -> FakeUpstream:
 class Fakes:
     main: FakeUpstream  # default behaviour: 16 words, usage reported, no pacing
     failing: FakeUpstream  # every /v1 request answers 500
+    busy: FakeUpstream  # every /v1 request answers 429 with Retry-After: 7
     sleepy: FakeUpstream  # waits 3 s before answering
     slow: FakeUpstream  # a paced stream: 20 chunks, 100 ms apart (about 2 s in all)
     paced: FakeUpstream  # a long paced stream: 50 chunks, 200 ms apart (10 s if read to the end)
@@ -247,6 +248,7 @@ def fakes(processes: Processes) -> Fakes:
     started = Fakes(
         main=spawn_fake(processes, "fake-main"),
         failing=spawn_fake(processes, "fake-failing", "--error-rate", "1", "--error-status", "500"),
+        busy=spawn_fake(processes, "fake-busy", "--error-rate", "1", "--error-status", "429", "--retry-after", "7"),
         sleepy=spawn_fake(processes, "fake-sleepy", "--latency-ms", "3000"),
         slow=spawn_fake(processes, "fake-slow", "--chunks", "20", "--chunk-interval-ms", "100"),
         paced=spawn_fake(processes, "fake-paced", "--chunks", "50", "--chunk-interval-ms", "200"),
@@ -464,6 +466,7 @@ def market(gateways: Gateways, fakes: Fakes) -> Market:
             ),
         ),
         "failing": (fakes.failing.base_url, serving("failing-model")),
+        "busy": (fakes.busy.base_url, serving("busy-model")),
         "sleepy": (fakes.sleepy.base_url, serving("sleepy-model")),
         "slow": (fakes.slow.base_url, serving("slow-model")),
         "paced": (fakes.paced.base_url, serving("paced-model")),

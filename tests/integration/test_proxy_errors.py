@@ -194,6 +194,12 @@ async def test_an_upstream_500_on_a_stream_is_a_502_json_error_not_a_stream(http
     assert_openai_error(answer, 502, "upstream_error")
 
 
+async def test_a_provider_at_capacity_is_503_with_its_retry_after(http: httpx.AsyncClient) -> None:
+    answer = await http.post("/chat/completions", json=chat("busy-model"))
+    assert_openai_error(answer, 503, "service_unavailable")
+    assert answer.headers["retry-after"] == "7"
+
+
 async def test_an_upstream_that_refuses_connections_is_502_upstream_error(http: httpx.AsyncClient) -> None:
     answer = await http.post("/chat/completions", json=chat("dead-model"))
     assert_openai_error(answer, 502, "upstream_error")
