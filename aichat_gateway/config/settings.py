@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Comma-separated: the first key encrypts, every key decrypts (rotation). Never logged.
     secret_key: SecretStr = Field(alias="GATEWAY_SECRET_KEY")
     allow_private_upstreams: bool = Field(False, alias="GATEWAY_ALLOW_PRIVATE_UPSTREAMS")
+    # Check a listed key with the provider (GET /models) before accepting the listing.
+    check_listing_keys: bool = Field(True, alias="GATEWAY_CHECK_LISTING_KEYS")
     platform_fee: Decimal = Field(Decimal("0.10"), alias="GATEWAY_PLATFORM_FEE", ge=0, lt=1)
     stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
     stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")

@@ -6,6 +6,7 @@ Authentication is done by the /api sub-app's middleware; this module reads only 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace.changes import parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated
 from aichat_gateway.marketplace.pricing import usd
 from aichat_gateway.marketplace.urls import validate_upstream_url
@@ -45,6 +47,7 @@ async def create_listing(request: Request) -> Response:
     state = request.app.state
     new = listings.parse_new_listing(await _json_body(request), state.catalog)
     base_url = await validate_upstream_url(new.base_url, state.settings.allow_private_upstreams)
+    await state.key_checker(new.provider, base_url, new.api_key)
     row = await listings.insert_listing(
         state.db,
         state.vault,
@@ -75,6 +78,30 @@ async def get_listing(request: Request) -> Response:
     row = await listings.get_listing(
         request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
     )
+    return JSONResponse(listing_json(row))
+
+
+async def update_listing(request: Request) -> Response:
+    seller_id, is_admin = _seller(request)
+    state = request.app.state
+    owner = None if is_admin else seller_id
+    current = await listings.get_listing(state.db, request.path_params["listing_id"], owner)
+    changes = parse_changes(
+        await _json_body(request),
+        is_admin=is_admin,
+        current_status=current["status"],
+        models=[m["model"] for m in current["models"]],
+        catalog=state.catalog,
+    )
+    if changes.base_url is not None:
+        changes = replace(
+            changes, base_url=await validate_upstream_url(changes.base_url, state.settings.allow_private_upstreams)
+        )
+    if changes.base_url is not None or changes.api_key is not None:
+        key = changes.api_key or await listings.stored_key(state.db, state.vault, str(current["id"]))
+        await state.key_checker(current["provider"], changes.base_url or current["base_url"], key)
+    row = await listings.update_listing(state.db, state.vault, str(current["id"]), owner, changes)
+    await state.listings.announce_change()
     return JSONResponse(listing_json(row))
 
 
@@ -122,5 +149,6 @@ def routes() -> list[BaseRoute]:
         Route("/marketplace/listings", create_listing, methods=["POST"]),
         Route("/marketplace/listings", list_listings, methods=["GET"]),
         Route("/marketplace/listings/{listing_id}", get_listing, methods=["GET"]),
+        Route("/marketplace/listings/{listing_id}", update_listing, methods=["PATCH"]),
         Route("/marketplace/listings/{listing_id}", delete_listing, methods=["DELETE"]),
     ]

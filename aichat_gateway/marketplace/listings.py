@@ -12,7 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -21,6 +21,9 @@ from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound
 from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_usd
 from aichat_gateway.marketplace.vault import Vault, last4
+
+if TYPE_CHECKING:
+    from aichat_gateway.marketplace.changes import ListingChanges
 
 PROVIDERS = ("openai",)
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
@@ -47,19 +50,19 @@ def parse_new_listing(body: object, catalog: Catalog) -> NewListing:
     unknown = set(body) - _ALLOWED_FIELDS
     if unknown:
         raise InvalidListing(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
-    name = _string(body, "name", 100)
-    provider = _string(body, "provider", 20)
+    name = required_string(body, "name", 100)
+    provider = required_string(body, "provider", 20)
     if provider not in PROVIDERS:
         raise InvalidListing(f"provider must be one of {', '.join(PROVIDERS)}", param="provider")
-    base_url = _string(body, "base_url", 2048)
-    api_key = _string(body, "api_key", 512)
+    base_url = required_string(body, "base_url", 2048)
+    api_key = required_string(body, "api_key", 512)
     if body.get("attest_resale") is not True:
         raise InvalidListing(
             "attest_resale must be true: you confirm you may resell access through this key",
             param="attest_resale",
         )
     models = _models(body.get("models"))
-    multiplier, explicit = _pricing(body.get("pricing"))
+    multiplier, explicit = parse_pricing(body.get("pricing"))
     if explicit is None:
         missing = [m for m, _ in models if catalog.get(m) is None]
         if missing:
@@ -68,10 +71,10 @@ def parse_new_listing(body: object, catalog: Catalog) -> NewListing:
                 "(pricing.input_usd_per_million and pricing.output_usd_per_million)",
                 param="pricing",
             )
-    return NewListing(name, provider, base_url, api_key, models, multiplier, explicit, _limits(body.get("limits")))
+    return NewListing(name, provider, base_url, api_key, models, multiplier, explicit, parse_limits(body.get("limits")))
 
 
-def _string(body: dict[str, Any], key: str, max_len: int) -> str:
+def required_string(body: dict[str, Any], key: str, max_len: int) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value.strip():
         raise InvalidListing(f"{key} is required and must be a non-empty string", param=key)
@@ -98,7 +101,7 @@ def _models(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(seen.items())
 
 
-def _pricing(value: object) -> tuple[Decimal | None, Price | None]:
+def parse_pricing(value: object) -> tuple[Decimal | None, Price | None]:
     if not isinstance(value, dict):
         raise InvalidListing(
             'pricing must be {"multiplier"} or {"input_usd_per_million", "output_usd_per_million"}',
@@ -120,7 +123,7 @@ def _pricing(value: object) -> tuple[Decimal | None, Price | None]:
     )
 
 
-def _limits(value: object) -> dict[str, int]:
+def parse_limits(value: object) -> dict[str, int]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -201,6 +204,67 @@ async def get_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -
     if row is None:
         raise ListingNotFound("no such listing")
     return row
+
+
+async def update_listing(
+    db: asyncpg.Pool,
+    vault: Vault,
+    listing_id: str,
+    owner_id: str | None,
+    changes: ListingChanges,
+) -> asyncpg.Record:
+    """Apply already-validated changes (owner-scoped); a status change without a reason clears it."""
+    key = changes.api_key
+    multiplier, explicit = changes.pricing if changes.pricing is not None else (None, None)
+    async with db.acquire() as conn, conn.transaction():
+        try:
+            updated = await conn.fetchval(
+                """UPDATE listings SET
+                       name = coalesce($3, name),
+                       base_url = coalesce($4, base_url),
+                       key_ciphertext = coalesce($5, key_ciphertext),
+                       key_last4 = coalesce($6, key_last4),
+                       key_fingerprint = coalesce($7, key_fingerprint),
+                       price_multiplier = CASE WHEN $8 THEN $9 ELSE price_multiplier END,
+                       input_micro_per_million = CASE WHEN $8 THEN $10 ELSE input_micro_per_million END,
+                       output_micro_per_million = CASE WHEN $8 THEN $11 ELSE output_micro_per_million END,
+                       limits = coalesce($12::jsonb, limits),
+                       status = coalesce($13, status),
+                       status_reason = CASE WHEN $13::text IS NOT NULL OR $14::text IS NOT NULL
+                                            THEN $14 ELSE status_reason END,
+                       updated_at = now()
+                   WHERE id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR seller_id = $2::uuid)
+                   RETURNING id""",
+                _uuid_or_not_found(listing_id),
+                uuid.UUID(owner_id) if owner_id else None,
+                changes.name,
+                changes.base_url,
+                vault.encrypt(key) if key else None,
+                last4(key) if key else None,
+                vault.fingerprint(key) if key else None,
+                changes.pricing is not None,
+                multiplier,
+                explicit.input_micro_per_million if explicit else None,
+                explicit.output_micro_per_million if explicit else None,
+                _json(changes.limits) if changes.limits is not None else None,
+                changes.status,
+                changes.status_reason,
+            )
+        except asyncpg.UniqueViolationError:
+            raise DuplicateKey("this API key is already listed", param="api_key") from None
+        if updated is None:
+            raise ListingNotFound("no such listing")
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM listings l WHERE l.id = $1", updated)  # noqa: S608
+    assert row is not None
+    return row
+
+
+async def stored_key(db: asyncpg.Pool, vault: Vault, listing_id: str) -> str:
+    """The decrypted provider key of a listing the caller was already allowed to see."""
+    ciphertext = await db.fetchval("SELECT key_ciphertext FROM listings WHERE id = $1", uuid.UUID(listing_id))
+    if ciphertext is None:
+        raise ListingNotFound("no such listing")
+    return vault.decrypt(ciphertext)
 
 
 async def delete_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -> None:

@@ -7,6 +7,7 @@ tests build as many independent apps as they like. The `/api` sub-app shares the
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +32,7 @@ from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.proxy import chat, ops
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
+from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
@@ -62,6 +64,9 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         state.keys = KeyCache(db, redis, settings)
         state.listings = ListingSnapshot(db, redis, vault, catalog, settings.redis_prefix)
         state.meter = Meter(redis, settings.redis_prefix)
+        state.key_checker = (
+            functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
+        )
         await state.listings.refresh()
         await asyncio.to_thread(state.tokens.load)  # ~0.2 s once, not on the first request
         supervisor.start("key-revocations", state.keys.listen_for_revocations)

@@ -34,7 +34,10 @@ class UpstreamClient:
 
     async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
         """Send; the answer's body is left unread (stream it with `aiter_raw`, then `aclose`)."""
-        request = httpx.Request("POST", url, content=body, headers=headers, extensions={"timeout": self._timeout})
+        return await self.send("POST", url, body, headers)
+
+    async def send(self, method: str, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        request = httpx.Request(method, url, content=body, headers=headers, extensions={"timeout": self._timeout})
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response

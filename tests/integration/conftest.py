@@ -40,6 +40,7 @@ from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
+KEYED_FAKE_KEY = "sk-the-one-right-key"
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 START_TIMEOUT = 30.0
 
@@ -235,6 +236,7 @@ class Fakes:
     main: FakeUpstream  # default behaviour: 16 words, usage reported, no pacing
     failing: FakeUpstream  # every /v1 request answers 500
     busy: FakeUpstream  # every /v1 request answers 429 with Retry-After: 7
+    keyed: FakeUpstream  # accepts only `Authorization: Bearer sk-the-one-right-key`
     sleepy: FakeUpstream  # waits 3 s before answering
     slow: FakeUpstream  # a paced stream: 20 chunks, 100 ms apart (about 2 s in all)
     paced: FakeUpstream  # a long paced stream: 50 chunks, 200 ms apart (10 s if read to the end)
@@ -248,6 +250,7 @@ def fakes(processes: Processes) -> Fakes:
     started = Fakes(
         main=spawn_fake(processes, "fake-main"),
         failing=spawn_fake(processes, "fake-failing", "--error-rate", "1", "--error-status", "500"),
+        keyed=spawn_fake(processes, "fake-keyed", "--require-key", KEYED_FAKE_KEY),
         busy=spawn_fake(processes, "fake-busy", "--error-rate", "1", "--error-status", "429", "--retry-after", "7"),
         sleepy=spawn_fake(processes, "fake-sleepy", "--latency-ms", "3000"),
         slow=spawn_fake(processes, "fake-slow", "--chunks", "20", "--chunk-interval-ms", "100"),
@@ -316,6 +319,9 @@ class GatewayFactory:
                 "GATEWAY_ALLOW_PRIVATE_UPSTREAMS": "1",
                 "GATEWAY_LOG_JSON": "1",
                 "GATEWAY_LOG_LEVEL": "info",
+                # The seeded market lists deliberately broken upstreams; test_proxy_keycheck.py
+                # starts a gateway that checks keys.
+                "GATEWAY_CHECK_LISTING_KEYS": "0",
             }
         )
         env.update(overrides)

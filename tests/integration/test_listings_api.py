@@ -12,6 +12,19 @@ import pytest
 PASSWORD = "listing-test-password"
 
 
+@pytest.fixture(autouse=True)
+def accept_every_key(app: Any) -> list[tuple[str, str, str]]:
+    """These tests are about the API, not the provider: the key check (tested against a real fake
+    provider in test_keycheck.py) is replaced by one that accepts and records."""
+    checked: list[tuple[str, str, str]] = []
+
+    async def checker(provider: str, base_url: str, api_key: str) -> None:
+        checked.append((provider, base_url, api_key))
+
+    app.state.key_checker = checker
+    return checked
+
+
 async def login(client: httpx.AsyncClient) -> dict[str, str]:
     email = f"seller-{uuid.uuid4().hex[:10]}@example.com"
     assert (await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})).status_code == 201
@@ -53,6 +66,79 @@ async def test_a_seller_creates_a_listing_and_sees_only_the_last_four_of_its_key
     listed = await client.get("/api/marketplace/listings", headers=headers)
     assert [item["id"] for item in listed.json()["data"]] == [data["id"]]
     assert body["api_key"] not in listed.text
+
+
+async def test_the_key_is_checked_with_the_provider_before_listing(
+    client: httpx.AsyncClient, accept_every_key: list[tuple[str, str, str]]
+) -> None:
+    headers = await login(client)
+    body = listing(base_url="http://127.0.0.1:9/v1/")
+    assert (await client.post("/api/marketplace/listings", json=body, headers=headers)).status_code == 201
+    assert accept_every_key == [("openai", "http://127.0.0.1:9/v1", body["api_key"])]
+
+
+async def test_a_seller_pauses_renames_and_reprices_a_listing(client: httpx.AsyncClient, app: Any) -> None:
+    headers = await login(client)
+    created = (
+        await client.post(
+            "/api/marketplace/listings", json=listing(models=[{"model": "gpt-4.1-nano"}]), headers=headers
+        )
+    ).json()
+    path = f"/api/marketplace/listings/{created['id']}"
+    patched = await client.patch(
+        path, json={"name": "renamed", "status": "paused", "pricing": {"multiplier": "1.25"}}, headers=headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["name"], patched.json()["status"]) == ("renamed", "paused")
+    assert patched.json()["pricing"] == {"multiplier": "1.25"}
+    assert not app.state.listings.index.routes_for("gpt-4.1-nano")
+    resumed = await client.patch(path, json={"status": "active"}, headers=headers)
+    assert resumed.json()["status"] == "active"
+    assert app.state.listings.index.routes_for("gpt-4.1-nano")
+
+
+async def test_a_new_key_is_checked_and_replaces_the_old_one(
+    client: httpx.AsyncClient, accept_every_key: list[tuple[str, str, str]], db: Any
+) -> None:
+    headers = await login(client)
+    created = (await client.post("/api/marketplace/listings", json=listing(), headers=headers)).json()
+    new_key = "sk-rotated-" + secrets.token_hex(8)
+    patched = await client.patch(
+        f"/api/marketplace/listings/{created['id']}", json={"api_key": new_key}, headers=headers
+    )
+    assert patched.json()["key_last4"] == "…" + new_key[-4:]
+    assert accept_every_key[-1][2] == new_key
+    assert new_key not in patched.text
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"status": "disabled"}, "status"),
+        ({"status_reason": "I say so"}, "status_reason"),
+        ({"provider": "anthropic"}, "provider"),
+        ({"seller_id": str(uuid.uuid4())}, "seller_id"),
+        ({"models": [{"model": "gpt-4o"}]}, "models"),
+        ({"pricing": {"multiplier": "0"}}, "pricing"),
+    ],
+)
+async def test_a_seller_cannot_change_what_is_not_theirs_to_change(
+    client: httpx.AsyncClient, change: dict[str, Any], param: str
+) -> None:
+    headers = await login(client)
+    created = (await client.post("/api/marketplace/listings", json=listing(), headers=headers)).json()
+    path = f"/api/marketplace/listings/{created['id']}"
+    response = await client.patch(path, json=change, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+    assert (await client.get(path, headers=headers)).json() == created
+
+
+async def test_another_seller_cannot_change_a_listing(client: httpx.AsyncClient) -> None:
+    owner, stranger = await login(client), await login(client)
+    created = (await client.post("/api/marketplace/listings", json=listing(), headers=owner)).json()
+    response = await client.patch(f"/api/marketplace/listings/{created['id']}", json={"name": "mine"}, headers=stranger)
+    assert response.status_code == 404
 
 
 async def test_the_provider_key_is_stored_encrypted(client: httpx.AsyncClient, db: Any) -> None:

@@ -1,0 +1,128 @@
+"""The provider adapter interface: everything that differs between provider kinds, as pure functions.
+
+The hot path speaks OpenAI to the buyer. An adapter turns the buyer's (already validated) OpenAI
+request into the provider's HTTP request and the provider's answer back into OpenAI bytes. It does
+no I/O: it builds `UpstreamRequest` values for the caller to send and translates bytes the caller
+has read, so every adapter is tested without a network and the hot path keeps its single HTTP
+client, failover and metering.
+
+Adapters are stateless and shared (one instance per kind in `ADAPTERS`); per-stream state lives in
+the `StreamTranslator` that `stream_translator` returns, one per stream, never shared between
+tasks.
+
+AdapterError                  (has `message` and `param`, like the gateway's own errors)
+├── UnsupportedRequest        the buyer asked for something this provider cannot do -> 400 naming `param`
+├── UntranslatableResponse    the provider answered something we cannot read -> 502
+└── UnknownProvider           no adapter for a listing's provider kind (a bug or a stale listing)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aichat_gateway.proxy.sse import Usage
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "StreamTranslator",
+    "UnknownProvider",
+    "UnsupportedRequest",
+    "UntranslatableResponse",
+    "UpstreamRequest",
+    "Usage",
+]
+
+
+class AdapterError(Exception):
+    """Base of the adapter error tree. `param` names the buyer's field at fault, when there is one."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UnsupportedRequest(AdapterError):
+    """The request cannot be expressed for this provider (n > 1, logprobs, an unsupported endpoint...)."""
+
+
+class UntranslatableResponse(AdapterError):
+    """The provider's successful answer is not something this adapter can read."""
+
+
+class UnknownProvider(AdapterError):
+    """No adapter is registered for this provider kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One HTTP request to send to a provider. `headers` carry the provider key: never log them."""
+
+    method: str
+    url: str
+    headers: list[tuple[bytes, bytes]] = field(repr=False)
+    body: bytes = field(default=b"", repr=False)
+
+
+class StreamTranslator(Protocol):
+    """Sans-I/O, per stream: fed the provider's raw stream bytes in arbitrary pieces, returns the
+    OpenAI SSE bytes to send to the buyer for them (often b"" while an event is incomplete).
+
+    `usage` is the provider's final token usage once it has reported it (None until then, and for
+    a cut stream); `text_parts` is the generated text delivered so far (content, tool names and
+    arguments), for counting when there is no usage; `saw_done` turns True when the provider ended
+    the answer normally. `feed` raises only `sse.SSEError` (a line over the parser's limit): a
+    malformed or unknown event is skipped, never fatal.
+    """
+
+    usage: Usage | None
+    text_parts: list[str]
+    saw_done: bool
+
+    def feed(self, data: bytes) -> bytes: ...
+
+
+class Adapter(Protocol):
+    """What the hot path needs to know about one provider kind (`kind` is the listing's `provider`).
+
+    `base_url` is the listing's normalised base URL (no trailing slash); each adapter documents how
+    it reads it. `body` is the buyer's parsed JSON body after `inbound.parse_chat_request` (or
+    `parse_embeddings_request`) accepted it.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    def chat_request(
+        self, body: dict[str, Any], upstream_model: str, stream: bool, base_url: str, api_key: str
+    ) -> UpstreamRequest:
+        """The provider request for a chat completion; raises UnsupportedRequest."""
+        ...
+
+    def embeddings_request(
+        self, body: dict[str, Any], upstream_model: str, base_url: str, api_key: str
+    ) -> UpstreamRequest:
+        """The provider request for embeddings; raises UnsupportedRequest if the kind has none."""
+        ...
+
+    def chat_response(self, status: int, content: bytes, model: str) -> bytes:
+        """The OpenAI `chat.completion` JSON for the provider's complete answer (`content`, read
+        with `status`); for status >= 400, an OpenAI error JSON. `model` is the name to show the
+        buyer where the adapter builds the answer itself. Raises UntranslatableResponse when a
+        2xx answer cannot be read."""
+        ...
+
+    def usage_of_response(self, content: bytes) -> Usage | None:
+        """The token usage in the provider's own complete answer, or None. Never raises."""
+        ...
+
+    def stream_translator(self, model: str, include_usage: bool) -> StreamTranslator:
+        """A fresh translator for one streamed answer; `include_usage` is the buyer's
+        `stream_options.include_usage` (the usage chunk is sent to the buyer only then)."""
+        ...
+
+    def validation_request(self, base_url: str, api_key: str) -> UpstreamRequest:
+        """A cheap authenticated request (a model listing) to check a key when it is listed."""
+        ...
