@@ -289,3 +289,28 @@ def _uuid_or_not_found(text: str) -> uuid.UUID:
 
 def _json(value: dict[str, int]) -> str:
     return orjson.dumps(value).decode()
+
+
+async def rotate_keys(db: asyncpg.Pool, vault: Vault) -> int:
+    """Re-encrypt every provider key not sealed with the current master key; returns how many.
+
+    Run after putting a new key first in GATEWAY_SECRET_KEY (old keys still listed after it);
+    once it reports 0, the old master keys can be removed. Fingerprints are recomputed too, since
+    they are keyed by the current master key.
+    """
+    rotated = 0
+    async with db.acquire() as conn:
+        rows = await conn.fetch("SELECT id, key_ciphertext FROM listings")
+        for row in rows:
+            if not vault.needs_rotation(row["key_ciphertext"]):
+                continue
+            plaintext = vault.decrypt(row["key_ciphertext"])
+            await conn.execute(
+                "UPDATE listings SET key_ciphertext = $2, key_fingerprint = $3 WHERE id = $1 AND key_ciphertext = $4",
+                row["id"],
+                vault.encrypt(plaintext),
+                vault.fingerprint(plaintext),
+                row["key_ciphertext"],
+            )
+            rotated += 1
+    return rotated

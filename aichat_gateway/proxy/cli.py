@@ -108,6 +108,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    from aichat_gateway.marketplace.listings import rotate_keys
+    from aichat_gateway.marketplace.vault import Vault, VaultError
+    from aichat_gateway.proxy.app import create_db_pool
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = await create_db_pool(settings)
+        try:
+            return await rotate_keys(db, Vault(settings.secret_keys))
+        finally:
+            await db.close()
+
+    try:
+        rotated = asyncio.run(run())
+    except VaultError as exc:
+        print(f"aichat-gateway rotate-keys: {exc}; keep the old key in GATEWAY_SECRET_KEY", file=sys.stderr)
+        return 1
+    print(f"re-encrypted {rotated} provider key(s) with the current master key")
+    return 0
+
+
 def cmd_fake_upstream(args: argparse.Namespace) -> int:
     from aichat_gateway import fakeupstream
 
@@ -137,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gateway-url", default=None, help="base URL to print (default from settings)")
     demo.add_argument("--json", action="store_true", help="print one JSON line")
     demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser("rotate-keys", help="re-encrypt provider keys with the first GATEWAY_SECRET_KEY entry").set_defaults(
+        func=cmd_rotate_keys
+    )
 
     fake = sub.add_parser("fake-upstream", help="run the built-in OpenAI-compatible fake provider")
     fake.add_argument("--host", default="127.0.0.1")
