@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 # Enough for several hours at thousands of requests per second; the settler trims what it consumed.
 _STREAM_MAXLEN = 5_000_000
@@ -51,6 +52,6 @@ class Meter:
         self._redis = redis
         self.stream = stream_key(prefix)
 
-    async def record(self, event: UsageEvent) -> None:
-        """Append the event; raises redis errors so the caller can log the loss with the event itself."""
-        await self._redis.xadd(self.stream, event.fields(), maxlen=_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    def record_in(self, pipe: Pipeline, event: UsageEvent) -> None:
+        """Queue the event on a pipeline the caller executes (with whatever else ends the request)."""
+        pipe.xadd(self.stream, event.fields(), maxlen=_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from aichat_gateway.marketplace import listings
 from aichat_gateway.marketplace.changes import parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated
+from aichat_gateway.marketplace.offers import list_offers
 from aichat_gateway.marketplace.pricing import usd
 from aichat_gateway.marketplace.urls import validate_upstream_url
 
@@ -146,6 +147,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def routes() -> list[BaseRoute]:
     return [
+        Route("/marketplace/offers", list_offers, methods=["GET"]),
         Route("/marketplace/listings", create_listing, methods=["POST"]),
         Route("/marketplace/listings", list_listings, methods=["GET"]),
         Route("/marketplace/listings/{listing_id}", get_listing, methods=["GET"]),

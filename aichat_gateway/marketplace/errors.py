@@ -2,7 +2,8 @@
 
 MarketplaceError
 ├── InvalidListing     a listing field is malformed or not allowed (message and `param` say which)
-│   └── UnsafeUpstream the base URL breaks the upstream rules (https, public address, no redirects)
+│   ├── UnsafeUpstream the base URL breaks the upstream rules (https, public address, no redirects)
+│   └── InvalidPreferences a buyer's routing preferences (`provider` in a request body) are malformed
 ├── UpstreamRefused    the provider rejected the key or answered unusably when we checked it
 ├── DuplicateKey       this provider key is already listed
 ├── ListingNotFound    no such listing *for this seller* (another seller's looks absent too)
@@ -27,6 +28,12 @@ class InvalidListing(MarketplaceError):
 
 class UnsafeUpstream(InvalidListing):
     code = "unsafe_upstream"
+
+
+class InvalidPreferences(InvalidListing):
+    """A subclass of InvalidListing so the edge already answers 400 with `param` naming the field."""
+
+    code = "invalid_provider_preferences"
 
 
 class UpstreamRefused(MarketplaceError):

@@ -28,6 +28,7 @@ from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
+from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.proxy import chat, ops
 from aichat_gateway.proxy.background import Supervisor
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         state.keys = KeyCache(db, redis, settings)
         state.listings = ListingSnapshot(db, redis, vault, catalog, settings.redis_prefix)
         state.meter = Meter(redis, settings.redis_prefix)
+        state.stats = ListingStatsStore(redis, settings.redis_prefix)
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
         )

@@ -388,8 +388,14 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         stream=attempt.stream,
         ts_ms=int(time.time() * 1000),
     )
+    pipe = state.redis.pipeline(transaction=False)
+    state.meter.record_in(pipe, event)
+    if attempt.listing is not None:
+        state.stats.record_in(
+            pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
+        )
     try:
-        await state.meter.record(event)
+        await pipe.execute()
     except (RedisError, OSError) as exc:
         state.metrics.usage_events_failed.inc()
         # The log line is the record of last resort: it carries the whole event.

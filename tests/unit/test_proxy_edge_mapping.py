@@ -31,6 +31,7 @@ ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
 MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.InvalidListing: (400, "invalid_request_error"),
     mkt.UnsafeUpstream: (400, "invalid_request_error"),
+    mkt.InvalidPreferences: (400, "invalid_request_error"),
     mkt.UpstreamRefused: (400, "invalid_request_error"),
     mkt.DuplicateKey: (409, "invalid_request_error"),
     mkt.ListingNotFound: (404, "invalid_request_error"),
