@@ -15,6 +15,14 @@ is the number of words (a tool call counts as 1) and prompt_tokens is the charac
 // 4 + 1. A request with `tools` (and tool_choice other than "none") gets a call to the first tool (or the
 one named by tool_choice) with arguments "{}".
 
+Anthropic: `POST /v1/messages` speaks the Messages API with the same knobs and the same words
+(`max_tokens` and the `anthropic-version` header required, `system` counted into the prompt; a request
+with `tools` and tool_choice other than `{"type": "none"}` gets a `tool_use` of the first or the named
+tool with input `{}`; report_usage=0 leaves usage out). A request to `/v1/messages`, or any request
+carrying `anthropic-version`, is answered in Anthropic's dialect: the key is read from `x-api-key`,
+errors have Anthropic's shape (`{"type": "error", "error": {"type", "message"}}`) and `GET /v1/models`
+lists Claude models.
+
 Introspection: `GET /_fake/stats` and `POST /_fake/reset` (counters only; `in_flight` is a gauge and stays).
 Only `/v1/*` requests are counted. A client leaving is noticed in paced streams (latency or chunk interval
 set); an unpaced stream is written in one go and counts as completed. Stats live on the app object, so with
@@ -33,7 +41,7 @@ import os
 import random
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -49,6 +57,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_CHUNKS = 100_000
 MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small")
+CLAUDE_MODEL_IDS = ("claude-sonnet-4-5", "claude-3-5-haiku-latest")
 CONFIG_ENV = "AICHAT_FAKE_UPSTREAM_CONFIG"  # how serve() hands the config to worker processes
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
@@ -60,6 +69,17 @@ _MODELS = orjson.dumps(
     {
         "object": "list",
         "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in MODEL_IDS],
+    }
+)
+_CLAUDE_MODELS = orjson.dumps(
+    {
+        "data": [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in CLAUDE_MODEL_IDS
+        ],
+        "has_more": False,
+        "first_id": CLAUDE_MODEL_IDS[0],
+        "last_id": CLAUDE_MODEL_IDS[-1],
     }
 )
 
@@ -125,8 +145,9 @@ class FakeStats:
         answer["last_request"] = None
         if self.last_headers is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.last_headers}
-            if "authorization" in headers:
-                headers["authorization"] = headers["authorization"][-4:]
+            for secret in ("authorization", "x-api-key"):
+                if secret in headers:
+                    headers[secret] = headers[secret][-4:]
             answer["last_request"] = {"headers": headers, "body": self.last_body}
         return answer
 
@@ -136,12 +157,24 @@ class Reject(Exception):
 
     _TYPES = {401: "invalid_request_error", 429: "requests"}
     _CODES = {401: "invalid_api_key", 404: "unknown_url", 429: "rate_limit_exceeded"}
+    _ANTHROPIC_TYPES = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        529: "overloaded_error",
+    }
 
     def __init__(self, status: int, message: str, param: str | None = None, retry_after: int | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.retry_after = status, message, param, retry_after
 
-    def payload(self) -> bytes:
+    def payload(self, anthropic: bool = False) -> bytes:
+        if anthropic:
+            fallback = "api_error" if self.status >= 500 else "invalid_request_error"
+            error = {"type": self._ANTHROPIC_TYPES.get(self.status, fallback), "message": self.message}
+            return orjson.dumps({"type": "error", "error": error})
         kind = self._TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         code = self._CODES.get(self.status)
         return orjson.dumps({"error": {"message": self.message, "type": kind, "param": self.param, "code": code}})
@@ -231,6 +264,37 @@ def _tool_tails(call_id: str, tool: str, with_usage: bool) -> list[bytes]:
     return [_tail({"choices": _choice(delta, finish), **extra}) for delta, finish in steps]
 
 
+def _anthropic_tool(body: dict[str, Any]) -> str | None:
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    choice = choice if isinstance(choice, dict) else {}
+    if not isinstance(tools, list) or not tools or choice.get("type") == "none":
+        return None
+    if choice.get("type") == "tool":
+        return str(choice.get("name", "tool"))
+    return str(tools[0].get("name", "tool")) if isinstance(tools[0], dict) else "tool"
+
+
+def _anthropic_prompt_tokens(body: dict[str, Any]) -> int:
+    return _prompt_tokens([{"content": body.get("system")}, *body["messages"]])
+
+
+def _anthropic_message(answer_id: str, model: Any, content: list[Any], stop: str | None) -> dict[str, Any]:
+    return {
+        "id": "msg_" + answer_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+    }
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    """One Anthropic SSE event: `event:` names it and the data's `type` repeats the name."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
+
+
 class FakeUpstream:
     """The ASGI app. `stats` and the error RNG are per instance."""
 
@@ -256,13 +320,14 @@ class FakeUpstream:
         if scope["type"] != "http":
             return
         method, path, stats = scope["method"], scope["path"], self.stats
+        anthropic = path == "/v1/messages" or any(name == b"anthropic-version" for name, _ in scope["headers"])
         try:
             if path.startswith("/v1/"):
                 stats.requests += 1
                 stats.in_flight += 1
                 stats.last_headers, stats.last_body = scope["headers"], None
                 try:
-                    await self._v1(method, path, scope["headers"], receive, send)
+                    await self._v1(method, path, scope["headers"], receive, send, anthropic)
                 finally:
                     stats.in_flight -= 1
             elif (method, path) == ("GET", "/healthz"):
@@ -276,11 +341,13 @@ class FakeUpstream:
                 raise Reject(404, f"Unknown request URL: {method} {path}.")
         except Reject as err:
             headers = _JSON if err.retry_after is None else [*_JSON, (b"retry-after", b"%d" % err.retry_after)]
-            await _send_bytes(send, err.status, err.payload(), headers)
+            await _send_bytes(send, err.status, err.payload(anthropic), headers)
 
-    def _knobs(self, headers: Sequence[tuple[bytes, bytes]]) -> FakeUpstreamConfig:
+    def _knobs(self, headers: Sequence[tuple[bytes, bytes]], anthropic: bool = False) -> FakeUpstreamConfig:
         overrides: dict[str, Any] = {}
         authorized = self._auth is None
+        key_header = b"x-api-key" if anthropic else b"authorization"
+        expected = self.config.require_key.encode() if anthropic and self.config.require_key else self._auth
         for name, value in headers:
             if name.startswith(b"x-fake-") and name in _HEADER_KNOBS:
                 attr, parse = _HEADER_KNOBS[name]
@@ -288,21 +355,27 @@ class FakeUpstream:
                     overrides[attr] = parse(value.decode("latin-1"))
                 except (ValueError, KeyError):
                     raise Reject(400, f"Bad value for header {name.decode()}.") from None
-            elif name == b"authorization" and self._auth is not None:
-                authorized = hmac.compare_digest(value, self._auth)
+            elif name == key_header and expected is not None:
+                authorized = hmac.compare_digest(value, expected)
         if not authorized:
-            raise Reject(401, "Incorrect API key provided.")
+            raise Reject(401, "invalid x-api-key" if anthropic else "Incorrect API key provided.")
         try:
             return replace(self.config, **overrides) if overrides else self.config
         except ValueError as exc:
             raise Reject(400, f"Bad x-fake-* header: {exc}.") from None
 
-    async def _v1(self, method: str, path: str, headers: Any, receive: Receive, send: Send) -> None:
-        knobs = self._knobs(headers)
+    async def _v1(
+        self, method: str, path: str, headers: Any, receive: Receive, send: Send, anthropic: bool = False
+    ) -> None:
+        knobs = self._knobs(headers, anthropic)
         if path == "/v1/models":
             if method != "GET":
                 raise Reject(405, "Method not allowed.")
-            return await _send_bytes(send, 200, _MODELS, _JSON)
+            return await _send_bytes(send, 200, _CLAUDE_MODELS if anthropic else _MODELS, _JSON)
+        if path == "/v1/messages":
+            if method != "POST":
+                raise Reject(405, "Method not allowed.")
+            return await self._messages(knobs, headers, receive, send)
         if path not in ("/v1/chat/completions", "/v1/embeddings"):
             raise Reject(404, f"Unknown request URL: {method} {path}.")
         if method != "POST":
@@ -319,7 +392,7 @@ class FakeUpstream:
         if not isinstance(body.get("messages"), list):
             raise Reject(400, "'messages' must be a list.", param="messages")
         if body.get("stream") is True:
-            return await self._stream(knobs, body, receive, send)
+            return await self._stream(knobs, receive, send, lambda: self._openai_frames(knobs, body))
         await self._delay_and_maybe_fail(knobs, None)
         await _send_bytes(send, 200, self._completion(knobs, body), _JSON)
 
@@ -362,9 +435,15 @@ class FakeUpstream:
             answer["usage"] = _usage(_prompt_tokens(body["messages"]), completion)
         return orjson.dumps(answer)
 
-    async def _stream(self, knobs: FakeUpstreamConfig, body: dict[str, Any], receive: Receive, send: Send) -> None:
-        options = body.get("stream_options")
-        with_usage = knobs.report_usage and isinstance(options, dict) and options.get("include_usage") is True
+    async def _stream(
+        self,
+        knobs: FakeUpstreamConfig,
+        receive: Receive,
+        send: Send,
+        frames: Callable[[], tuple[Iterable[bytes], bytes]],
+    ) -> None:
+        """Send `frames()` (built after the latency and the injected error): each paced by the chunk
+        interval, then the last one, which ends the body."""
         # A paced stream (latency or chunk interval) waits on the client going away; an unpaced one is
         # written in one go (uvicorn's send only yields under back-pressure), so it skips the watcher task.
         paced = knobs.latency_ms > 0 or knobs.chunk_interval_ms > 0
@@ -373,29 +452,18 @@ class FakeUpstream:
         try:
             if not await self._delay_and_maybe_fail(knobs, watcher):
                 return
-            answer_id, tool = self._next_id(), _tool_name(body)
-            model, created = orjson.dumps(body["model"]), int(time.time())
-            head = _HEAD % (answer_id.encode(), created, model)
-            if tool is not None:
-                tails, completion = _tool_tails("call_" + answer_id, tool, with_usage), 1
-            else:
-                key = (knobs.chunks, with_usage)
-                tails, completion = self._tails.get(key) or _text_tails(*key), knobs.chunks
+            parts, last = frames()
             stats.streams_started += 1
             started = True
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
             interval = knobs.chunk_interval_ms / 1000
-            for i, tail in enumerate(tails):
+            for i, part in enumerate(parts):
                 if watcher is not None:
                     if i and interval > 0:
                         await asyncio.wait({watcher}, timeout=interval)
                     if watcher.done():
                         return
-                await send({"type": "http.response.body", "body": head + tail, "more_body": True})
-            last = _DONE
-            if with_usage:
-                usage = _usage(_prompt_tokens(body["messages"]), completion)
-                last = head + _tail({"choices": [], "usage": usage}) + _DONE
+                await send({"type": "http.response.body", "body": part, "more_body": True})
             if watcher is not None and watcher.done():
                 return
             await send({"type": "http.response.body", "body": last, "more_body": False})
@@ -407,6 +475,76 @@ class FakeUpstream:
                 stats.streams_completed += 1
             elif started:
                 stats.streams_cancelled += 1
+
+    def _openai_frames(self, knobs: FakeUpstreamConfig, body: dict[str, Any]) -> tuple[Iterable[bytes], bytes]:
+        options = body.get("stream_options")
+        with_usage = knobs.report_usage and isinstance(options, dict) and options.get("include_usage") is True
+        answer_id, tool = self._next_id(), _tool_name(body)
+        model, created = orjson.dumps(body["model"]), int(time.time())
+        head = _HEAD % (answer_id.encode(), created, model)
+        if tool is not None:
+            tails, completion = _tool_tails("call_" + answer_id, tool, with_usage), 1
+        else:
+            key = (knobs.chunks, with_usage)
+            tails, completion = self._tails.get(key) or _text_tails(*key), knobs.chunks
+        last = _DONE
+        if with_usage:
+            usage = _usage(_prompt_tokens(body["messages"]), completion)
+            last = head + _tail({"choices": [], "usage": usage}) + _DONE
+        return (head + tail for tail in tails), last
+
+    async def _messages(self, knobs: FakeUpstreamConfig, headers: Any, receive: Receive, send: Send) -> None:
+        """Anthropic's `POST /v1/messages`."""
+        if not any(name == b"anthropic-version" for name, _ in headers):
+            raise Reject(400, "anthropic-version: header is required")
+        body = self.stats.last_body = await _read_json(receive)
+        if not isinstance(body, dict):
+            raise Reject(400, "The request body must be a JSON object.")
+        for field, kind in (("model", str), ("messages", list), ("max_tokens", int)):
+            if not isinstance(body.get(field), kind) or isinstance(body.get(field), bool):
+                raise Reject(400, f"{field}: Field required", param=field)
+        if body["max_tokens"] < 1:
+            raise Reject(400, "max_tokens: Input should be greater than or equal to 1", param="max_tokens")
+        if body.get("stream") is True:
+            return await self._stream(knobs, receive, send, lambda: self._anthropic_frames(knobs, body))
+        await self._delay_and_maybe_fail(knobs, None)
+        answer_id, tool = self._next_id(), _anthropic_tool(body)
+        if tool is None:
+            block: dict[str, Any] = {"type": "text", "text": " ".join(_words(knobs.chunks))}
+            stop, completion = "end_turn", knobs.chunks
+        else:
+            block = {"type": "tool_use", "id": "toolu_" + answer_id, "name": tool, "input": {}}
+            stop, completion = "tool_use", 1
+        message = _anthropic_message(answer_id, body["model"], [block], stop)
+        if knobs.report_usage:
+            message["usage"] = {"input_tokens": _anthropic_prompt_tokens(body), "output_tokens": completion}
+        await _send_bytes(send, 200, orjson.dumps(message), _JSON)
+
+    def _anthropic_frames(self, knobs: FakeUpstreamConfig, body: dict[str, Any]) -> tuple[Iterable[bytes], bytes]:
+        """message_start + content_block_start + ping, one content_block_delta per word (or the tool
+        input), then content_block_stop + message_delta + message_stop."""
+        answer_id, tool = self._next_id(), _anthropic_tool(body)
+        message = _anthropic_message(answer_id, body["model"], [], None)
+        if knobs.report_usage:
+            message["usage"] = {"input_tokens": _anthropic_prompt_tokens(body), "output_tokens": 1}
+        if tool is None:
+            block: dict[str, Any] = {"type": "text", "text": ""}
+            words = _words(knobs.chunks)
+            deltas = [{"type": "text_delta", "text": w if i == 0 else " " + w} for i, w in enumerate(words)]
+            stop, completion = "end_turn", knobs.chunks
+        else:
+            block = {"type": "tool_use", "id": "toolu_" + answer_id, "name": tool, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": "{}"}]
+            stop, completion = "tool_use", 1
+        first = _event("message_start", {"message": message})
+        first += _event("content_block_start", {"index": 0, "content_block": block})
+        first += _event("ping", {})
+        frames = [first, *(_event("content_block_delta", {"index": 0, "delta": d}) for d in deltas)]
+        finish: dict[str, Any] = {"delta": {"stop_reason": stop, "stop_sequence": None}}
+        if knobs.report_usage:
+            finish["usage"] = {"output_tokens": completion}
+        last = _event("content_block_stop", {"index": 0}) + _event("message_delta", finish)
+        return frames, last + _event("message_stop", {})
 
     def _embeddings(self, body: dict[str, Any]) -> bytes:
         raw = body.get("input")

@@ -321,3 +321,172 @@ def test_cli_arguments_leave_host_port_and_workers_to_a_parser_that_has_them() -
     add_cli_arguments(parser)
     ns = parser.parse_args(["--workers", "2"])
     assert (ns.port, ns.workers, ns.host) == (1234, 2, "127.0.0.1")
+
+
+# --- Anthropic's Messages API (`POST /v1/messages`) ---
+
+MESSAGES = "/v1/messages"
+ANTHROPIC = {"anthropic-version": "2023-06-01"}
+CLAUDE = {
+    "model": "claude-x",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "hello world, how are you?"}],
+}
+CLAUDE_TOOL = {"name": "get_weather", "input_schema": {"type": "object"}}
+
+
+def anthropic_events(text: str) -> list[tuple[str, Any]]:
+    """(event name, parsed data) for each event of an Anthropic SSE body."""
+    events = []
+    for frame in filter(None, text.split("\n\n")):
+        name_line, data_line = frame.split("\n")
+        events.append((name_line.removeprefix("event: "), orjson.loads(data_line.removeprefix("data: "))))
+    return events
+
+
+async def test_a_message_answers_the_fake_words_in_one_text_block(client: httpx.AsyncClient) -> None:
+    answer = (await client.post(MESSAGES, json=CLAUDE, headers={**ANTHROPIC, "x-fake-chunks": "3"})).json()
+    assert answer["type"] == "message"
+    assert (answer["role"], answer["model"], answer["stop_reason"]) == ("assistant", "claude-x", "end_turn")
+    assert answer["id"].startswith("msg_")
+    assert answer["content"] == [{"type": "text", "text": "fake reply word1"}]
+
+
+async def test_a_message_reports_input_and_output_tokens(client: httpx.AsyncClient) -> None:
+    answer = (await client.post(MESSAGES, json=CLAUDE, headers=ANTHROPIC)).json()
+    assert answer["usage"] == {"input_tokens": len("hello world, how are you?") // 4 + 1, "output_tokens": 16}
+
+
+async def test_the_system_prompt_counts_towards_input_tokens(client: httpx.AsyncClient) -> None:
+    body = {**CLAUDE, "system": "s" * 40, "messages": [{"role": "user", "content": "a" * 40}]}
+    answer = (await client.post(MESSAGES, json=body, headers=ANTHROPIC)).json()
+    assert answer["usage"]["input_tokens"] == 21
+
+
+async def test_a_message_without_usage_reporting_has_no_usage(client: httpx.AsyncClient) -> None:
+    headers = {**ANTHROPIC, "x-fake-report-usage": "0"}
+    assert "usage" not in (await client.post(MESSAGES, json=CLAUDE, headers=headers)).json()
+
+
+async def test_a_message_with_tools_answers_a_tool_use_of_the_first_tool(client: httpx.AsyncClient) -> None:
+    body = {**CLAUDE, "tools": [CLAUDE_TOOL, {"name": "other", "input_schema": {}}]}
+    answer = (await client.post(MESSAGES, json=body, headers=ANTHROPIC)).json()
+    assert answer["stop_reason"] == "tool_use"
+    [block] = answer["content"]
+    assert (block["type"], block["name"], block["input"]) == ("tool_use", "get_weather", {})
+    assert block["id"].startswith("toolu_")
+    assert answer["usage"]["output_tokens"] == 1
+
+
+async def test_a_named_tool_choice_picks_that_tool(client: httpx.AsyncClient) -> None:
+    other = {"name": "other", "input_schema": {}}
+    body = {**CLAUDE, "tools": [CLAUDE_TOOL, other], "tool_choice": {"type": "tool", "name": "other"}}
+    answer = (await client.post(MESSAGES, json=body, headers=ANTHROPIC)).json()
+    assert answer["content"][0]["name"] == "other"
+
+
+async def test_tool_choice_none_gets_a_text_message(client: httpx.AsyncClient) -> None:
+    body = {**CLAUDE, "tools": [CLAUDE_TOOL], "tool_choice": {"type": "none"}}
+    answer = (await client.post(MESSAGES, json=body, headers=ANTHROPIC)).json()
+    assert answer["content"][0]["type"] == "text"
+
+
+async def test_a_message_without_max_tokens_gets_an_anthropic_400(client: httpx.AsyncClient) -> None:
+    body = {k: v for k, v in CLAUDE.items() if k != "max_tokens"}
+    response = await client.post(MESSAGES, json=body, headers=ANTHROPIC)
+    assert response.status_code == 400
+    assert response.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
+
+
+async def test_a_message_without_the_anthropic_version_header_gets_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(MESSAGES, json=CLAUDE)
+    assert response.status_code == 400
+    assert "anthropic-version" in response.json()["error"]["message"]
+
+
+async def test_a_streamed_message_sends_anthropics_event_sequence(client: httpx.AsyncClient) -> None:
+    headers = {**ANTHROPIC, "x-fake-chunks": "3"}
+    response = await client.post(MESSAGES, json={**CLAUDE, "stream": True}, headers=headers)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = anthropic_events(response.text)
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(data["type"] == name for name, data in events)
+    assert "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta") == "fake reply word1"
+
+
+async def test_a_streamed_message_reports_input_at_the_start_and_output_at_the_end(client: httpx.AsyncClient) -> None:
+    response = await client.post(MESSAGES, json={**CLAUDE, "stream": True}, headers=ANTHROPIC)
+    events = dict(anthropic_events(response.text))
+    assert events["message_start"]["message"]["usage"]["input_tokens"] == len("hello world, how are you?") // 4 + 1
+    assert events["message_delta"]["usage"] == {"output_tokens": 16}
+    assert events["message_delta"]["delta"]["stop_reason"] == "end_turn"
+
+
+async def test_a_streamed_message_without_usage_reporting_has_no_usage(client: httpx.AsyncClient) -> None:
+    headers = {**ANTHROPIC, "x-fake-report-usage": "0"}
+    response = await client.post(MESSAGES, json={**CLAUDE, "stream": True}, headers=headers)
+    events = dict(anthropic_events(response.text))
+    assert "usage" not in events["message_start"]["message"]
+    assert "usage" not in events["message_delta"]
+
+
+async def test_a_streamed_tool_use_sends_its_input_as_a_json_delta(client: httpx.AsyncClient) -> None:
+    body = {**CLAUDE, "stream": True, "tools": [CLAUDE_TOOL]}
+    events = anthropic_events((await client.post(MESSAGES, json=body, headers=ANTHROPIC)).text)
+    starts = [d["content_block"] for n, d in events if n == "content_block_start"]
+    assert [(b["type"], b["name"]) for b in starts] == [("tool_use", "get_weather")]
+    assert [d["delta"] for n, d in events if n == "content_block_delta"] == [
+        {"type": "input_json_delta", "partial_json": "{}"}
+    ]
+    assert dict(events)["message_delta"]["delta"]["stop_reason"] == "tool_use"
+
+
+async def test_a_streamed_message_counts_as_a_completed_stream(client: httpx.AsyncClient) -> None:
+    await client.post(MESSAGES, json={**CLAUDE, "stream": True}, headers=ANTHROPIC)
+    stats = (await client.get("/_fake/stats")).json()
+    assert (stats["streams_started"], stats["streams_completed"]) == (1, 1)
+
+
+async def test_an_anthropic_request_is_authorized_by_x_api_key() -> None:
+    async with client_for(FakeUpstreamConfig(require_key="sk-ant")) as client:
+        ok = await client.post(MESSAGES, json=CLAUDE, headers={**ANTHROPIC, "x-api-key": "sk-ant"})
+        bearer = await client.post(MESSAGES, json=CLAUDE, headers={**ANTHROPIC, "authorization": "Bearer sk-ant"})
+    assert ok.status_code == 200
+    assert bearer.status_code == 401
+    assert bearer.json()["error"]["type"] == "authentication_error"
+
+
+async def test_an_injected_error_has_anthropics_shape_and_type() -> None:
+    headers = {**ANTHROPIC, "x-fake-error-rate": "1", "x-fake-error-status": "529", "x-fake-retry-after": "3"}
+    async with client_for(FakeUpstreamConfig()) as client:
+        response = await client.post(MESSAGES, json={**CLAUDE, "stream": True}, headers=headers)
+    assert response.status_code == 529
+    assert response.headers["retry-after"] == "3"
+    assert response.json()["error"]["type"] == "overloaded_error"
+
+
+async def test_models_with_the_anthropic_version_header_lists_claude_models(client: httpx.AsyncClient) -> None:
+    answer = (await client.get("/v1/models", headers=ANTHROPIC)).json()
+    assert answer["has_more"] is False
+    assert {m["type"] for m in answer["data"]} == {"model"}
+    assert all(m["id"].startswith("claude-") for m in answer["data"])
+
+
+async def test_stats_keep_only_the_last_four_characters_of_x_api_key(client: httpx.AsyncClient) -> None:
+    await client.post(MESSAGES, json=CLAUDE, headers={**ANTHROPIC, "x-api-key": "sk-ant-abcdef9876"})
+    last = (await client.get("/_fake/stats")).json()["last_request"]
+    assert last["headers"]["x-api-key"] == "9876"
+    assert last["body"] == CLAUDE

@@ -306,7 +306,8 @@ class AnthropicStreamTranslator:
         if block.get("type") != "tool_use":
             return b""
         position = self._tools[index] = len(self._tools)
-        name = block.get("name") if isinstance(block.get("name"), str) else ""
+        name = block.get("name")
+        name = name if isinstance(name, str) else ""
         self.text_parts.append(name)
         call = {"index": position, "id": block.get("id"), "type": "function"}
         call["function"] = {"name": name, "arguments": ""}
@@ -324,7 +325,8 @@ class AnthropicStreamTranslator:
             self.text_parts.append(text)
             return self._chunk({"content": text})
         if kind == "input_json_delta":
-            fragment, position = delta.get("partial_json"), self._tools.get(payload.get("index"))
+            fragment, index = delta.get("partial_json"), payload.get("index")
+            position = self._tools.get(index) if isinstance(index, int) else None
             if not isinstance(fragment, str) or not fragment or position is None:
                 return b""
             self.text_parts.append(fragment)
