@@ -25,7 +25,8 @@ from aichat_gateway.marketplace.vault import Vault, last4
 if TYPE_CHECKING:
     from aichat_gateway.marketplace.changes import ListingChanges
 
-PROVIDERS = ("openai",)
+# Provider kinds with an adapter in proxy/adapters (kept in step with its KINDS by a test).
+PROVIDERS = ("openai", "anthropic")
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
 _ALLOWED_FIELDS = {"name", "provider", "base_url", "api_key", "models", "pricing", "limits", "attest_resale"}
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")

@@ -30,15 +30,17 @@ from aichat_gateway.config.logging import get_logger, mask
 from aichat_gateway.marketplace.router import order_routes
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import inbound
+from aichat_gateway.proxy.adapters import Adapter, AdapterError, UpstreamRequest, adapter_for
 from aichat_gateway.proxy.errors import (
     AuthenticationFailed,
     GatewayError,
+    InvalidRequest,
     ModelNotFound,
     Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
 )
-from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamMeter, StreamResult
+from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamResult
 from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status, is_timeout
 
 log = get_logger(__name__)
@@ -66,9 +68,14 @@ class Attempt:
     handed_off: bool = False  # a response will finish this attempt after it is sent
 
 
+# Builds one provider request for a route with its kind's adapter; raises AdapterError if it cannot.
+Build = Callable[[ListingRoute, Adapter], UpstreamRequest]
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     route: ListingRoute
+    adapter: Adapter
     response: httpx.Response
     first_chunk: bytes
     chunks: AsyncIterator[bytes] | None
@@ -82,16 +89,15 @@ async def chat_completions(request: Request) -> Response:
         chat = inbound.parse_chat_request(body, state.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
         routes = _routes_for(request, chat.model, attempt.request_id)
-        opened, watch = await _open_watched(
-            request,
-            attempt,
-            routes,
-            lambda r: inbound.upstream_body(body, r.upstream_model, chat.stream),
-            "/chat/completions",
-            chat.stream,
-        )
+
+        def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
+            key = route.api_key.reveal()
+            return adapter.chat_request(body, route.upstream_model, chat.stream, route.base_url, key)
+
+        opened, watch = await _open_watched(request, attempt, routes, build, chat.stream)
         if opened.chunks is None:
-            return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
+            answer = _finish_plain(request, attempt, opened, body, translate_as=chat.model)
+            return _after_response(answer, request, attempt)
 
         async def on_done(result: StreamResult) -> None:
             state.metrics.inflight_streams.dec()
@@ -104,7 +110,7 @@ async def chat_completions(request: Request) -> Response:
             opened.response,
             opened.first_chunk,
             opened.chunks,
-            StreamMeter(forward_usage=chat.client_wants_usage),
+            opened.adapter.stream_translator(chat.model, chat.client_wants_usage),
             watch,
             on_done,
             _gateway_headers(attempt, opened.route),
@@ -119,11 +125,10 @@ async def embeddings(request: Request) -> Response:
         attempt.model = inbound.parse_embeddings_request(body)
         routes = _routes_for(request, attempt.model, attempt.request_id)
 
-        def outgoing(route: ListingRoute) -> bytes:
-            forwarded = {k: v for k, v in body.items() if k not in inbound.GATEWAY_FIELDS}
-            return orjson.dumps({**forwarded, "model": route.upstream_model})
+        def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
+            return adapter.embeddings_request(body, route.upstream_model, route.base_url, route.api_key.reveal())
 
-        opened, _ = await _open_watched(request, attempt, routes, outgoing, "/embeddings", False)
+        opened, _ = await _open_watched(request, attempt, routes, build, False)
         return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
 
 
@@ -175,7 +180,7 @@ def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRo
 
 
 async def _open_watched(
-    request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any, path: str, stream: bool
+    request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool
 ) -> tuple[Opened, ClientWatch]:
     """`_open`, abandoned at once (and the provider request closed) if the buyer goes away.
 
@@ -184,7 +189,7 @@ async def _open_watched(
     watch = ClientWatch(request.receive)
     try:
         with watch.guard():
-            opened = await _open(request, attempt, routes, body_for, path, stream)
+            opened = await _open(request, attempt, routes, build, stream)
     except BaseException:
         watch.close()
         raise
@@ -193,27 +198,30 @@ async def _open_watched(
     return opened, watch
 
 
-async def _open(
-    request: Request, attempt: Attempt, routes: list[ListingRoute], body_for: Any, path: str, stream: bool
-) -> Opened:
+async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool) -> Opened:
     """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
     state = request.app.state
     client: UpstreamClient = state.upstream
-    accept = b"text/event-stream" if stream else b"application/json"
     timed_out = False
+    refusal: AdapterError | None = None  # the last provider kind that cannot express this request
     busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
     retry_after: float | None = None
-    for route in routes[: state.settings.upstream_attempts]:
+    tried = 0
+    for route in routes:
+        if tried == state.settings.upstream_attempts:
+            break
+        try:
+            adapter = adapter_for(route.provider)
+            outgoing = build(route, adapter)
+        except AdapterError as exc:
+            refusal = exc  # e.g. n > 1 on an Anthropic listing: another kind may still serve it
+            continue
+        tried += 1
         attempt.attempts += 1
         sent = time.perf_counter()
-        headers = [
-            (b"authorization", b"Bearer " + route.api_key.reveal().encode()),
-            (b"content-type", b"application/json"),
-            (b"accept", accept),
-        ]
         attempt.listing = route
         try:
-            response = await client.post(route.base_url + path, body_for(route), headers)
+            response = await client.send(outgoing.method, outgoing.url, outgoing.body, outgoing.headers)
         except httpx.HTTPError as exc:
             timed_out = timed_out or is_timeout(exc)
             outcome = "timeout" if is_timeout(exc) else "connect_error"
@@ -231,10 +239,10 @@ async def _open(
                 chunks = aiter(response.stream)  # type: ignore[arg-type]
                 first = await anext(chunks, b"")
                 if first:
-                    return Opened(route, response, first, chunks)
+                    return Opened(route, adapter, response, first, chunks)
             elif verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR):
                 content = await _read_bounded(response)
-                return Opened(route, response, content, None)
+                return Opened(route, adapter, response, content, None)
         except httpx.HTTPError as exc:
             timed_out = timed_out or is_timeout(exc)
             log.warning("upstream_read_failed", listing=route.public_id, error=type(exc).__name__)
@@ -242,6 +250,9 @@ async def _open(
             await response.aclose()  # cancelled (the buyer left) or a bug: never leak the connection
             raise
         await response.aclose()
+    if tried == 0 and refusal is not None:
+        attempt.outcome = "invalid_request"
+        raise InvalidRequest(refusal.message, param=refusal.param)
     attempt.outcome = "upstream_error"
     if busy_statuses and len(busy_statuses) == attempt.attempts:
         raise Unavailable(
@@ -274,42 +285,40 @@ def _after_response(response: Response, request: Request, attempt: Attempt) -> R
     return response
 
 
-def _finish_plain(request: Request, attempt: Attempt, opened: Opened, body: dict[str, Any]) -> Response:
-    """A complete (non-streamed) answer: pass the provider's JSON through, learn its usage."""
+def _finish_plain(
+    request: Request, attempt: Attempt, opened: Opened, body: dict[str, Any], translate_as: str | None = None
+) -> Response:
+    """A complete answer. Chat answers go through the route's adapter (`translate_as` is the model
+    name the buyer asked for; OpenAI listings pass bytes through untouched); embeddings pass through."""
     status = opened.response.status_code
-    content = opened.first_chunk
+    raw = opened.first_chunk
     try:
-        answer = orjson.loads(content)
-    except orjson.JSONDecodeError:
+        content = opened.adapter.chat_response(status, raw, translate_as) if translate_as is not None else raw
+    except AdapterError:
         attempt.outcome = "upstream_error"
         raise UpstreamFailed("The upstream provider sent an unreadable answer.") from None
     attempt.ttft_seconds = time.perf_counter() - attempt.started
     attempt.status = status
+    headers = _gateway_headers(attempt, opened.route)
     if status >= 400:
         attempt.outcome = "client_error"
         error_body = mask(content.decode("utf-8", "replace")).encode()
-        return Response(
-            error_body,
-            status_code=status,
-            media_type="application/json",
-            headers=_gateway_headers(attempt, opened.route),
-        )
-    attempt.outcome = "ok"
-    usage = answer.get("usage") if isinstance(answer, dict) else None
-    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        attempt.prompt_tokens = usage["prompt_tokens"]
-        attempt.completion_tokens = int(usage.get("completion_tokens") or 0)
+        return Response(error_body, status_code=status, media_type="application/json", headers=headers)
+    usage = opened.adapter.usage_of_response(raw)  # usually the only JSON parse of the answer
+    if usage is not None:
+        attempt.prompt_tokens, attempt.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         attempt.usage_source = "upstream"
     else:
+        try:
+            answer = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            attempt.outcome = "upstream_error"
+            raise UpstreamFailed("The upstream provider sent an unreadable answer.") from None
         counter = request.app.state.tokens
         attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text(_answer_text(answer))
-    return Response(
-        content,
-        status_code=status,
-        media_type="application/json",
-        headers=_gateway_headers(attempt, opened.route),
-    )
+    attempt.outcome = "ok"
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
 def _answer_text(answer: Any) -> str:

@@ -1,8 +1,10 @@
-"""Checking a provider key when it is listed: one cheap, authenticated `GET {base_url}/models`.
+"""Checking a provider key when it is listed: one cheap, authenticated model listing.
 
-A listing whose key the provider rejects, whose URL does not answer, or that redirects (redirects
-are never followed) is refused before it can take buyer traffic. The key never appears in the
-error: only the provider's status or the kind of network failure does.
+The request comes from the provider kind's adapter (OpenAI: `/models` with a bearer key;
+Anthropic: `/v1/models` with `x-api-key`). A listing whose key the provider rejects, whose URL
+does not answer, or that redirects (redirects are never followed) is refused before it can take
+buyer traffic. The key never appears in the error: only the provider's status or the kind of
+network failure does.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from aichat_gateway.marketplace.errors import UpstreamRefused
+from aichat_gateway.proxy.adapters import adapter_for
 from aichat_gateway.proxy.upstream import UpstreamClient, is_timeout
 
 
 async def check_provider_key(client: UpstreamClient, provider: str, base_url: str, api_key: str) -> None:
     host = urlsplit(base_url).netloc
-    headers = [(b"authorization", b"Bearer " + api_key.encode()), (b"accept", b"application/json")]
+    check = adapter_for(provider).validation_request(base_url, api_key)
     try:
-        response = await client.send("GET", base_url + "/models", b"", headers)
+        response = await client.send(check.method, check.url, check.body, check.headers)
     except httpx.HTTPError as exc:
         what = "did not answer in time" if is_timeout(exc) else "could not be reached"
         raise UpstreamRefused(f"{host} {what} when we checked the key", param="base_url") from None
@@ -30,7 +33,7 @@ async def check_provider_key(client: UpstreamClient, provider: str, base_url: st
     if 300 <= status < 400:
         raise UpstreamRefused(f"{host} answered with a redirect; redirects are not followed", param="base_url")
     if status != 200:
-        raise UpstreamRefused(f"{host} answered HTTP {status} to GET /models", param="base_url")
+        raise UpstreamRefused(f"{host} answered HTTP {status} when we listed its models", param="base_url")
 
 
 async def skip_key_check(provider: str, base_url: str, api_key: str) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -22,6 +22,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.proxy.errors import ClientDisconnected
+
+if TYPE_CHECKING:  # adapters import this module; the protocol is needed for types only
+    from aichat_gateway.proxy.adapters.base import StreamTranslator
 from aichat_gateway.proxy.sse import (
     SSEError,
     SSEEvent,
@@ -131,7 +134,7 @@ class ClientWatch:
 @dataclass(frozen=True, slots=True)
 class StreamResult:
     outcome: str  # ok | client_disconnected | upstream_error
-    meter: StreamMeter
+    meter: StreamTranslator
     ttft_seconds: float | None
     finished_at: float
 
@@ -144,7 +147,7 @@ class RelayStream(Response):
         upstream: httpx.Response,
         first_chunk: bytes,
         chunks: AsyncIterator[bytes],
-        meter: StreamMeter,
+        meter: StreamTranslator,
         watch: ClientWatch,
         on_done: Callable[[StreamResult], Awaitable[None]],
         headers: Mapping[str, str],

@@ -488,6 +488,10 @@ def market(gateways: Gateways, fakes: Fakes) -> Market:
     listings: dict[str, dict[str, Any]] = {}
     keys: dict[str, str] = {}
     models: set[str] = set()
+    # Anthropic listings: the fake's Messages API, listed at its root URL as a seller of
+    # api.anthropic.com would list that.
+    providers = {"anthropic": "anthropic"}
+    specs["anthropic"] = (fakes.main.url, ([{"model": "claude-3-5-haiku"}], {"multiplier": "1"}))
     for name, (base_url, (served, pricing)) in specs.items():
         keys[name] = provider_key()
         listings[name] = create_listing(
@@ -495,7 +499,7 @@ def market(gateways: Gateways, fakes: Fakes) -> Market:
             seller,
             {
                 "name": f"proxy tests: {name}",
-                "provider": "openai",
+                "provider": providers.get(name, "openai"),
                 "base_url": base_url,
                 "api_key": keys[name],
                 "models": served,

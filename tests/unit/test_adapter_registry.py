@@ -52,3 +52,10 @@ def test_an_upstream_request_is_immutable() -> None:
     request = UpstreamRequest("GET", "https://x", [])
     with pytest.raises(dataclasses.FrozenInstanceError):
         request.url = "https://y"  # type: ignore[misc]
+
+
+def test_every_listable_provider_kind_has_an_adapter() -> None:
+    from aichat_gateway.marketplace.listings import PROVIDERS
+    from aichat_gateway.proxy.adapters import KINDS
+
+    assert set(PROVIDERS) == set(KINDS)
