@@ -2,7 +2,8 @@
 
 A listing is priced either by a multiplier over the catalog's list price or by explicit prices.
 Rounding: a multiplied price rounds half-up to a whole micro-USD per million tokens; a request's
-cost rounds *up* to a whole micro-USD, so no served request is ever free.
+cost rounds *up* to a whole micro-USD, so no served request is ever free. `quote` gives the
+range a request can cost before it is sent; `surge` moves a price between a floor and a ceiling.
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ def cost_micro(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
     """The cost of one request in micro-USD, rounded up."""
     numerator = price.input_micro_per_million * prompt_tokens + price.output_micro_per_million * completion_tokens
     return -(-numerator // MICRO)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """What one request can cost at one price, in micro-USD.
+
+    `low`: the prompt alone (the answer may be empty); `high`: the prompt plus every one of
+    `max_tokens` — the worst case, which is what a hold reserves before the request is sent.
+    """
+
+    low_micro: int
+    high_micro: int
+
+
+def quote(price: Price, prompt_tokens: int, max_tokens: int) -> Quote:
+    """The cost range of a request of `prompt_tokens` allowed `max_tokens` of answer; exact integers."""
+    for name, count in (("prompt_tokens", prompt_tokens), ("max_tokens", max_tokens)):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise PriceError(f"{name} must be a non-negative integer")
+    return Quote(cost_micro(price, prompt_tokens, 0), cost_micro(price, prompt_tokens, max_tokens))
 
 
 def usd(micro: int) -> str:

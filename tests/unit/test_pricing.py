@@ -1,0 +1,139 @@
+"""`marketplace/pricing.py`: integer micro-USD price math, its rounding rules and `quote`.
+
+Money never passes through a float: every result is checked to be an `int`, also for token
+counts far beyond any real request.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aichat_gateway.marketplace.pricing import (
+    Price,
+    PriceError,
+    Quote,
+    cost_micro,
+    multiplied,
+    parse_multiplier,
+    parse_usd,
+    quote,
+    usd,
+)
+
+HUGE = 10**30  # far beyond any real token count: Python ints do not overflow, floats would lose cents
+
+# ---- cost_micro ---------------------------------------------------------------------------------
+
+
+def test_a_request_costs_its_tokens_at_the_price_per_million() -> None:
+    assert cost_micro(Price(150_000, 600_000), 1_000_000, 1_000_000) == 750_000
+
+
+def test_a_cost_rounds_up_to_a_whole_micro_usd_so_no_served_request_is_free() -> None:
+    assert cost_micro(Price(1, 1), 1, 0) == 1
+
+
+def test_an_exact_half_micro_usd_rounds_up() -> None:
+    assert cost_micro(Price(500_000, 0), 1, 0) == 1  # 0.5 micro-USD
+
+
+def test_a_whole_micro_usd_is_not_rounded_further() -> None:
+    assert cost_micro(Price(1_000_000, 0), 3, 0) == 3
+
+
+def test_zero_prices_cost_nothing() -> None:
+    assert cost_micro(Price(0, 0), 5_000, 5_000) == 0
+
+
+def test_zero_tokens_cost_nothing() -> None:
+    assert cost_micro(Price(150_000, 600_000), 0, 0) == 0
+
+
+def test_huge_token_counts_are_exact_integers() -> None:
+    cost = cost_micro(Price(10_000_000_000, 10_000_000_000), HUGE, HUGE)
+    assert isinstance(cost, int) and cost == 2 * 10_000 * HUGE
+
+
+# ---- multiplied ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "multiplier, expected", [("0.01", Price(1_500, 6_000)), ("100", Price(15_000_000, 60_000_000))]
+)
+def test_the_smallest_and_largest_multipliers_scale_exactly(multiplier: str, expected: Price) -> None:
+    assert multiplied(Price(150_000, 600_000), parse_multiplier(multiplier)) == expected
+
+
+def test_a_multiplied_price_rounds_half_up() -> None:
+    assert multiplied(Price(5, 15), Decimal("0.1")) == Price(1, 2)  # 0.5 -> 1, 1.5 -> 2
+
+
+def test_a_multiplied_price_below_half_a_micro_rounds_to_zero() -> None:
+    assert multiplied(Price(4, 0), Decimal("0.1")) == Price(0, 0)
+
+
+@pytest.mark.parametrize("text", ["0.00999", "100.0001", "0", "-1", "1.00001", "inf"])
+def test_a_multiplier_out_of_bounds_or_too_precise_is_refused(text: str) -> None:
+    with pytest.raises(PriceError):
+        parse_multiplier(text)
+
+
+# ---- parse_usd / usd ----------------------------------------------------------------------------
+
+
+def test_a_usd_string_becomes_integer_micro_usd() -> None:
+    assert parse_usd("0.15", "price") == 150_000
+
+
+def test_a_usd_float_is_refused() -> None:
+    with pytest.raises(PriceError, match="decimal string"):
+        parse_usd(0.15, "price")
+
+
+@given(st.integers(-(10**15), 10**15))
+def test_usd_formats_and_parses_back_exactly(micro: int) -> None:
+    text = usd(micro)
+    assert Decimal(text) * 1_000_000 == micro
+
+
+# ---- quote --------------------------------------------------------------------------------------
+
+
+def test_a_quote_ranges_from_the_prompt_alone_to_the_prompt_plus_every_allowed_token() -> None:
+    assert quote(Price(150_000, 600_000), 1_000, 500) == Quote(low_micro=150, high_micro=450)
+
+
+def test_a_quote_rounds_each_end_up() -> None:
+    assert quote(Price(1, 1), 1, 1) == Quote(low_micro=1, high_micro=1)
+
+
+def test_a_quote_at_zero_prices_is_free() -> None:
+    assert quote(Price(0, 0), 10_000, 10_000) == Quote(0, 0)
+
+
+def test_a_quote_for_no_answer_tokens_is_a_single_amount() -> None:
+    q = quote(Price(150_000, 600_000), 2_000, 0)
+    assert q.low_micro == q.high_micro == 300
+
+
+def test_a_quote_with_huge_counts_is_exact_integers() -> None:
+    q = quote(Price(1, 3), HUGE, HUGE)
+    assert (q.low_micro, q.high_micro) == (HUGE // 1_000_000, 4 * HUGE // 1_000_000)
+    assert isinstance(q.low_micro, int) and isinstance(q.high_micro, int)
+
+
+@pytest.mark.parametrize("prompt, max_tokens", [(-1, 10), (10, -1), (1.0, 10), (10, 2.5), (True, 10), ("10", 10)])
+def test_a_quote_refuses_counts_that_are_not_non_negative_integers(prompt: object, max_tokens: object) -> None:
+    with pytest.raises(PriceError):
+        quote(Price(1, 1), prompt, max_tokens)  # type: ignore[arg-type]
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**9), st.integers(0, 10**9))
+def test_a_quote_brackets_the_cost_of_any_answer_within_max_tokens(inp: int, out: int, prompt: int, cap: int) -> None:
+    price = Price(inp, out)
+    q = quote(price, prompt, cap)
+    assert q.low_micro <= cost_micro(price, prompt, cap // 2) <= q.high_micro
