@@ -30,7 +30,7 @@ from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
-from aichat_gateway.proxy import chat, ops
+from aichat_gateway.proxy import chat, ops, quote
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[*account_routes(), *marketplace_routes()],
+        routes=[*account_routes(), *marketplace_routes(), *quote.routes()],
         middleware=[
             Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
         ],
