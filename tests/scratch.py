@@ -65,6 +65,7 @@ def redis_prefix(tag: str) -> Iterator[str]:
         try:
             keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
             keys += list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
+            keys += list(client.scan_iter(match=f"{{{prefix}:*", count=1000))  # {prefix:l:<id>}:... hash tags
             if keys:
                 client.delete(*keys)
         finally:
