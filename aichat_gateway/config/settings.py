@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
 
+    breaker_fail_max: int = Field(5, alias="GATEWAY_BREAKER_FAIL_MAX", ge=1)
+    breaker_reset_timeout: float = Field(30.0, alias="GATEWAY_BREAKER_RESET_TIMEOUT", ge=0)
+
     key_cache_ttl: float = Field(30.0, alias="GATEWAY_KEY_CACHE_TTL", gt=0)
     listing_refresh_interval: float = Field(5.0, alias="GATEWAY_LISTING_REFRESH_INTERVAL", gt=0)
     jwt_ttl_seconds: int = Field(3600, alias="GATEWAY_JWT_TTL", ge=60)

@@ -9,7 +9,7 @@ Provider keys are decrypted once per ciphertext and kept in memory only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.marketplace.pricing import Price, multiplied
+from aichat_gateway.marketplace.ranking import RouteTables
 from aichat_gateway.marketplace.vault import Vault, VaultError
 
 log = get_logger(__name__)
@@ -57,12 +58,28 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class Index:
     by_model: Mapping[str, tuple[Route, ...]]
+    # The router's memo for this snapshot's candidates (`ranking` module docstring), per model on
+    # first use; it goes when a rebuild swaps the index, so it never outlives its routes.
+    _tables: dict[str, RouteTables] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def routes_for(self, model: str) -> tuple[Route, ...]:
         return self.by_model.get(model, ())
 
+    def tables_for(self, model: str) -> RouteTables:
+        """The router's tables over `routes_for(model)` (the same tuple: `tables.routes`)."""
+        tables = self._tables.get(model)
+        if tables is None:
+            routes = self.by_model.get(model)
+            if routes is None:  # not memoised: a buyer's unknown model names must not grow memory
+                return RouteTables(())
+            tables = self._tables[model] = RouteTables(routes)
+        return tables
+
     def models(self) -> list[str]:
         return sorted(self.by_model)
+
+    def listing_ids(self) -> set[str]:
+        return {route.listing_id for routes in self.by_model.values() for route in routes}
 
 
 def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey], catalog: Catalog) -> Index:

@@ -27,6 +27,7 @@ from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
+from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
@@ -66,6 +67,10 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         state.listings = ListingSnapshot(db, redis, vault, catalog, settings.redis_prefix)
         state.meter = Meter(redis, settings.redis_prefix)
         state.stats = ListingStatsStore(redis, settings.redis_prefix)
+        state.breakers = Breakers(
+            redis, settings.redis_prefix, settings.breaker_fail_max, settings.breaker_reset_timeout
+        )
+        state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
         )
@@ -75,6 +80,8 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         supervisor.start("listing-changes", state.listings.listen_for_changes)
         supervisor.every("listing-poll", settings.listing_refresh_interval, state.listings.refresh)
         supervisor.every("key-last-used", 5.0, state.keys.flush_last_used)
+        supervisor.start("breaker-changes", state.breaker_view.listen)
+        supervisor.every("breaker-poll", settings.listing_refresh_interval, state.breaker_view.refresh)
         try:
             yield
         finally:

@@ -12,7 +12,7 @@ import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
+from aichat_gateway.marketplace.breaker import Verdict
 from aichat_gateway.marketplace.router import order_routes
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import inbound
@@ -66,6 +67,8 @@ class Attempt:
     usage_source: str = "estimated"
     ttft_seconds: float | None = None
     handed_off: bool = False  # a response will finish this attempt after it is sent
+    # (listing id, healthy, probe token) per listing tried: recorded on the breakers when finishing.
+    health: list[tuple[str, bool, str | None]] = field(default_factory=list)
 
 
 # Builds one provider request for a route with its kind's adapter; raises AdapterError if it cannot.
@@ -173,10 +176,10 @@ async def _authenticate(request: Request) -> KeyPrincipal:
 
 
 def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRoute]:
-    routes = request.app.state.listings.index.routes_for(model)
-    if not routes:
+    tables = request.app.state.listings.index.tables_for(model)  # routes and their cache: one snapshot
+    if not tables.routes:
         raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.", param="model")
-    return order_routes(routes, zlib.crc32(request_id.encode()))
+    return order_routes(tables.routes, zlib.crc32(request_id.encode()), tables)
 
 
 async def _open_watched(
@@ -206,7 +209,8 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
     refusal: AdapterError | None = None  # the last provider kind that cannot express this request
     busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
     retry_after: float | None = None
-    tried = 0
+    unroutable = state.breaker_view.unroutable()  # breakers not closed: usually empty
+    tried = skipped_broken = 0
     for route in routes:
         if tried == state.settings.upstream_attempts:
             break
@@ -216,6 +220,14 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
         except AdapterError as exc:
             refusal = exc  # e.g. n > 1 on an Anthropic listing: another kind may still serve it
             continue
+        probe = None
+        gate = unroutable.get(route.listing_id)
+        if gate is not None:  # open: skip; open long enough: one request may probe it
+            permit = await state.breakers.allow(route.listing_id) if gate is Verdict.PROBE else None
+            if not permit:
+                skipped_broken += 1
+                continue
+            probe = permit.probe
         tried += 1
         attempt.attempts += 1
         sent = time.perf_counter()
@@ -226,6 +238,7 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             timed_out = timed_out or is_timeout(exc)
             outcome = "timeout" if is_timeout(exc) else "connect_error"
             _observe_upstream(request, outcome, sent, route, attempt, error=type(exc).__name__)
+            attempt.health.append((route.listing_id, False, probe))
             continue
         verdict = classify_status(response.status_code, response.headers.get("retry-after"))
         _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
@@ -233,26 +246,36 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             busy_statuses.append(response.status_code)
             if verdict.retry_after is not None:
                 retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
+        # "Busy" (429) is the provider working as it should: not a breaker failure.
+        healthy = verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR) or response.status_code == 429
         try:
             if verdict.outcome is Outcome.OK and stream:
                 # The transport's own byte stream: httpx's aiter_raw adds a generator layer per chunk.
                 chunks = aiter(response.stream)  # type: ignore[arg-type]
                 first = await anext(chunks, b"")
                 if first:
+                    attempt.health.append((route.listing_id, True, probe))
                     return Opened(route, adapter, response, first, chunks)
+                healthy = False
             elif verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR):
                 content = await _read_bounded(response)
+                attempt.health.append((route.listing_id, True, probe))
                 return Opened(route, adapter, response, content, None)
         except httpx.HTTPError as exc:
             timed_out = timed_out or is_timeout(exc)
+            healthy = False
             log.warning("upstream_read_failed", listing=route.public_id, error=type(exc).__name__)
         except BaseException:
             await response.aclose()  # cancelled (the buyer left) or a bug: never leak the connection
             raise
+        attempt.health.append((route.listing_id, healthy, probe))
         await response.aclose()
-    if tried == 0 and refusal is not None:
+    if tried == 0 and refusal is not None and not skipped_broken:
         attempt.outcome = "invalid_request"
         raise InvalidRequest(refusal.message, param=refusal.param)
+    if tried == 0 and skipped_broken:
+        attempt.outcome = "upstream_error"
+        raise Unavailable("Every provider for this model is failing right now. Please retry shortly.")
     attempt.outcome = "upstream_error"
     if busy_statuses and len(busy_statuses) == attempt.attempts:
         raise Unavailable(
@@ -403,12 +426,24 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         state.stats.record_in(
             pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
         )
+    breaker_updates = [
+        (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
+        for listing_id, healthy, probe in attempt.health
+    ]
     try:
-        await pipe.execute()
+        results = await pipe.execute(raise_on_error=False)
     except (RedisError, OSError) as exc:
+        results = [exc]
+    if isinstance(results[0], Exception):
         state.metrics.usage_events_failed.inc()
         # The log line is the record of last resort: it carries the whole event.
-        log.error("usage_event_not_recorded", error=repr(exc), usage_event=event.fields())
+        log.error("usage_event_not_recorded", error=repr(results[0]), usage_event=event.fields())
+        return
+    for listing_id, pending in breaker_updates:
+        try:
+            state.breaker_view.apply_state(listing_id, await pending.resolve(results))
+        except (RedisError, OSError) as exc:
+            log.warning("breaker_not_updated", listing_id=listing_id, error=repr(exc))
 
 
 class _Endpoint:

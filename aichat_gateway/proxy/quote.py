@@ -49,10 +49,10 @@ async def quote_request(request: Request) -> Response:
     max_tokens = _count(body, "max_tokens", state.settings.max_tokens_cap)
     if max_tokens is None:
         max_tokens = listed.max_output_tokens if listed else _DEFAULT_MAX_TOKENS
-    routes = state.listings.index.routes_for(model)
-    if not routes:
+    tables = state.listings.index.tables_for(model)
+    if not tables.routes:
         raise ModelNotFound(f"No active listing serves `{model}` right now.", param="model")
-    best = order_routes(routes, zlib.crc32(model.encode()))[0]
+    best = order_routes(tables.routes, zlib.crc32(model.encode()), tables)[0]
     cost = quote(best.price, prompt_tokens, max_tokens)
     return JSONResponse(
         {

@@ -322,6 +322,9 @@ class GatewayFactory:
                 # The seeded market lists deliberately broken upstreams; test_proxy_keycheck.py
                 # starts a gateway that checks keys.
                 "GATEWAY_CHECK_LISTING_KEYS": "0",
+                # Deliberately failing listings must keep answering 502 here; the breaker has
+                # its own gateway in test_proxy_breaker.py.
+                "GATEWAY_BREAKER_FAIL_MAX": "1000000",
             }
         )
         env.update(overrides)
