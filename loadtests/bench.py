@@ -182,6 +182,10 @@ def ensure_database(database_url: str, env: dict[str, str]) -> None:
 
 def start_gateway(children: Children, fake_url: str, env: dict[str, str]) -> Target:
     ensure_database(env["DATABASE_URL"], env)
+    if env["REDIS_URL"] == ENV_DEFAULTS["REDIS_URL"]:
+        # The bench's own Redis database: start clean, so breakers opened when the previous run's
+        # fake upstream was killed (and its usage events) do not carry over.
+        run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], env)
     run([GATEWAY_CLI, "migrate"], env)
     demo = run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json"], env)
     seeded = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])

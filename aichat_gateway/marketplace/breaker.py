@@ -312,6 +312,7 @@ class BreakerView:
         self._health_check_interval = health_check_interval
         self._known: dict[str, Notice] = {}
         self._not_closed: dict[str, Notice] = {}  # the subset of _known the router must look at
+        self._success_sent: dict[str, float] = {}  # listing id -> when this process last recorded one
         self.subscribed = asyncio.Event()
 
     def verdict(self, listing_id: str, now: float | None = None) -> Verdict:
@@ -325,6 +326,19 @@ class BreakerView:
         `verdict()` call each; 1,000 candidates cost a few dozen microseconds."""
         now_ms = int((self._clock() if now is None else now) * 1000)
         return {lid: verdict(n, now_ms) for lid, n in self._not_closed.items()}
+
+    def success_worth_recording(self, listing_id: str, interval: float = 0.1) -> bool:
+        """Successes of a closed breaker are recorded at most every `interval` seconds per listing
+        and process: each one costs Redis a script run, and all it does is reset the failure
+        count. So "fail_max consecutive failures" reads "fail_max failures with no success
+        recorded in between" — at busy listings a stricter rule, never a looser one."""
+        if listing_id in self._not_closed:
+            return True
+        now = self._clock()
+        if now - self._success_sent.get(listing_id, -interval) < interval:
+            return False
+        self._success_sent[listing_id] = now
+        return True
 
     def not_closed(self) -> dict[str, Notice]:
         return dict(self._not_closed)

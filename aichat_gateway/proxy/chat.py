@@ -426,9 +426,11 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         state.stats.record_in(
             pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
         )
+    view = state.breaker_view
     breaker_updates = [
         (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
         for listing_id, healthy, probe in attempt.health
+        if not healthy or probe or view.success_worth_recording(listing_id)
     ]
     try:
         results = await pipe.execute(raise_on_error=False)
