@@ -1,14 +1,16 @@
 """The meter: one usage event per finished `/v1` request, appended to a Redis Stream.
 
 The settlement worker (money issue) turns these into charges. Appending is one XADD: the only
-Redis round trip this step adds to the hot path. Fields are flat strings so any consumer (and
-`redis-cli XRANGE`) can read them.
+Redis round trip this step adds to the hot path. Each entry holds the event as one JSON
+object of flat string fields (`redis-cli XRANGE` shows it readably).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -43,6 +45,15 @@ def _text(value: object) -> str:
     return str(int(value)) if isinstance(value, bool) else str(value)
 
 
+EVENT_FIELD = "e"
+
+
+def decode_entry(fields: Mapping[bytes, bytes]) -> dict[str, str]:
+    """A stream entry's fields back into the event's flat string fields."""
+    decoded: dict[str, str] = orjson.loads(fields[EVENT_FIELD.encode()])
+    return decoded
+
+
 def stream_key(prefix: str) -> str:
     return f"{prefix}:usage"
 
@@ -53,5 +64,9 @@ class Meter:
         self.stream = stream_key(prefix)
 
     def record_in(self, pipe: Pipeline, event: UsageEvent) -> None:
-        """Queue the event on a pipeline the caller executes (with whatever else ends the request)."""
-        pipe.xadd(self.stream, event.fields(), maxlen=_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        """Queue the event on a pipeline the caller executes (with whatever else ends the request).
+
+        One stream field holding the event as JSON: redis-py packs every argument in Python, and
+        thirty small ones cost more on the hot path than one JSON document (read it back with
+        `decode_entry`)."""
+        pipe.xadd(self.stream, {EVENT_FIELD: orjson.dumps(event.fields())}, maxlen=_STREAM_MAXLEN, approximate=True)

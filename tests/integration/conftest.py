@@ -35,6 +35,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from aichat_gateway.billing.meter import decode_entry
 from aichat_gateway.config.settings import Settings, load_settings
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
@@ -542,7 +543,7 @@ class UsageEvents:
         entries = self.client.xrange(self.stream)
         found = []
         for _, fields in entries:
-            decoded = {k.decode(): v.decode() for k, v in fields.items()}
+            decoded = decode_entry(fields)
             if decoded.get("request_id") == request_id:
                 found.append(decoded)
         return found
