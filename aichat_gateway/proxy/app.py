@@ -34,6 +34,7 @@ from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.proxy import chat, ops, quote
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
+from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
 from aichat_gateway.proxy.tokens import TokenCounter
@@ -101,9 +102,9 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         ],
         exception_handlers=exception_handlers(),
     )
-    app = Starlette(
+    app = GatewayApp(
+        hot_paths=chat.hot_paths(),
         routes=[
-            *chat.routes(),
             Route("/healthz", ops.healthz),
             Route("/readyz", ops.readyz),
             Route("/metrics", metrics_endpoint),

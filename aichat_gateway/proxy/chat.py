@@ -21,8 +21,6 @@ from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
@@ -448,21 +446,10 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             log.warning("breaker_not_updated", listing_id=listing_id, error=repr(exc))
 
 
-class _Endpoint:
-    """A handler as a bare ASGI app. Starlette's function wrapper adds a second exception layer
-    (and a `send` wrapper every streamed chunk passes through); the app-level one is enough here."""
-
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._handler(Request(scope, receive))
-        await response(scope, receive, send)
-
-
-def routes() -> list[BaseRoute]:
-    return [
-        Route("/v1/chat/completions", _Endpoint(chat_completions), methods=["POST"]),
-        Route("/v1/embeddings", _Endpoint(embeddings), methods=["POST"]),
-        Route("/v1/models", _Endpoint(list_models), methods=["GET"]),
-    ]
+def hot_paths() -> dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]]:
+    """The `/v1` paths, answered by `hotpath.GatewayApp` without Starlette's middleware stack."""
+    return {
+        "/v1/chat/completions": ("POST", chat_completions),
+        "/v1/embeddings": ("POST", embeddings),
+        "/v1/models": ("GET", list_models),
+    }

@@ -37,7 +37,7 @@ class request_context:  # used like a function in the middleware list
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
+        request_id = incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -51,7 +51,7 @@ class request_context:  # used like a function in the middleware list
         await self.app(scope, receive, send_with_id)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             text = value.decode("latin-1")
