@@ -378,7 +378,8 @@ def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
 def _observe_upstream(
     request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt, **fields: Any
 ) -> None:
-    request.app.state.metrics.upstream_latency.labels(outcome).observe(time.perf_counter() - sent)
+    metrics = request.app.state.metrics
+    metrics.child(metrics.upstream_latency, outcome).observe(time.perf_counter() - sent)
     if outcome != "ok":
         log.warning(
             "upstream_attempt_failed",
@@ -394,10 +395,11 @@ async def _finish(request: Request, attempt: Attempt) -> None:
     state = request.app.state
     elapsed = time.perf_counter() - attempt.started
     known_model = attempt.model if state.listings.index.routes_for(attempt.model) else "other"
-    state.metrics.requests.labels(attempt.route, known_model, str(attempt.status)).inc()
-    state.metrics.latency.labels(attempt.route).observe(elapsed)
+    metrics = state.metrics
+    metrics.child(metrics.requests, attempt.route, known_model, str(attempt.status)).inc()
+    metrics.child(metrics.latency, attempt.route).observe(elapsed)
     if attempt.stream and attempt.ttft_seconds is not None:
-        state.metrics.ttft.labels(known_model).observe(attempt.ttft_seconds)
+        metrics.child(metrics.ttft, known_model).observe(attempt.ttft_seconds)
     if attempt.principal is None:
         return
     state.keys.note_used(attempt.principal.key_id)

@@ -7,6 +7,7 @@ shared files and `/metrics` (whichever worker answers) aggregates them all.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +27,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Any, ...], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
@@ -60,6 +62,16 @@ class Metrics:
         self.usage_events_failed = Counter(
             "gateway_usage_events_failed", "Usage events that could not be written to Redis", registry=r
         )
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoised: prometheus_client takes a lock and builds a tuple on
+        every call, which showed in hot-path profiles. Label values here are bounded (routes,
+        listed models, statuses, outcomes), so the memo is too."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
