@@ -256,12 +256,35 @@ def _delta_texts(delta: dict[str, object], out: list[str]) -> None:
                     out.append(text)
 
 
+# Keys whose presence sends a chunk down the full JSON path in `content_text_of_chunk`.
+_SLOW_PATH_MARKERS = ('"tool_calls"', '"reasoning_content"', '"refusal":"', '"function_call"', '"text":', "\\")
+_CONTENT_KEY = '"content":"'
+
+
+def _plain_content(data: str) -> str | None:
+    """The common chunk, read without parsing: exactly one `"content":"..."` with no escapes and
+    nothing else that carries text. None means "not that simple": use the JSON path."""
+    start = data.find(_CONTENT_KEY)
+    if start < 0 or data.find(_CONTENT_KEY, start + 1) >= 0 or not data.startswith("{"):
+        return None
+    if any(marker in data for marker in _SLOW_PATH_MARKERS):
+        return None
+    start += len(_CONTENT_KEY)
+    end = data.find('"', start)
+    return data[start:end] if end >= 0 else None
+
+
 def content_text_of_chunk(event: SSEEvent) -> str:
     """The generated text in one chunk (content, reasoning, tool names and arguments), for counting.
 
     Used only when the upstream sends no usage: the relay sums the tokens of these texts to charge
     what was delivered. Returns "" for anything that is not a well-formed chunk; never raises.
+    Called for every relayed chunk, so the plain case skips the JSON parse (a property test checks
+    both paths agree).
     """
+    plain = _plain_content(event.data)
+    if plain is not None:
+        return plain
     chunk = _chunk_json(event)
     if chunk is None:
         return ""

@@ -500,3 +500,19 @@ def test_the_chunk_helpers_never_raise_on_odd_json(payload: object) -> None:
     usage = usage_from_event(event)
     assert usage is None or isinstance(usage, Usage)
     assert isinstance(is_done(event), bool)
+
+
+@given(
+    content=st.text(max_size=40),
+    role=st.sampled_from([None, "assistant"]),
+    extra=st.sampled_from(["", ',"refusal":null', ',"reasoning_content":"think"']),
+)
+def test_the_fast_content_path_agrees_with_the_json_path(content: str, role: str | None, extra: str) -> None:
+    delta = ('"role":"assistant",' if role else "") + '"content":' + orjson.dumps(content).decode() + extra
+    data = '{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{' + delta + '}}],"usage":null}'
+    from aichat_gateway.proxy import sse
+
+    parsed = orjson.loads(data)
+    expected: list[str] = []
+    sse._delta_texts(parsed["choices"][0]["delta"], expected)
+    assert sse.content_text_of_chunk(SSEEvent("message", data, None)) == "".join(expected)
