@@ -8,6 +8,7 @@ Provider keys are decrypted once per ciphertext and kept in memory only.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -147,6 +148,17 @@ class ListingSnapshot:
                 log.error("listing_key_undecryptable", listing_id=listing_id, error=str(exc))
         self._keys = keys
         self.index = build_index([dict(r) for r in rows], {k: v[1] for k, v in keys.items()}, self._catalog)
+
+    async def mark_invalid(self, listing_id: str, reason: str) -> None:
+        """The provider rejected the listing's key: stop routing to it everywhere, tell its seller why."""
+        await self._db.execute(
+            """UPDATE listings SET status = 'invalid', status_reason = $2, updated_at = now()
+               WHERE id = $1 AND status <> 'invalid' AND deleted_at IS NULL""",
+            uuid.UUID(listing_id),
+            reason,
+        )
+        log.warning("listing_marked_invalid", listing_id=listing_id, reason=reason)
+        await self.announce_change()
 
     async def announce_change(self) -> None:
         """Tell every process (this one included) to rebuild; this one rebuilds right away too."""

@@ -244,6 +244,10 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             busy_statuses.append(response.status_code)
             if verdict.retry_after is not None:
                 retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
+        if verdict.outcome is Outcome.KEY_REJECTED:
+            await state.listings.mark_invalid(
+                route.listing_id, f"the provider rejected the listing's API key (HTTP {response.status_code})"
+            )
         # "Busy" (429) is the provider working as it should: not a breaker failure.
         healthy = verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR) or response.status_code == 429
         try:

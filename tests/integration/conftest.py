@@ -488,6 +488,9 @@ def market(gateways: Gateways, fakes: Fakes) -> Market:
         "failover-500-good": (fakes.main.base_url, serving("failover-500-model", dear)),
         "failover-dead-bad": (dead, serving("failover-dead-model", cheap)),
         "failover-dead-good": (fakes.main.base_url, serving("failover-dead-model", dear)),
+        # The cheap listing's key is one the keyed fake rejects (key checks are off here).
+        "invalid-key-bad": (fakes.keyed.base_url, serving("invalid-key-model", cheap)),
+        "invalid-key-good": (fakes.main.base_url, serving("invalid-key-model", dear)),
     }
     listings: dict[str, dict[str, Any]] = {}
     keys: dict[str, str] = {}
