@@ -383,7 +383,10 @@ def _observe_upstream(
     request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt, **fields: Any
 ) -> None:
     metrics = request.app.state.metrics
-    metrics.child(metrics.upstream_latency, outcome).observe(time.perf_counter() - sent)
+    elapsed = time.perf_counter() - sent
+    metrics.child(metrics.upstream_latency, outcome).observe(elapsed)
+    metrics.child(metrics.listing_attempts, route.public_id, outcome).inc()
+    metrics.child(metrics.listing_latency, route.public_id).observe(elapsed)
     if outcome != "ok":
         log.warning(
             "upstream_attempt_failed",

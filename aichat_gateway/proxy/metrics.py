@@ -56,6 +56,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Per listing (its public id): bounded by the marketplace's size, not by what clients send.
+        self.listing_attempts = Counter(
+            "gateway_listing_attempts", "Upstream attempts by listing and outcome", ["listing", "outcome"], registry=r
+        )
+        self.listing_latency = Histogram(
+            "gateway_listing_upstream_duration_seconds",
+            "Upstream time to response headers by listing",
+            ["listing"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inflight_streams = Gauge(
             "gateway_inflight_streams", "Streams being relayed now", registry=r, multiprocess_mode="livesum"
         )

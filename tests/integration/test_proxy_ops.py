@@ -110,3 +110,16 @@ async def test_the_inflight_streams_gauge_goes_back_down_after_a_client_left(gat
             return samples(text, "gateway_inflight_streams")[0][1] == 0
 
         await await_until(back_to_zero, 2.0, "gateway_inflight_streams to drop to 0")
+
+
+def test_every_listing_tried_has_its_outcomes_and_latency_by_public_id(metrics_text: str, market: Market) -> None:
+    main = market.listings["main"]["public_id"]
+    failing = market.listings["failing"]["public_id"]
+    outcomes = {
+        (labels["listing"], labels["outcome"]) for labels, _ in samples(metrics_text, "gateway_listing_attempts_total")
+    }
+    assert {(main, "ok"), (failing, "retryable")} <= outcomes
+    latencies = {
+        labels["listing"] for labels, _ in samples(metrics_text, "gateway_listing_upstream_duration_seconds_count")
+    }
+    assert {main, failing} <= latencies
