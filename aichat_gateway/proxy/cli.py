@@ -11,11 +11,14 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import asyncpg
 
 from aichat_gateway.config.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -72,21 +75,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run one database job from the command line on a pool of its own."""
+    from aichat_gateway.proxy.app import create_db_pool
+
+    async def run() -> T:
+        db = await create_db_pool(settings)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def cmd_create_admin(args: argparse.Namespace) -> int:
     from aichat_gateway.accounts.errors import AccountsError
     from aichat_gateway.accounts.users import create_admin
 
-    settings = _settings()
-
-    async def run() -> str:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            return (await create_admin(conn, args.email, args.password)).id
-        finally:
-            await conn.close()
+    async def work(db: asyncpg.Pool) -> str:
+        return (await create_admin(db, args.email, args.password)).id
 
     try:
-        user_id = asyncio.run(run())
+        user_id = _with_pool(_settings(), work)
     except AccountsError as exc:
         print(f"aichat-gateway create-admin: {exc.message}", file=sys.stderr)
         return 1
@@ -111,19 +122,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_rotate_keys(args: argparse.Namespace) -> int:
     from aichat_gateway.marketplace.listings import rotate_keys
     from aichat_gateway.marketplace.vault import Vault, VaultError
-    from aichat_gateway.proxy.app import create_db_pool
 
     settings = _settings()
 
-    async def run() -> int:
-        db = await create_db_pool(settings)
-        try:
-            return await rotate_keys(db, Vault(settings.secret_keys))
-        finally:
-            await db.close()
+    async def work(db: asyncpg.Pool) -> int:
+        return await rotate_keys(db, Vault(settings.secret_keys))
 
     try:
-        rotated = asyncio.run(run())
+        rotated = _with_pool(settings, work)
     except VaultError as exc:
         print(f"aichat-gateway rotate-keys: {exc}; keep the old key in GATEWAY_SECRET_KEY", file=sys.stderr)
         return 1
