@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +60,10 @@ def main() -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     configure_logging("warning", json=False, stream=sys.stderr)
+    # Ctrl-C or a plain `kill`: unwind through the `finally` blocks below, which stop both children
+    # (a shell's background job starts with SIGINT ignored, so set the handler explicitly).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     exe = os.path.join(os.path.dirname(sys.executable), "aichat-gateway")
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([exe, "migrate"], check=True)
