@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import orjson
 
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound
@@ -170,7 +169,7 @@ async def insert_listing(db: asyncpg.Pool, vault: Vault, seller_id: str, new: Ne
                 new.multiplier,
                 new.explicit_price.input_micro_per_million if new.explicit_price else None,
                 new.explicit_price.output_micro_per_million if new.explicit_price else None,
-                _json(new.limits),
+                new.limits,  # the pool's jsonb codec encodes it
             )
         except asyncpg.UniqueViolationError:
             raise DuplicateKey("this API key is already listed", param="api_key") from None
@@ -247,7 +246,7 @@ async def update_listing(
                 multiplier,
                 explicit.input_micro_per_million if explicit else None,
                 explicit.output_micro_per_million if explicit else None,
-                _json(changes.limits) if changes.limits is not None else None,
+                changes.limits,
                 changes.status,
                 changes.status_reason,
             )
@@ -287,9 +286,6 @@ def _uuid_or_not_found(text: str) -> uuid.UUID:
     except ValueError:
         raise ListingNotFound("no such listing") from None
 
-
-def _json(value: dict[str, int]) -> str:
-    return orjson.dumps(value).decode()
 
 
 async def rotate_keys(db: asyncpg.Pool, vault: Vault) -> int:

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.config.logging import get_logger
+from aichat_gateway.marketplace.capacity import Limits
 from aichat_gateway.marketplace.pricing import Price, multiplied
 from aichat_gateway.marketplace.ranking import RouteTables
 from aichat_gateway.marketplace.vault import Vault, VaultError
@@ -54,6 +55,7 @@ class Route:
     model: str
     upstream_model: str
     price: Price
+    limits: Limits | None = None  # None: the seller set no limits, so no capacity bookkeeping
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey
         if price is None or key is None:
             continue
         model = str(row["model"])
+        limits = Limits.of(row.get("limits") or None)  # type: ignore[arg-type]
         grouped.setdefault(model, []).append(
             Route(
                 str(row["listing_id"]),
@@ -102,6 +105,7 @@ def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey
                 model,
                 str(row["upstream_model"]),
                 price,
+                limits if limits.items() else None,
             )
         )
     return Index({m: tuple(r) for m, r in grouped.items()})
@@ -130,7 +134,7 @@ class ListingSnapshot:
     async def refresh(self) -> None:
         rows = await self._db.fetch(
             """SELECT l.id AS listing_id, l.public_id, l.provider, l.base_url, l.key_ciphertext,
-                      l.price_multiplier, l.input_micro_per_million, l.output_micro_per_million,
+                      l.price_multiplier, l.input_micro_per_million, l.output_micro_per_million, l.limits,
                       m.model, m.upstream_model
                FROM listings l JOIN listing_models m ON m.listing_id = l.id
                WHERE l.status = 'active' AND l.deleted_at IS NULL"""

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -28,6 +28,7 @@ from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
+from aichat_gateway.marketplace.capacity import Capacity
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
@@ -59,7 +60,12 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = await create_db_pool(settings)
-        redis = Redis.from_url(settings.redis_url, decode_responses=False)
+        # Blocking pool: under a burst a request waits for a free connection rather than failing
+        # with "Too many connections" (redis-py's default pool raises at 100).
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=5
+        )
+        redis = Redis(connection_pool=pool)
         upstream = create_upstream_client(settings)
         supervisor = Supervisor()
         state = app.state
@@ -71,6 +77,8 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         state.breakers = Breakers(
             redis, settings.redis_prefix, settings.breaker_fail_max, settings.breaker_reset_timeout
         )
+        state.capacity = Capacity(redis, settings.redis_prefix)
+        state.exhausted_until = {}  # listing id -> when this process may try it again (a cache)
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
@@ -90,6 +98,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
             await state.keys.flush_last_used()
             await upstream.aclose()
             await redis.aclose()
+            await pool.disconnect()  # a pool handed to Redis() is not closed by it
             await db.close()
 
     if configure_logs:

@@ -9,6 +9,8 @@ event in a `finally`. Steady state: no Postgres query, one Redis round trip (the
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +28,7 @@ from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
 from aichat_gateway.marketplace.breaker import Verdict
+from aichat_gateway.marketplace.capacity import Admission, Ticket
 from aichat_gateway.marketplace.router import order_routes
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import inbound
@@ -35,6 +38,7 @@ from aichat_gateway.proxy.errors import (
     GatewayError,
     InvalidRequest,
     ModelNotFound,
+    RateLimited,
     Unavailable,
     UpstreamFailed,
     UpstreamTimeout,
@@ -44,6 +48,7 @@ from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_stat
 
 log = get_logger(__name__)
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+DEFAULT_ANSWER_TOKENS = 4096  # a model outside the catalog, asked without max_tokens
 
 
 @dataclass
@@ -67,6 +72,10 @@ class Attempt:
     handed_off: bool = False  # a response will finish this attempt after it is sent
     # (listing id, healthy, probe token) per listing tried: recorded on the breakers when finishing.
     health: list[tuple[str, bool, str | None]] = field(default_factory=list)
+    # Capacity taken on limited listings; released (tokens corrected) when finishing.
+    tickets: list[Ticket] = field(default_factory=list)
+    # Worst-case tokens of this request (prompt + allowed answer), computed only if a listing has limits.
+    estimate: Callable[[], int] | None = None
 
 
 # Builds one provider request for a route with its kind's adapter; raises AdapterError if it cannot.
@@ -89,6 +98,7 @@ async def chat_completions(request: Request) -> Response:
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
         chat = inbound.parse_chat_request(body, state.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
+        attempt.estimate = functools.cache(lambda: _worst_case_tokens(request, body, chat.model, chat.max_tokens))
         routes = _routes_for(request, chat.model, attempt.request_id)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
@@ -124,6 +134,7 @@ async def embeddings(request: Request) -> Response:
         attempt.principal = await _authenticate(request)
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
         attempt.model = inbound.parse_embeddings_request(body)
+        attempt.estimate = functools.cache(lambda: int(state.tokens.count_prompt(body)))
         routes = _routes_for(request, attempt.model, attempt.request_id)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
@@ -173,6 +184,15 @@ async def _authenticate(request: Request) -> KeyPrincipal:
     return principal
 
 
+def _worst_case_tokens(request: Request, body: dict[str, Any], model: str, max_tokens: int | None) -> int:
+    """Prompt plus the longest answer allowed: what capacity (and later the hold) must assume."""
+    state = request.app.state
+    if max_tokens is None:
+        listed = state.catalog.get(model)
+        max_tokens = listed.max_output_tokens if listed else DEFAULT_ANSWER_TOKENS
+    return int(state.tokens.count_prompt(body)) + max_tokens
+
+
 def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRoute]:
     tables = request.app.state.listings.index.tables_for(model)  # routes and their cache: one snapshot
     if not tables.routes:
@@ -208,7 +228,8 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
     busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
     retry_after: float | None = None
     unroutable = state.breaker_view.unroutable()  # breakers not closed: usually empty
-    tried = skipped_broken = 0
+    tried = skipped_broken = skipped_full = 0
+    full_retry: float | None = None
     for route in routes:
         if tried == state.settings.upstream_attempts:
             break
@@ -218,14 +239,30 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
         except AdapterError as exc:
             refusal = exc  # e.g. n > 1 on an Anthropic listing: another kind may still serve it
             continue
-        probe = None
         gate = unroutable.get(route.listing_id)
-        if gate is not None:  # open: skip; open long enough: one request may probe it
-            permit = await state.breakers.allow(route.listing_id) if gate is Verdict.PROBE else None
+        if gate is Verdict.SKIP:  # breaker open
+            skipped_broken += 1
+            continue
+        ticket = None
+        if route.limits is not None:
+            admission = await _take_capacity(request, attempt, route)
+            if not admission.admitted:
+                skipped_full += 1
+                if admission.retry_after is not None:
+                    full_retry = min(full_retry or admission.retry_after, admission.retry_after)
+                continue
+            ticket = admission.ticket
+        probe = None
+        if gate is Verdict.PROBE:  # open long enough: one request may probe it
+            permit = await state.breakers.allow(route.listing_id)
             if not permit:
+                if ticket is not None:
+                    await state.capacity.cancel(ticket)
                 skipped_broken += 1
                 continue
             probe = permit.probe
+        if ticket is not None:
+            attempt.tickets.append(ticket)
         tried += 1
         attempt.attempts += 1
         sent = time.perf_counter()
@@ -275,6 +312,12 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
     if tried == 0 and refusal is not None and not skipped_broken:
         attempt.outcome = "invalid_request"
         raise InvalidRequest(refusal.message, param=refusal.param)
+    if tried == 0 and skipped_full:
+        attempt.outcome = "rate_limited"
+        raise RateLimited(
+            "Every listing for this model is at its capacity limit right now. Please retry shortly.",
+            headers={"retry-after": str(max(1, math.ceil(full_retry)))} if full_retry is not None else None,
+        )
     if tried == 0 and skipped_broken:
         attempt.outcome = "upstream_error"
         raise Unavailable("Every provider for this model is failing right now. Please retry shortly.")
@@ -287,6 +330,22 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
     if timed_out:
         raise UpstreamTimeout("The upstream provider did not answer in time. Please retry.")
     raise UpstreamFailed("No upstream provider could serve this request right now. Please retry.")
+
+
+async def _take_capacity(request: Request, attempt: Attempt, route: ListingRoute) -> Admission:
+    """Take room on a limited listing, skipping the Redis call while it is known to be exhausted."""
+    state = request.app.state
+    exhausted: dict[str, float] = state.exhausted_until
+    now = time.time()
+    if exhausted.get(route.listing_id, 0.0) > now:
+        return Admission(False, limit="exhausted", retry_after=exhausted[route.listing_id] - now)
+    assert attempt.estimate is not None
+    admission: Admission = await state.capacity.take(
+        route.listing_id, route.limits, attempt.estimate(), attempt.request_id
+    )
+    if admission.exhausts_listing and admission.retry_after is not None:
+        exhausted[route.listing_id] = now + admission.retry_after
+    return admission
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
@@ -375,6 +434,10 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
         attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
 
 
+def _listing_id(attempt: Attempt) -> str:
+    return attempt.listing.listing_id if attempt.listing is not None else ""
+
+
 def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
     return {"x-gateway-listing": route.public_id, "x-gateway-attempts": str(attempt.attempts)}
 
@@ -433,6 +496,11 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         state.stats.record_in(
             pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
         )
+    releases = []
+    for ticket in attempt.tickets:
+        served = attempt.outcome in ("ok", "client_disconnected") and ticket.listing_id == _listing_id(attempt)
+        used = attempt.prompt_tokens + attempt.completion_tokens if served else 0
+        releases.append(state.capacity.release_in(pipe, ticket, used))
     view = state.breaker_view
     breaker_updates = [
         (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
@@ -453,6 +521,11 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             state.breaker_view.apply_state(listing_id, await pending.resolve(results))
         except (RedisError, OSError) as exc:
             log.warning("breaker_not_updated", listing_id=listing_id, error=repr(exc))
+    for release in releases:
+        try:
+            await release.resolve(results)  # retries a script Redis forgot (NOSCRIPT) with EVAL
+        except (RedisError, OSError) as exc:
+            log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
 
 
 def hot_paths() -> dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]]:

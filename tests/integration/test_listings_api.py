@@ -238,3 +238,15 @@ async def test_bad_json_is_refused(client: httpx.AsyncClient) -> None:
     headers = await login(client)
     response = await client.post("/api/marketplace/listings", content=b"{nope", headers=headers)
     assert response.status_code == 400
+
+
+async def test_limits_are_stored_as_an_object_and_shown_back(client: httpx.AsyncClient, db: Any) -> None:
+    headers = await login(client)
+    created = await client.post(
+        "/api/marketplace/listings", json=listing(limits={"rpm": 60, "tpm": 1000}), headers=headers
+    )
+    assert created.json()["limits"] == {"rpm": 60, "tpm": 1000}
+    stored = await db.fetchval(
+        "SELECT jsonb_typeof(limits) FROM listings WHERE id = $1", uuid.UUID(created.json()["id"])
+    )
+    assert stored == "object"
