@@ -287,7 +287,6 @@ def _uuid_or_not_found(text: str) -> uuid.UUID:
         raise ListingNotFound("no such listing") from None
 
 
-
 async def rotate_keys(db: asyncpg.Pool, vault: Vault) -> int:
     """Re-encrypt every provider key not sealed with the current master key; returns how many.
 
