@@ -94,7 +94,10 @@ def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey
         if price is None or key is None:
             continue
         model = str(row["model"])
-        limits = Limits.of(row.get("limits") or None)  # type: ignore[arg-type]
+        try:
+            limits = Limits.of(row.get("limits") or None)  # type: ignore[arg-type]
+        except (ValueError, AttributeError):
+            continue  # unreadable limits: never route without the seller's limits applied
         grouped.setdefault(model, []).append(
             Route(
                 str(row["listing_id"]),

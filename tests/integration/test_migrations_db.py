@@ -62,3 +62,22 @@ async def test_two_concurrent_migrations_apply_each_file_once(empty_db: asyncpg.
         await other.close()
     assert sorted(len(r) for r in results)[0] == 0
     assert await empty_db.fetchval("SELECT count(*) FROM schema_migrations") == max(len(r) for r in results)
+
+
+async def test_limits_stored_as_json_strings_become_objects(empty_db: asyncpg.Connection, tmp_path: Path) -> None:
+    from aichat_gateway.migrations.runner import discover
+
+    first = discover()[0]
+    (tmp_path / first.name).write_text(first.sql)
+    await migrate(empty_db, tmp_path)  # a database as the first release left it
+    user = await empty_db.fetchval("INSERT INTO users (email, password_hash) VALUES ('a@b.example', 'x') RETURNING id")
+    await empty_db.execute(
+        """INSERT INTO listings (public_id, seller_id, name, provider, base_url, key_ciphertext, key_last4,
+               key_fingerprint, price_multiplier, limits, attested_at)
+           VALUES ('lst_1', $1, 'n', 'openai', 'https://x.example', 'c', '…abcd', '\\x01', 1,
+                   to_jsonb($2::text), now())""",
+        user,
+        '{"rpm": 60}',
+    )
+    await migrate(empty_db)
+    assert await empty_db.fetchval("SELECT limits->>'rpm' FROM listings") == "60"
