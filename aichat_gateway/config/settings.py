@@ -30,8 +30,8 @@ class Settings(BaseSettings):
 
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/aichat", alias="DATABASE_URL")
     redis_url: str = Field("redis://127.0.0.1:6379/0", alias="REDIS_URL")
-    # Per process. When all are busy a request waits (up to 5 s) for one instead of failing.
-    redis_max_connections: int = Field(200, alias="GATEWAY_REDIS_MAX_CONNECTIONS", ge=2)
+    # Per process: a ceiling, not a reservation (connections open on demand).
+    redis_max_connections: int = Field(2000, alias="GATEWAY_REDIS_MAX_CONNECTIONS", ge=2)
     # Comma-separated: the first key encrypts, every key decrypts (rotation). Never logged.
     secret_key: SecretStr = Field(alias="GATEWAY_SECRET_KEY")
     allow_private_upstreams: bool = Field(False, alias="GATEWAY_ALLOW_PRIVATE_UPSTREAMS")
