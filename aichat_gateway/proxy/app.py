@@ -77,7 +77,9 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
             redis, settings.redis_prefix, settings.breaker_fail_max, settings.breaker_reset_timeout
         )
         state.capacity = Capacity(redis, settings.redis_prefix)
-        state.exhausted_until = {}  # listing id -> when this process may try it again (a cache)
+        # listing id -> when this process may try it again: at a capacity cap, or a provider's
+        # 429 Retry-After. Per process, so each learns it once; entries simply expire.
+        state.exhausted_until = {}
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check

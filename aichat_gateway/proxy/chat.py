@@ -243,6 +243,11 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
         if gate is Verdict.SKIP:  # breaker open
             skipped_broken += 1
             continue
+        resting = state.exhausted_until.get(route.listing_id)
+        if resting is not None and resting > time.time():  # at a cap, or told to wait (429 Retry-After)
+            skipped_full += 1
+            full_retry = min(full_retry or resting - time.time(), resting - time.time())
+            continue
         ticket = None
         if route.limits is not None:
             admission = await _take_capacity(request, attempt, route)
@@ -281,6 +286,8 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             busy_statuses.append(response.status_code)
             if verdict.retry_after is not None:
                 retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
+                # The provider said when to come back: this process leaves the listing alone until then.
+                state.exhausted_until[route.listing_id] = time.time() + verdict.retry_after
         if verdict.outcome is Outcome.KEY_REJECTED:
             await state.listings.mark_invalid(
                 route.listing_id, f"the provider rejected the listing's API key (HTTP {response.status_code})"
@@ -323,9 +330,11 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
         raise Unavailable("Every provider for this model is failing right now. Please retry shortly.")
     attempt.outcome = "upstream_error"
     if busy_statuses and len(busy_statuses) == attempt.attempts:
-        raise Unavailable(
+        # Every provider tried said "busy": no room now, exactly like a seller's cap (429 below).
+        attempt.outcome = "rate_limited"
+        raise RateLimited(
             "Every provider for this model is at capacity right now. Please retry shortly.",
-            headers={"retry-after": str(max(1, round(retry_after)))} if retry_after is not None else None,
+            headers={"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None,
         )
     if timed_out:
         raise UpstreamTimeout("The upstream provider did not answer in time. Please retry.")
@@ -333,12 +342,10 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
 
 
 async def _take_capacity(request: Request, attempt: Attempt, route: ListingRoute) -> Admission:
-    """Take room on a limited listing, skipping the Redis call while it is known to be exhausted."""
+    """Take room on a limited listing; a listing at a cap is remembered as resting until it resets."""
     state = request.app.state
     exhausted: dict[str, float] = state.exhausted_until
     now = time.time()
-    if exhausted.get(route.listing_id, 0.0) > now:
-        return Admission(False, limit="exhausted", retry_after=exhausted[route.listing_id] - now)
     assert attempt.estimate is not None
     admission: Admission = await state.capacity.take(
         route.listing_id, route.limits, attempt.estimate(), attempt.request_id

@@ -194,10 +194,19 @@ async def test_an_upstream_500_on_a_stream_is_a_502_json_error_not_a_stream(http
     assert_openai_error(answer, 502, "upstream_error")
 
 
-async def test_a_provider_at_capacity_is_503_with_its_retry_after(http: httpx.AsyncClient) -> None:
+async def test_a_provider_at_capacity_is_429_with_its_retry_after(http: httpx.AsyncClient, fakes: Fakes) -> None:
     answer = await http.post("/chat/completions", json=chat("busy-model"))
-    assert_openai_error(answer, 503, "service_unavailable")
+    assert_openai_error(answer, 429, "rate_limit_exceeded")
     assert answer.headers["retry-after"] == "7"
+
+
+async def test_a_provider_that_asked_to_wait_is_left_alone_until_then(http: httpx.AsyncClient, fakes: Fakes) -> None:
+    await http.post("/chat/completions", json=chat("busy-model"))
+    before = fakes.busy.stats()["requests"]
+    answer = await http.post("/chat/completions", json=chat("busy-model"))
+    assert_openai_error(answer, 429, "rate_limit_exceeded")
+    assert 1 <= int(answer.headers["retry-after"]) <= 7
+    assert fakes.busy.stats()["requests"] == before
 
 
 async def test_an_upstream_that_refuses_connections_is_502_upstream_error(http: httpx.AsyncClient) -> None:
