@@ -85,10 +85,5 @@ def configure_logging(level: str = "info", json: bool = True, stream: Any = None
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def bind_request(request_id: str, **fields: Any) -> None:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id, **fields)
-
-
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)

@@ -37,10 +37,7 @@ class request_context:  # used like a function in the middleware list
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id = begin_request(scope)
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -49,6 +46,15 @@ class request_context:  # used like a function in the middleware list
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def begin_request(scope: Scope) -> str:
+    """Take the caller's request id (if sane) or make one; keep it on the scope and on every log line."""
+    request_id = incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
+    scope.setdefault("state", {})["request_id"] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id
 
 
 def incoming_request_id(scope: Scope) -> str | None:

@@ -9,18 +9,16 @@ header and log binding, OpenAI-shaped errors, 405 for a wrong method) and lets S
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.config.logging import get_logger
-from aichat_gateway.proxy.edge import error_response, incoming_request_id
+from aichat_gateway.proxy.edge import begin_request, error_response
 from aichat_gateway.proxy.errors import GatewayError, MethodNotAllowed
 
 log = get_logger(__name__)
@@ -39,10 +37,7 @@ class GatewayApp(Starlette):
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        request_id = incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request_id = begin_request(scope)
         method, handler = entry
         try:
             if scope["method"] != method:
