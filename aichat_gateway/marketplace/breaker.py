@@ -48,7 +48,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from aichat_gateway.marketplace.capacity import LuaScript, Pending, as_int, listing_tag, run_one
+from aichat_gateway.marketplace.capacity import listing_tag
+from aichat_gateway.redislua import LuaScript, Pending, as_int, run_one
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 EVENTS = ("allow", "success", "failure", "abandon")
@@ -232,7 +233,7 @@ class Breakers:
         self._prefix = prefix
         self._clock = clock
         self._new_token = new_token
-        self._script = LuaScript(redis, "breaker")
+        self._script = LuaScript(redis, "aichat_gateway.marketplace", "breaker")
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -32,111 +32,22 @@ redis-py's `register_script`, and for NOSCRIPT after a Redis restart).
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from importlib.resources import files
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+
+from aichat_gateway.redislua import LuaScript, Pending, as_int, run_one
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
 GRACE_MS = 60_000  # counters outlive their window a little, so gateway clock skew never loses one
 TOKEN_COUNTERS = ("tpm", "daily_tokens", "monthly_tokens")
 COUNTERS = ("rpm", *TOKEN_COUNTERS)
-T = TypeVar("T")
-U = TypeVar("U")
-
-
-# ---- Lua on anyone's pipeline ------------------------------------------------------------------
-
-
-class Pending(Generic[T]):
-    """Something queued on the caller's pipeline; `resolve` turns that pipeline's results into T.
-
-    Execute the pipeline with `raise_on_error=False` (otherwise one NOSCRIPT hides every other
-    command's result, e.g. a buyer hold that did succeed) and resolve every Pending you queued:
-    that is where NOSCRIPT is retried and any other error is raised.
-    """
-
-    __slots__ = ("_resolve",)
-
-    def __init__(self, resolve: Callable[[Sequence[Any]], Awaitable[T]]) -> None:
-        self._resolve = resolve
-
-    async def resolve(self, results: Sequence[Any]) -> T:
-        return await self._resolve(results)
-
-    def map(self, convert: Callable[[T], U]) -> Pending[U]:
-        async def resolve(results: Sequence[Any]) -> U:
-            return convert(await self._resolve(results))
-
-        return Pending(resolve)
-
-    @classmethod
-    def ready(cls, value: T) -> Pending[T]:
-        """Decided without Redis: nothing was queued."""
-
-        async def resolve(_results: Sequence[Any]) -> T:
-            return value
-
-        return cls(resolve)
-
-
-class LuaScript:
-    """A packaged Lua script (lua/<name>.lua) queued as a bare EVALSHA on any pipeline.
-
-    Not redis-py's `register_script`: on a pipeline that makes every `execute()` send SCRIPT EXISTS
-    first, one more round trip per request. A bare EVALSHA after a Redis restart (empty script
-    cache) fails with NOSCRIPT *without running*, so it is safe to run it again with EVAL, which
-    also caches it on the node that owns the keys (no keyless SCRIPT LOAD, which Redis Cluster
-    would send to some other node): one extra round trip per script per restart.
-    """
-
-    def __init__(self, redis: Redis, name: str) -> None:
-        self.redis = redis
-        self.source = files("aichat_gateway.marketplace").joinpath("lua", f"{name}.lua").read_text("utf-8")
-        self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-    def queue(
-        self, pipe: Pipeline, keys: Sequence[str], args: Sequence[str | int], parse: Callable[[Any], T]
-    ) -> Pending[T]:
-        index = len(pipe)
-        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-
-        async def resolve(results: Sequence[Any]) -> T:
-            raw = results[index]
-            if isinstance(raw, NoScriptError):
-                raw = await self.run_uncached(keys, args)
-            elif isinstance(raw, BaseException):
-                raise raw
-            return parse(raw)
-
-        return Pending(resolve)
-
-    async def run_uncached(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        return await self.redis.eval(self.source, len(keys), *keys, *args)
-
-
-async def run_one(redis: Redis, queue: Callable[[Pipeline], Pending[T]]) -> T:
-    """Queue on a pipeline of its own and resolve: the call path outside the hot path."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pending = queue(pipe)
-        results = await pipe.execute(raise_on_error=False)
-    return await pending.resolve(results)
-
-
-def as_int(value: Any) -> int:
-    """A Redis reply (int, bytes or str; a zset score may look like "1.7e+12") as an int."""
-    if isinstance(value, int):
-        return value
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    return int(text) if text.lstrip("-").isdigit() else int(float(text))
 
 
 def _is_one(raw: Any) -> bool:
@@ -418,9 +329,9 @@ class Capacity:
         self._prefix = prefix
         self._clock = clock
         self._lease_ms = int(lease * 1000)
-        self._take = LuaScript(redis, "capacity_take")
-        self._release = LuaScript(redis, "capacity_release")
-        self._renew = LuaScript(redis, "capacity_renew")
+        self._take = LuaScript(redis, "aichat_gateway.marketplace", "capacity_take")
+        self._release = LuaScript(redis, "aichat_gateway.marketplace", "capacity_release")
+        self._renew = LuaScript(redis, "aichat_gateway.marketplace", "capacity_renew")
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
