@@ -35,6 +35,11 @@ class UsageEvent:
     attempts: int
     stream: bool
     ts_ms: int
+    # Money (micro-USD). The seller is named so settlement can credit them without asking the
+    # marketplace who served; the hold is kept beside the cost so the audit can check cost <= held.
+    seller_id: str = ""  # "" when no listing was reached
+    cost_micro: int = 0
+    held_micro: int = 0
 
     def fields(self) -> dict[str, str]:
         # Not dataclasses.asdict: it deep-copies and shows up in hot-path profiles.

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aichat_gateway.accounts import errors as acc
+from aichat_gateway.billing import errors as bil
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.marketplace import errors as mkt
 from aichat_gateway.proxy import errors as gw
@@ -97,6 +98,17 @@ _MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.ListingNotFound: (404, "invalid_request_error"),
     mkt.NotAuthenticated: (401, "authentication_error"),
 }
+_BILLING: dict[type[bil.BillingError], tuple[int, str]] = {
+    bil.InvalidBillingInput: (400, "invalid_request_error"),
+    bil.InsufficientFunds: (402, "insufficient_quota"),
+    bil.NotAuthenticated: (401, "authentication_error"),
+    bil.NotPermitted: (403, "permission_error"),
+    bil.BillingNotFound: (404, "invalid_request_error"),
+    bil.Conflict: (409, "invalid_request_error"),
+    bil.WebhookRejected: (400, "invalid_request_error"),
+    bil.PaymentsUnavailable: (503, "api_error"),
+    bil.LedgerError: (500, "server_error"),
+}
 
 
 def _status_for(table: Mapping[type[Any], tuple[int, str]], exc: Exception) -> tuple[int, str]:
@@ -121,6 +133,12 @@ async def _accounts_error(request: Request, exc: Exception) -> Response:
 async def _marketplace_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, mkt.MarketplaceError)
     status, type_ = _status_for(_MARKETPLACE, exc)
+    return error_response(status, exc.message, type_, exc.code, exc.param)
+
+
+async def _billing_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, bil.BillingError)
+    status, type_ = _status_for(_BILLING, exc)
     return error_response(status, exc.message, type_, exc.code, exc.param)
 
 
@@ -157,6 +175,7 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
         gw.GatewayError: _gateway_error,
         acc.AccountsError: _accounts_error,
         mkt.MarketplaceError: _marketplace_error,
+        bil.BillingError: _billing_error,
         HTTPException: _http_exception,
         Exception: _unexpected,
     }
