@@ -38,6 +38,7 @@ from aichat_gateway.proxy.edge import exception_handlers, request_context
 from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
+from aichat_gateway.proxy.routing import SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         # listing id -> when this process may try it again: at a capacity cap, or a provider's
         # 429 Retry-After. Per process, so each learns it once; entries simply expire.
         state.exhausted_until = {}
+        state.speed = SpeedBoard()
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import math
 import time
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +28,13 @@ from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
 from aichat_gateway.marketplace.breaker import Verdict
 from aichat_gateway.marketplace.capacity import Admission, Ticket
-from aichat_gateway.marketplace.router import order_routes
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
-from aichat_gateway.proxy import inbound
+from aichat_gateway.proxy import inbound, routing
 from aichat_gateway.proxy.adapters import Adapter, AdapterError, UpstreamRequest, adapter_for
 from aichat_gateway.proxy.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidRequest,
-    ModelNotFound,
     RateLimited,
     Unavailable,
     UpstreamFailed,
@@ -99,7 +96,7 @@ async def chat_completions(request: Request) -> Response:
         chat = inbound.parse_chat_request(body, state.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
         attempt.estimate = functools.cache(lambda: _worst_case_tokens(request, body, chat.model, chat.max_tokens))
-        routes = _routes_for(request, chat.model, attempt.request_id)
+        routes = _routes_for(request, attempt, body, chat.max_tokens)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             key = route.api_key.reveal()
@@ -135,7 +132,7 @@ async def embeddings(request: Request) -> Response:
         body = await inbound.read_json_body(request, state.settings.max_body_bytes)
         attempt.model = inbound.parse_embeddings_request(body)
         attempt.estimate = functools.cache(lambda: int(state.tokens.count_prompt(body)))
-        routes = _routes_for(request, attempt.model, attempt.request_id)
+        routes = _routes_for(request, attempt, body, 1)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             return adapter.embeddings_request(body, route.upstream_model, route.base_url, route.api_key.reveal())
@@ -153,6 +150,8 @@ async def _accounted(request: Request, route: str) -> AsyncIterator[Attempt]:
         yield attempt
     except GatewayError as exc:
         attempt.status, attempt.outcome = exc.status, exc.code or "error"
+        if attempt.attempts:  # how many providers were tried before giving up
+            exc.headers = {**(exc.headers or {}), "x-gateway-attempts": str(attempt.attempts)}
         raise
     finally:
         if not attempt.handed_off:
@@ -193,11 +192,15 @@ def _worst_case_tokens(request: Request, body: dict[str, Any], model: str, max_t
     return int(state.tokens.count_prompt(body)) + max_tokens
 
 
-def _routes_for(request: Request, model: str, request_id: str) -> list[ListingRoute]:
-    tables = request.app.state.listings.index.tables_for(model)  # routes and their cache: one snapshot
-    if not tables.routes:
-        raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.", param="model")
-    return order_routes(tables.routes, zlib.crc32(request_id.encode()), tables)
+def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_tokens: int | None) -> list[ListingRoute]:
+    return routing.routes_for(
+        request.app.state,
+        attempt.model,
+        attempt.request_id,
+        body_size=request.state.body_size,
+        max_tokens=max_tokens,
+        preferences=routing.request_preferences(body),
+    )
 
 
 async def _open_watched(
@@ -500,6 +503,8 @@ async def _finish(request: Request, attempt: Attempt) -> None:
     pipe = state.redis.pipeline(transaction=False)
     state.meter.record_in(pipe, event)
     if attempt.listing is not None:
+        if attempt.outcome == "ok" and event.ttft_ms >= 0:
+            state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
         state.stats.record_in(
             pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
         )
