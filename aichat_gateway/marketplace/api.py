@@ -21,6 +21,7 @@ from aichat_gateway.marketplace.changes import parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated
 from aichat_gateway.marketplace.offers import list_offers
 from aichat_gateway.marketplace.pricing import usd
+from aichat_gateway.marketplace.resting import shown_status
 from aichat_gateway.marketplace.urls import validate_upstream_url
 
 _MAX_BODY = 64 * 1024
@@ -71,7 +72,7 @@ async def create_listing(request: Request) -> Response:
 async def list_listings(request: Request) -> Response:
     seller_id, is_admin = _seller(request)
     rows = await listings.list_listings(request.app.state.db, None if is_admin else seller_id)
-    return JSONResponse({"data": [listing_json(r) for r in rows]})
+    return JSONResponse({"data": await _with_rests(request, rows)})
 
 
 async def get_listing(request: Request) -> Response:
@@ -79,7 +80,21 @@ async def get_listing(request: Request) -> Response:
     row = await listings.get_listing(
         request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
     )
-    return JSONResponse(listing_json(row))
+    [shown] = await _with_rests(request, [row])
+    return JSONResponse(shown)
+
+
+async def _with_rests(request: Request, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Listings as JSON, an active one shown `exhausted` or `cooling` while it rests."""
+    state = request.app.state
+    shown = [listing_json(r) for r in rows]
+    rests = await state.rests.current([item["id"] for item in shown])
+    now = state.clock()
+    for item in shown:
+        override = shown_status(item["status"], rests.get(item["id"]), now)
+        if override is not None:
+            item["status"], item["status_reason"] = override
+    return shown
 
 
 async def update_listing(request: Request) -> Response:

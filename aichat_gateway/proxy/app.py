@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -29,6 +30,7 @@ from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.capacity import Capacity
+from aichat_gateway.marketplace.resting import Rests
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
@@ -54,7 +56,8 @@ async def create_db_pool(settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10, init=_init_connection)
 
 
-def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
+def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callable[[], float] = time.time) -> Starlette:
+    """`clock` (wall time, seconds) drives every window and deadline: tests pass a fake one."""
     catalog = load_catalog()
     vault = Vault(settings.secret_keys)
 
@@ -77,11 +80,12 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
         state.breakers = Breakers(
             redis, settings.redis_prefix, settings.breaker_fail_max, settings.breaker_reset_timeout
         )
-        state.capacity = Capacity(redis, settings.redis_prefix)
+        state.capacity = Capacity(redis, settings.redis_prefix, clock)
         # listing id -> when this process may try it again: at a capacity cap, or a provider's
         # 429 Retry-After. Per process, so each learns it once; entries simply expire.
         state.exhausted_until = {}
         state.speed = SpeedBoard()
+        state.rests = Rests(redis, settings.redis_prefix, clock)
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
@@ -129,6 +133,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True) -> Starlette:
     # One state object for both apps: handlers under /api see the same pools and caches.
     api.state = app.state
     app.state.settings = settings
+    app.state.clock = clock
     app.state.catalog = catalog
     app.state.vault = vault
     app.state.metrics = Metrics()

@@ -28,6 +28,7 @@ from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
 from aichat_gateway.marketplace.breaker import Verdict
 from aichat_gateway.marketplace.capacity import Admission, Ticket
+from aichat_gateway.marketplace.resting import COOLING, EXHAUSTED, cooling_reason, exhausted_reason
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import inbound, routing
 from aichat_gateway.proxy.adapters import Adapter, AdapterError, UpstreamRequest, adapter_for
@@ -247,9 +248,10 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             skipped_broken += 1
             continue
         resting = state.exhausted_until.get(route.listing_id)
-        if resting is not None and resting > time.time():  # at a cap, or told to wait (429 Retry-After)
+        now = state.clock()
+        if resting is not None and resting > now:  # at a cap, or told to wait (429 Retry-After)
             skipped_full += 1
-            full_retry = min(full_retry or resting - time.time(), resting - time.time())
+            full_retry = min(full_retry or resting - now, resting - now)
             continue
         ticket = None
         if route.limits is not None:
@@ -290,7 +292,9 @@ async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], 
             if verdict.retry_after is not None:
                 retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
                 # The provider said when to come back: this process leaves the listing alone until then.
-                state.exhausted_until[route.listing_id] = time.time() + verdict.retry_after
+                until = state.clock() + verdict.retry_after
+                state.exhausted_until[route.listing_id] = until
+                await state.rests.begin(route.listing_id, COOLING, until, cooling_reason(verdict.retry_after, until))
         if verdict.outcome is Outcome.KEY_REJECTED:
             await state.listings.mark_invalid(
                 route.listing_id, f"the provider rejected the listing's API key (HTTP {response.status_code})"
@@ -348,13 +352,15 @@ async def _take_capacity(request: Request, attempt: Attempt, route: ListingRoute
     """Take room on a limited listing; a listing at a cap is remembered as resting until it resets."""
     state = request.app.state
     exhausted: dict[str, float] = state.exhausted_until
-    now = time.time()
+    now = state.clock()
     assert attempt.estimate is not None
     admission: Admission = await state.capacity.take(
         route.listing_id, route.limits, attempt.estimate(), attempt.request_id
     )
     if admission.exhausts_listing and admission.retry_after is not None:
-        exhausted[route.listing_id] = now + admission.retry_after
+        until = now + admission.retry_after
+        exhausted[route.listing_id] = until
+        await state.rests.begin(route.listing_id, EXHAUSTED, until, exhausted_reason(admission.limit or "a", until))
     return admission
 
 
@@ -498,7 +504,7 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         status=attempt.status,
         attempts=attempt.attempts,
         stream=attempt.stream,
-        ts_ms=int(time.time() * 1000),
+        ts_ms=int(state.clock() * 1000),
     )
     pipe = state.redis.pipeline(transaction=False)
     state.meter.record_in(pipe, event)
@@ -506,7 +512,7 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         if attempt.outcome == "ok" and event.ttft_ms >= 0:
             state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
         state.stats.record_in(
-            pipe, attempt.listing.listing_id, time.time(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
+            pipe, attempt.listing.listing_id, state.clock(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
         )
     releases = []
     for ticket in attempt.tickets:

@@ -92,7 +92,7 @@ def routes_for(
     open_breakers = frozenset(lid for lid, verdict in unroutable.items() if verdict is Verdict.SKIP)
     ctx = RoutingContext(
         candidates=tables.routes,
-        now=time.time(),
+        now=state.clock(),
         seed=zlib.crc32(request_id.encode()),
         prompt_tokens_estimate=max(1, body_size // _BYTES_PER_TOKEN),
         max_tokens=max_tokens,
