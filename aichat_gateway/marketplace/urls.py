@@ -14,6 +14,9 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
 from aichat_gateway.marketplace.errors import UnsafeUpstream
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -43,6 +46,15 @@ def check_url_shape(url: str, allow_private: bool) -> tuple[str, str, int]:
     return normalised, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def is_public(text: str) -> bool:
+    """A public unicast address (IPv4-mapped IPv6 judged by its IPv4 address)."""
+    address = ipaddress.ip_address(text.split("%", 1)[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return address.is_global and not address.is_multicast
+
+
 def check_addresses(host: str, addresses: Iterable[str], allow_private: bool) -> None:
     """Refuse unless every address is a public unicast address."""
     found = list(addresses)
@@ -50,16 +62,37 @@ def check_addresses(host: str, addresses: Iterable[str], allow_private: bool) ->
         raise UnsafeUpstream(f"{host} does not resolve", param="base_url")
     if allow_private:
         return
-    for text in found:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if mapped is not None:
-            address = mapped
-        if not address.is_global or address.is_multicast:
-            raise UnsafeUpstream(
-                f"{host} resolves to a non-public address; upstreams must be on the public internet",
-                param="base_url",
-            )
+    if not all(is_public(text) for text in found):
+        raise UnsafeUpstream(
+            f"{host} resolves to a non-public address; upstreams must be on the public internet",
+            param="base_url",
+        )
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver for upstream connections, refusing any name that resolves to a
+    non-public address *when connecting*.
+
+    Listing-time validation alone is not enough: a seller's DNS can answer a public address while
+    the listing is checked and 169.254.169.254 a minute later (DNS rebinding). Checking the
+    addresses aiohttp is about to connect to closes that gap; the refusal is an OSError, which the
+    hot path treats like any connect error (fail over, breaker failure). Literal IPs in URLs never
+    reach a resolver; listing validation already refused private ones.
+    """
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not results or not all(is_public(result["host"]) for result in results):
+            raise OSError(f"refusing to connect: {host} resolves to a non-public address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

@@ -18,6 +18,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.marketplace.urls import PublicOnlyResolver
 
 
 class UpstreamClient:
@@ -58,7 +59,10 @@ def create_upstream_client(settings: Settings) -> UpstreamClient:
 
         def session() -> aiohttp.ClientSession:
             connector = aiohttp.TCPConnector(
-                limit=settings.upstream_max_connections, keepalive_timeout=30.0, ttl_dns_cache=60
+                limit=settings.upstream_max_connections,
+                keepalive_timeout=30.0,
+                ttl_dns_cache=60,
+                resolver=None if settings.allow_private_upstreams else PublicOnlyResolver(),
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
 

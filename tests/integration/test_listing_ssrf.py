@@ -1,0 +1,142 @@
+"""SSRF: a listing can only point at the public internet, checked when listed and when connecting.
+
+The app runs in production mode here (GATEWAY_ALLOW_PRIVATE_UPSTREAMS off), in this process.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from conftest import Fakes
+from starlette.applications import Starlette
+
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.marketplace.errors import UpstreamRefused
+from aichat_gateway.proxy.app import create_app
+from aichat_gateway.proxy.keycheck import check_provider_key
+from aichat_gateway.proxy.upstream import UpstreamClient, create_upstream_client, is_timeout
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+PASSWORD = "ssrf-test-password"
+UNSAFE = [
+    "http://api.openai.com/v1",  # plain http
+    "https://127.0.0.1/v1",  # loopback
+    "https://10.0.0.5/v1",  # private ranges
+    "https://172.16.0.1/v1",
+    "https://192.168.1.1/v1",
+    "https://100.64.0.1/v1",  # carrier-grade NAT
+    "https://0.0.0.0/v1",
+    "https://169.254.169.254/latest/meta-data",  # the cloud metadata address (link-local)
+    "https://[::1]/v1",  # IPv6 loopback
+    "https://[fd00::1]/v1",  # IPv6 unique-local
+    "https://[fe80::1]/v1",  # IPv6 link-local
+    "https://[::ffff:10.0.0.1]/v1",  # IPv4-mapped private
+    "https://localhost/v1",  # a name that resolves to a private address
+]
+
+
+@pytest.fixture
+async def production_app(settings: Settings) -> AsyncIterator[Starlette]:
+    app = create_app(settings.model_copy(update={"allow_private_upstreams": False}), configure_logs=False)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(production_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=production_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+        yield c
+
+
+async def seller(client: httpx.AsyncClient) -> dict[str, str]:
+    email = f"ssrf-{uuid.uuid4().hex[:10]}@example.com"
+    assert (await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})).status_code == 201
+    token = (await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})).json()
+    return {"authorization": f"Bearer {token['access_token']}"}
+
+
+def listing(base_url: str) -> dict[str, Any]:
+    return {
+        "name": "ssrf",
+        "provider": "openai",
+        "base_url": base_url,
+        "api_key": "sk-provider-" + secrets.token_hex(12),
+        "models": [{"model": "gpt-4o-mini"}],
+        "pricing": {"multiplier": "1"},
+        "attest_resale": True,
+    }
+
+
+@pytest.mark.parametrize("url", UNSAFE)
+async def test_an_unsafe_base_url_is_refused_at_listing_time_and_nothing_is_stored(
+    client: httpx.AsyncClient, db: Any, url: str
+) -> None:
+    headers = await seller(client)
+    answer = await client.post("/api/marketplace/listings", json=listing(url), headers=headers)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == ("unsafe_upstream", "base_url")
+    assert await db.fetchval("SELECT count(*) FROM listings WHERE base_url = $1", url.rstrip("/")) == 0
+
+
+async def test_an_unsafe_base_url_is_refused_when_a_listing_is_changed(
+    client: httpx.AsyncClient, production_app: Starlette
+) -> None:
+    async def accept(provider: str, base_url: str, api_key: str) -> None:
+        return None  # no internet here: the public address below is never called
+
+    production_app.state.key_checker = accept
+    headers = await seller(client)
+    created = await client.post("/api/marketplace/listings", json=listing("https://93.184.216.34/v1"), headers=headers)
+    assert created.status_code == 201, created.text
+    listing_id = created.json()["id"]
+    answer = await client.patch(
+        f"/api/marketplace/listings/{listing_id}", json={"base_url": "https://169.254.169.254/v1"}, headers=headers
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "unsafe_upstream"
+
+
+async def test_a_name_that_turns_private_after_listing_is_refused_when_connecting(
+    settings: Settings, fakes: Fakes
+) -> None:
+    """DNS rebinding: the hot path's resolver checks the addresses it is about to connect to."""
+    port = fakes.main.base_url.split(":")[2].split("/")[0]
+    client = create_upstream_client(settings.model_copy(update={"allow_private_upstreams": False}))
+    try:
+        with pytest.raises(httpx.TransportError) as caught:
+            await client.send("GET", f"http://localhost:{port}/v1/models", b"", [])
+        assert not is_timeout(caught.value)  # a refusal: the hot path fails over at once
+        assert "non-public" in str(caught.value.__cause__.__cause__ or caught.value)
+    finally:
+        await client.aclose()
+
+
+async def test_development_mode_still_connects_to_loopback_names(settings: Settings, fakes: Fakes) -> None:
+    port = fakes.main.base_url.split(":")[2].split("/")[0]
+    client = create_upstream_client(settings)  # GATEWAY_ALLOW_PRIVATE_UPSTREAMS=1 in tests
+    try:
+        answer = await client.send("GET", f"http://localhost:{port}/v1/models", b"", [])
+        await answer.aread()
+        assert answer.status_code in (200, 401)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_provider_that_redirects_is_refused_at_listing_time(status: int) -> None:
+    client = UpstreamClient(httpx.AsyncHTTPTransport(), {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0})
+    with respx.mock:
+        respx.get("https://api.example.com/v1/models").mock(
+            return_value=httpx.Response(status, headers={"location": "http://169.254.169.254/latest"})
+        )
+        with pytest.raises(UpstreamRefused) as caught:
+            await check_provider_key(client, "openai", "https://api.example.com/v1", "sk-test")
+    assert caught.value.param == "base_url" and "redirect" in caught.value.message
