@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from uuid import UUID
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from aichat_gateway.billing.amounts import parse_usd, usd
 from aichat_gateway.billing.errors import LedgerError
@@ -31,6 +32,7 @@ from aichat_gateway.billing.errors import LedgerError
 __all__ = [
     "TRANSFER_KINDS",
     "AccountKind",
+    "Conn",
     "account_id",
     "balance_micro",
     "check_legs",
@@ -40,6 +42,10 @@ __all__ = [
     "split_charge",
     "usd",
 ]
+
+
+# A plain connection or one acquired from a pool: both work wherever a connection is taken.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 class AccountKind(StrEnum):
@@ -132,7 +138,7 @@ def _key(kind: AccountKind, owner: UUID | None) -> tuple[Any, ...]:
 # --- I/O ------------------------------------------------------------------------------------
 
 
-async def account_id(conn: asyncpg.Connection, kind: AccountKind, owner_id: UUID | str | None = None) -> int:
+async def account_id(conn: Conn, kind: AccountKind, owner_id: UUID | str | None = None) -> int:
     """The id of the (kind, owner) account, created on first use.
 
     Never locks an existing account row: a caller may run this inside its transaction before
@@ -156,7 +162,7 @@ async def account_id(conn: asyncpg.Connection, kind: AccountKind, owner_id: UUID
     return raced
 
 
-async def lock_accounts(conn: asyncpg.Connection, account_ids: Iterable[int]) -> dict[int, int]:
+async def lock_accounts(conn: Conn, account_ids: Iterable[int]) -> dict[int, int]:
     """Lock accounts in ascending id order (FOR UPDATE) and return their balances.
 
     One fixed order for every transaction is what keeps concurrent transfers from deadlocking.
@@ -200,7 +206,7 @@ SELECT id FROM t
 
 
 async def post(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     idempotency_key: str,
     kind: str,
@@ -241,7 +247,7 @@ async def post(
     return transfer
 
 
-async def balance_micro(conn: asyncpg.Connection, kind: AccountKind, owner_id: UUID | str | None = None) -> int:
+async def balance_micro(conn: Conn, kind: AccountKind, owner_id: UUID | str | None = None) -> int:
     """The stored balance of the (kind, owner) account; 0 if it was never created."""
     kind = AccountKind(kind)
     owner = _owner(kind, owner_id)

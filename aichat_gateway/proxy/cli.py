@@ -1,4 +1,4 @@
-"""The `aichat-gateway` command line: migrate, serve, create-admin, demo, fake-upstream.
+"""The `aichat-gateway` command line: migrate, audit, serve, create-admin, demo, fake-upstream.
 
 Every command reads settings once from the environment (see the README's table) and fails with a
 one-line message, not a traceback, when they are invalid.
@@ -48,6 +48,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"aichat-gateway migrate: {exc}", file=sys.stderr)
         return 1
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+async def _audit(settings: Settings) -> tuple[list[str], int, int]:
+    from aichat_gateway.billing.audit import audit, ledger_size
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        # One snapshot for the checks and the counts printed beside them.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            breaches = await audit(conn)
+            accounts, transfers = await ledger_size(conn)
+    finally:
+        await conn.close()
+    return [str(b) for b in breaches], accounts, transfers
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        breaches, accounts, transfers = asyncio.run(_audit(_settings()))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"aichat-gateway audit: {exc}", file=sys.stderr)
+        return 2
+    for line in breaches:
+        print(line)
+    if breaches:
+        return 1
+    print(f"ledger ok: {accounts} accounts, {transfers} transfers")
     return 0
 
 
@@ -149,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("audit", help="check the ledger's money invariants (exit 1 on any breach)").set_defaults(
+        func=cmd_audit
+    )
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--host")
