@@ -1,53 +1,29 @@
-"""Micro-USD integers at the API's edge: the decimal strings the REST API shows and accepts.
+"""Micro-USD integers at the billing API's edge: thin wrappers over config/money.py.
 
-Inside, money is an integer count of micro-USD (1 USD = 1_000_000). Outside, it is a decimal
-string in USD with at most six places ("12.345678"). These two functions are the only crossing.
-billing keeps its own copy (marketplace/pricing.py has one for prices) because billing must not
-import marketplace.
+They keep billing's names and raise billing's InvalidBillingInput (naming the field), so the edge
+answers 400 with `param`; the rules themselves live once, in config/money.py.
 """
 
 from __future__ import annotations
 
-import re
-
 from aichat_gateway.billing.errors import InvalidBillingInput
+from aichat_gateway.config import money
 
-MICRO = 1_000_000
-# Postgres bigint: anything larger could not be stored, so it is refused at the edge.
-MAX_MICRO = 2**63 - 1
-
-# Plain decimal notation only: no exponent ("1e3"), no sign but "-", no spaces, no "inf"/"nan",
-# no bare ".5" — what a person or a JSON client writes for an amount of money.
-_DECIMAL = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?")
+MICRO = money.MICRO
+MAX_MICRO = money.MAX_MICRO
 
 
 def usd(micro: int) -> str:
     """Integer micro-USD → the API's decimal string: always six places ("12.345678", "-0.000001")."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}{whole}.{frac:06d}"
+    return money.usd(micro)
 
 
 def parse_usd(text: object, param: str = "amount_usd") -> int:
-    """A decimal USD string → integer micro-USD, exactly; refuses what is not an exact amount.
+    """A decimal USD string → integer micro-USD, exactly (config.money's rules); refusals name `param`.
 
-    Refused (InvalidBillingInput naming `param`): anything but a string (a JSON number would have
-    gone through a float), non-numbers, NaN/infinity, exponents, more than six decimal places, and
-    amounts outside bigint. Sign checks (positive, not zero) are the caller's: a top-up and an
-    adjustment want different ones.
+    Sign checks (positive, not zero) are the caller's: a top-up and an adjustment want different ones.
     """
-    if not isinstance(text, str):
-        raise InvalidBillingInput(f'{param} must be a decimal string such as "12.50"', param=param)
-    match = _DECIMAL.fullmatch(text)
-    if match is None:
-        raise InvalidBillingInput(f"{param} is not a decimal number of USD", param=param)
-    whole, frac = match.group(1), match.group(2) or ""
-    if len(frac) > 6:
-        raise InvalidBillingInput(f"{param} has more than 6 decimal places", param=param)
-    # Length guard before int(): a megabyte of digits should cost nothing to refuse.
-    if len(whole.lstrip("0")) > 13:
-        raise InvalidBillingInput(f"{param} is out of range", param=param)
-    magnitude = int(whole) * MICRO + int(frac.ljust(6, "0"))
-    if magnitude > MAX_MICRO:
-        raise InvalidBillingInput(f"{param} is out of range", param=param)
-    return -magnitude if text.startswith("-") else magnitude
+    try:
+        return money.parse_usd_micro(text, name=param)
+    except ValueError as exc:
+        raise InvalidBillingInput(str(exc), param=param) from None

@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-MICRO = 1_000_000
+# `usd` (micro-USD → the API's decimal string) is config.money's, re-exported for marketplace callers;
+# `parse_usd` below stays here: prices have their own rules (not negative, at most 10,000 per million).
+from aichat_gateway.config.money import MICRO
+from aichat_gateway.config.money import usd as usd
+
 MAX_USD_PER_MILLION = Decimal(10_000)
 
 
@@ -86,10 +90,3 @@ def quote(price: Price, prompt_tokens: int, max_tokens: int) -> Quote:
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise PriceError(f"{name} must be a non-negative integer")
     return Quote(cost_micro(price, prompt_tokens, 0), cost_micro(price, prompt_tokens, max_tokens))
-
-
-def usd(micro: int) -> str:
-    """Integer micro-USD → the API's decimal string ("12.345678")."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    return f"{sign}{whole}.{frac:06d}"
