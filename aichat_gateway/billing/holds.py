@@ -106,7 +106,7 @@ class HotBalances:
         self._reconcile = LuaScript(redis, _PACKAGE, "hold_reconcile")
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return round(self._clock() * 1000)  # not int(): 1717200000.001 s must not truncate to ...000 ms
 
     # ---- the hot path: queued on the caller's pipeline ------------------------------------------
 

@@ -22,7 +22,12 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 for _, rid in ipairs(expired) do
   local record = redis.call('HGET', KEYS[3], rid)
   if record then
-    held0 = held0 - tonumber(string.match(record, '^(%d+):'))
+    local amount, key = string.match(record, '^(%d+):(.*)$')
+    amount = tonumber(amount)
+    held0 = held0 - amount
+    if redis.call('HINCRBY', KEYS[4], key, s(-amount)) <= 0 then
+      redis.call('HDEL', KEYS[4], key)
+    end
     redis.call('HDEL', KEYS[3], rid)
   end
 end
