@@ -16,9 +16,13 @@ Postgres, `applied` moves it from one to the other, so `bal` keeps meaning "Post
 Per-request records make every step idempotent and repairable: open holds (amount, key, deadline)
 and unsettled charges are remembered by request id, so a repeated hold reserves once, a repeated
 settle charges once, a re-delivered `applied` moves nothing twice, and `reconcile` can recompute
-`uns` and `held` from them. All keys of one buyer share one hash slot, `{<prefix>:b:<buyer id>}:...`,
-and every script touches only its declared KEYS, so the scripts run unchanged on Redis Cluster.
-Redis must not evict these keys (maxmemory-policy noeviction): they carry no TTL on purpose.
+`uns` and `held` from them. Request ids must be unique per request (the settlement worker is
+idempotent on them too): a hold under the id of a request already resolved is a new hold, and its
+charge adds to the first one's record.
+
+All keys of one buyer share one hash slot, `{<prefix>:b:<buyer id>}:...`, and every script touches
+only its declared KEYS, so the scripts run unchanged on Redis Cluster. Redis must not evict these
+keys (maxmemory-policy noeviction): they carry no TTL on purpose.
 
 Crashed processes never settle. Each hold has a deadline (now + ttl, renewable for long streams);
 `hold_in` drops the buyer's expired holds before deciding, and `sweep` does it for buyers who send
@@ -31,8 +35,8 @@ Per-key spend caps count, within the UTC day and month, what the key's requests 
 
 A lost view (new buyer, or Redis lost its data) answers COLD: the caller reads the Postgres
 balance, calls `load` and retries. Races the reconciler repairs: a credit committed between that
-read and `load` is missed (the buyer sees less, never more); a view rebuilt by `load` while
-charges were unsettled does not know them.
+read and `load` is missed (the buyer sees less, never more); after Redis lost its data, charges
+that were unsettled then are unknown here until Postgres commits them (and `reconcile` runs).
 
 Clocks: `now` comes from the injected clock and is passed to Lua, so tests never sleep. The hot
 path has two Redis round trips (hold, settle): `hold_in`, `settle_in`, `void_in` and `renew_in`

@@ -355,6 +355,31 @@ async def test_reconcile_rebuilds_the_per_key_hold_sums_that_key_caps_use(hot: H
     assert (await hold(hot, buyer, "r2", 300, key="k1", caps=caps)).ok
 
 
+async def test_reconcile_drops_debris_deadlines_and_hold_records_that_lost_their_other_half(
+    hot: HotBalances, redis_a: Redis
+) -> None:
+    buyer = await loaded(hot, 1000)
+    await hold(hot, buyer, "real", 100)
+    k = buyer_keys(hot._prefix, buyer, spend_windows(0))
+    await redis_a.zadd(k.deadlines, {"no-record": (START + TTL) * 1000})
+    await redis_a.hset(k.holds, "no-deadline", "400:key-1")
+    repair = await hot.reconcile(buyer, 1000)
+    assert repair is None  # the stored figures were right all along
+    assert await redis_a.zrange(k.deadlines, 0, -1) == [b"real"]
+    assert await raw_hash(redis_a, k.holds) == {"real": "100:key-1"}
+
+
+async def test_a_view_lost_on_its_own_is_rebuilt_from_the_records_by_load(hot: HotBalances, redis_a: Redis) -> None:
+    buyer = await loaded(hot, 1000)
+    await hold(hot, buyer, "open", 300)
+    await hold(hot, buyer, "done", 200)
+    await redis_a.delete(buyer_keys(hot._prefix, buyer, spend_windows(0)).view)
+    assert await hot.settle(buyer_id=buyer, request_id="done", cost_micro=150) == 150  # records only
+    assert (await hold(hot, buyer, "next", 1)).status is HoldStatus.COLD
+    await hot.load(buyer, 900)
+    assert await hot.view(buyer) == HotView(900, 150, 300)
+
+
 # ---- key caps ----------------------------------------------------------------------------------
 
 
