@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
     stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
     stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
+    # How far a webhook's signed timestamp may be from now (either way) before it is refused.
+    stripe_webhook_tolerance: float = Field(300.0, alias="STRIPE_WEBHOOK_TOLERANCE", gt=0)
+    # Bounds of one top-up, in USD (whole cents).
+    topup_min_usd: Decimal = Field(Decimal("5"), alias="GATEWAY_TOPUP_MIN_USD", gt=0)
+    topup_max_usd: Decimal = Field(Decimal("10000"), alias="GATEWAY_TOPUP_MAX_USD", gt=0)
 
     # Every Redis key starts with this, so several deployments (or test runs) can share one Redis.
     redis_prefix: str = Field("aichat", alias="GATEWAY_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,40}$")

@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from aichat_gateway.accounts.api import routes as account_routes
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
 from aichat_gateway.accounts.keys import KeyCache
+from aichat_gateway.billing import topups
 from aichat_gateway.billing.meter import Meter
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
@@ -112,7 +113,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[*account_routes(), *marketplace_routes(), *quote.routes()],
+        routes=[*account_routes(), *marketplace_routes(), *quote.routes(), *topups.routes()],
         middleware=[
             Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
         ],

@@ -1,0 +1,262 @@
+"""Top-ups: a buyer asks for one, the gateway creates a Stripe PaymentIntent, and the browser pays it
+with the returned `client_secret`. Money moves only when a verified webhook says Stripe got it
+(webhooks.py); this module never credits anything.
+
+Routes (mounted under /api): `POST /billing/topups`, `GET /billing/topups/{id}` for the buyer, and
+`POST /webhooks/stripe` for Stripe (no session: its signature is its authentication). Handlers build
+what they need from `request.app.state` per request (settings, db, clock, and the hot balance
+view's credit hook: `on_balance_change` if set, else `hot.credit`); the Stripe client is opened per
+request too (top-ups are rare; nothing outlives the request).
+
+Never two PaymentIntents for one top-up: our top-up row (and its id) exists before Stripe is called,
+and the PaymentIntent is created with `Idempotency-Key: topup-<id>`, so a retried create returns the
+same intent. A buyer's Stripe customer is created once (`Idempotency-Key: customer-<user id>`, and a
+unique row per user).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.billing.amounts import parse_usd, usd
+from aichat_gateway.billing.errors import (
+    BillingNotFound,
+    InvalidBillingInput,
+    NotAuthenticated,
+    NotPermitted,
+    PaymentsUnavailable,
+    WebhookRejected,
+)
+from aichat_gateway.billing.stripe_client import StripeClient
+from aichat_gateway.billing.stripe_effects import CURRENCY, MICRO_PER_CENT
+from aichat_gateway.billing.webhooks import BalanceHook, StripeWebhooks, parse_event, verify_signature
+from aichat_gateway.config.logging import get_logger
+from aichat_gateway.config.settings import Settings
+
+log = get_logger(__name__)
+
+MAX_BODY = 16 * 1024
+MAX_WEBHOOK_BODY = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TopupLimits:
+    min_micro: int
+    max_micro: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopupLimits:
+        return cls(_decimal_micro(settings.topup_min_usd), _decimal_micro(settings.topup_max_usd))
+
+
+def _decimal_micro(value: Decimal) -> int:
+    return parse_usd(format(value, "f"), "settings")
+
+
+def parse_topup_amount(body: object, limits: TopupLimits) -> int:
+    """`{"amount_usd": "20.00"}` → micro-USD: a decimal string, whole cents, within the limits."""
+    if not isinstance(body, dict):
+        raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "20.00"}')
+    amount = parse_usd(body.get("amount_usd"), "amount_usd")
+    if amount % MICRO_PER_CENT:
+        raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")
+    if not limits.min_micro <= amount <= limits.max_micro:
+        raise InvalidBillingInput(
+            f"amount_usd must be between {usd(limits.min_micro)} and {usd(limits.max_micro)}", param="amount_usd"
+        )
+    return amount
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedTopup:
+    id: str
+    payment_intent_id: str
+    client_secret: str | None
+    amount_micro: int
+    status: str
+
+
+class TopUps:
+    def __init__(self, db: asyncpg.Pool, stripe: StripeClient, new_id: Callable[[], uuid.UUID] = uuid.uuid4) -> None:
+        self._db = db
+        self._stripe = stripe
+        self._new_id = new_id
+
+    async def create(self, user_id: str, amount_micro: int) -> CreatedTopup:
+        topup_id = str(self._new_id())
+        await self._db.execute(
+            "INSERT INTO topups (id, user_id, amount_micro, status) VALUES ($1, $2, $3, 'creating')",
+            topup_id,
+            user_id,
+            amount_micro,
+        )
+        try:
+            customer = await self._customer(user_id)
+            intent = await self._stripe.create_payment_intent(
+                amount_cents=amount_micro // MICRO_PER_CENT,
+                currency=CURRENCY,
+                customer=customer,
+                metadata={"account_id": user_id, "topup_id": topup_id},
+                idempotency_key=f"topup-{topup_id}",
+            )
+        except PaymentsUnavailable:
+            # 'failed' is not final: should the intent exist after all, its webhook still finds
+            # this row through the metadata and settles it by what Stripe says.
+            await self._db.execute("UPDATE topups SET status = 'failed', updated_at = now() WHERE id = $1", topup_id)
+            raise
+        await self._db.execute(
+            "UPDATE topups SET payment_intent_id = $2, status = 'pending', updated_at = now() "
+            "WHERE id = $1 AND status = 'creating'",
+            topup_id,
+            intent.id,
+        )
+        return CreatedTopup(topup_id, intent.id, intent.client_secret, amount_micro, "pending")
+
+    async def _customer(self, user_id: str) -> str:
+        stored: str | None = await self._db.fetchval(
+            "SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id
+        )
+        if stored is not None:
+            return stored
+        email: str | None = await self._db.fetchval("SELECT email FROM users WHERE id = $1", user_id)
+        created = await self._stripe.create_customer(
+            account_id=user_id, email=email, idempotency_key=f"customer-{user_id}"
+        )
+        await self._db.execute(
+            "INSERT INTO stripe_customers (user_id, customer_id) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+            user_id,
+            created,
+        )
+        # A concurrent first top-up may have stored its customer first; everyone uses that one.
+        winner: str = await self._db.fetchval("SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id)
+        return winner
+
+
+async def topup_json(db: asyncpg.Pool, user_id: str, topup_id: str) -> dict[str, Any]:
+    try:
+        uuid.UUID(topup_id)
+    except ValueError:
+        raise BillingNotFound("no such top-up") from None
+    row = await db.fetchrow("SELECT * FROM topups WHERE id = $1 AND user_id = $2", topup_id, user_id)
+    if row is None:
+        raise BillingNotFound("no such top-up")
+    return {
+        "id": str(row["id"]),
+        "payment_intent_id": row["payment_intent_id"],
+        "amount_usd": usd(row["amount_micro"]),
+        "credited_usd": usd(row["credited_micro"]),
+        "refunded_usd": usd(row["refunded_micro"]),
+        "status": row["status"],
+        "created_at": _iso(row["created_at"]),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+def _buyer(request: Request) -> str:
+    if "csrf_rejected" in request.auth.scopes:
+        raise NotPermitted("missing or wrong CSRF token (header x-csrf-token)")
+    if not request.user.is_authenticated or "authenticated" not in request.auth.scopes:
+        raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
+    return str(request.user.identity)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidBillingInput("request body too large")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidBillingInput("request body is not valid JSON") from None
+
+
+async def create_topup(request: Request) -> Response:
+    user_id = _buyer(request)
+    state = request.app.state
+    amount = parse_topup_amount(await _json_body(request), TopupLimits.from_settings(state.settings))
+    async with StripeClient.open(state.settings) as stripe:
+        created = await TopUps(state.db, stripe).create(user_id, amount)
+    log.info("topup_created", topup_id=created.id, payment_intent_id=created.payment_intent_id)
+    return JSONResponse(
+        {
+            "id": created.id,
+            "payment_intent_id": created.payment_intent_id,
+            "client_secret": created.client_secret,
+            "amount_usd": usd(created.amount_micro),
+            "status": created.status,
+        },
+        status_code=201,
+    )
+
+
+async def get_topup(request: Request) -> Response:
+    user_id = _buyer(request)
+    return JSONResponse(await topup_json(request.app.state.db, user_id, request.path_params["topup_id"]))
+
+
+async def _no_hot_view(_user_id: str, _amount_micro: int) -> None:
+    """Without a hot view wired in, Postgres alone is the truth (the reconciler repairs Redis)."""
+
+
+def balance_hook(state: Any) -> BalanceHook:
+    """`state.on_balance_change` if the app (or a test) set one, else the hot view's credit."""
+    explicit: BalanceHook | None = getattr(state, "on_balance_change", None)
+    if explicit is not None:
+        return explicit
+    hot = getattr(state, "hot", None)
+    credit: BalanceHook | None = getattr(hot, "credit", None)
+    return credit or _no_hot_view
+
+
+async def stripe_webhook(request: Request) -> Response:
+    state = request.app.state
+    settings: Settings = state.settings
+    if settings.stripe_webhook_secret is None:
+        raise PaymentsUnavailable("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is unset)")
+    raw = await request.body()
+    try:
+        if len(raw) > MAX_WEBHOOK_BODY:
+            raise WebhookRejected("webhook body too large")
+        now: float = getattr(state, "clock", time.time)()
+        verify_signature(
+            raw,
+            request.headers.get("stripe-signature"),
+            settings.stripe_webhook_secret.get_secret_value(),
+            now=now,
+            tolerance=settings.stripe_webhook_tolerance,
+        )
+        event = parse_event(raw)
+    except WebhookRejected as exc:
+        log.warning("stripe_webhook_rejected", reason=exc.message)
+        raise
+    hook = balance_hook(state)
+    async with StripeClient.open(settings) as stripe:
+        outcome = await StripeWebhooks(state.db, stripe, hook).handle(event)
+    log.info("stripe_webhook", event_id=event.id, event_type=event.type, outcome=outcome.value)
+    return JSONResponse({"received": True, "outcome": outcome.value})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/billing/topups", create_topup, methods=["POST"]),
+        Route("/billing/topups/{topup_id}", get_topup, methods=["GET"]),
+        Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+    ]
