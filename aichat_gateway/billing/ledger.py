@@ -17,6 +17,7 @@ is settling ('usage:<request id>', a PaymentIntent id, ...), so retries and repl
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final, TypeAlias
@@ -33,12 +34,14 @@ __all__ = [
     "TRANSFER_KINDS",
     "AccountKind",
     "Conn",
+    "Transfer",
     "account_id",
     "balance_micro",
     "check_legs",
     "lock_accounts",
     "parse_usd",
     "post",
+    "post_many",
     "split_charge",
     "usd",
 ]
@@ -245,6 +248,102 @@ async def post(
         [final[account] for account in changed],
     )
     return transfer
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One transfer for `post_many`: the same fields `post` takes."""
+
+    idempotency_key: str
+    kind: str
+    legs: Sequence[tuple[int, int]]
+    memo: Mapping[str, Any] | None = None
+
+
+# Every new transfer of a `post_many` call, its entries and the final balances, in one statement.
+# Entries are inserted in the order their balance_after was computed (ORDER BY n), so the running
+# balance by entry id holds, as for `post`.
+_POST_MANY_SQL = """
+WITH t AS (
+    INSERT INTO transfers (idempotency_key, kind, memo)
+    SELECT x.key, x.kind, x.memo::jsonb
+    FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(key, kind, memo, n)
+    ORDER BY x.n
+    RETURNING id, idempotency_key
+), e AS (
+    INSERT INTO ledger_entries (transfer_id, account_id, amount_micro, balance_after_micro)
+    SELECT t.id, leg.account_id, leg.amount_micro, leg.balance_after_micro
+    FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY
+         AS leg(key, account_id, amount_micro, balance_after_micro, n)
+    JOIN t ON t.idempotency_key = leg.key
+    ORDER BY leg.n
+), u AS (
+    UPDATE ledger_accounts AS a SET balance_micro = b.balance_micro
+    FROM unnest($8::bigint[], $9::bigint[]) AS b(id, balance_micro)
+    WHERE a.id = b.id
+)
+SELECT id, idempotency_key FROM t
+"""
+
+
+async def post_many(conn: Conn, transfers: Sequence[Transfer]) -> list[int | None]:
+    """`post` for many transfers at once: the same result as posting them in order, in three round
+    trips instead of two per transfer (the settlement worker posts hundreds per batch).
+
+    Returns each transfer's id, or None for a key used before this call. Keys must be distinct
+    within a call. A key posted by a concurrent transaction after the check fails the statement
+    (unique violation) instead of being skipped: roll back and retry.
+    """
+    if not conn.is_in_transaction():
+        raise LedgerError("post_many must run inside a transaction the caller opened")
+    keys = [t.idempotency_key for t in transfers]
+    if len(set(keys)) != len(keys):
+        raise LedgerError("post_many needs distinct idempotency keys")
+    for t in transfers:
+        if not isinstance(t.idempotency_key, str) or not t.idempotency_key:
+            raise LedgerError("a transfer needs a non-empty idempotency key")
+        if t.kind not in TRANSFER_KINDS:
+            raise LedgerError(f"unknown transfer kind {t.kind!r}")
+        check_legs(t.legs)
+    if not transfers:
+        return []
+    balances = await lock_accounts(conn, (account for t in transfers for account, _ in t.legs))
+    used = {r["idempotency_key"] for r in await conn.fetch(_USED_KEYS_SQL, keys)}
+    fresh = [t for t in transfers if t.idempotency_key not in used]
+    running = dict(balances)
+    leg_keys: list[str] = []
+    leg_accounts: list[int] = []
+    leg_amounts: list[int] = []
+    leg_after: list[int] = []
+    for t in fresh:
+        after, running = entries_after(t.legs, running)
+        for (account, amount), balance in zip(t.legs, after, strict=True):
+            leg_keys.append(t.idempotency_key)
+            leg_accounts.append(account)
+            leg_amounts.append(amount)
+            leg_after.append(balance)
+    if any(abs(v) > _BIGINT_MAX for v in leg_after):
+        raise LedgerError("a balance would leave the bigint range")
+    if not fresh:
+        return [None] * len(keys)
+    changed = [account for account in running if running[account] != balances[account]]
+    rows = await conn.fetch(
+        _POST_MANY_SQL,
+        [t.idempotency_key for t in fresh],
+        [t.kind for t in fresh],
+        [orjson.dumps(dict(t.memo) if t.memo is not None else {}).decode() for t in fresh],
+        leg_keys,
+        leg_accounts,
+        leg_amounts,
+        leg_after,
+        changed,
+        [running[account] for account in changed],
+    )
+    ids = {r["idempotency_key"]: int(r["id"]) for r in rows}
+    return [ids.get(key) for key in keys]
+
+
+_USED_KEYS_SQL = "SELECT idempotency_key FROM transfers WHERE idempotency_key = ANY($1::text[])"
 
 
 async def balance_micro(conn: Conn, kind: AccountKind, owner_id: UUID | str | None = None) -> int:

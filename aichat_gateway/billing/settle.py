@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import asyncpg
 from redis.asyncio import Redis
@@ -39,7 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from aichat_gateway.billing.errors import LedgerError
-from aichat_gateway.billing.ledger import AccountKind, account_id, lock_accounts, post, split_charge
+from aichat_gateway.billing.ledger import AccountKind, Conn, Transfer, account_id, post_many, split_charge
 from aichat_gateway.billing.meter import stream_key
 from aichat_gateway.billing.settleplan import (
     COLLISION,
@@ -68,15 +68,14 @@ _REFUSED_CLASSES: Final = ("22", "23")
 
 AfterCommit = Callable[[Sequence[tuple[str, str]]], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
-# Everything a batch can fail with that waiting may fix: the batch is retried as it was.
-TRANSIENT: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, RedisError)
-
 _INSERT_SQL: Final = """
 INSERT INTO usage_records (request_id, buyer_id, key_id, listing_id, seller_id, model, prompt_tokens,
-    completion_tokens, cost_micro, held_micro, fee_micro, outcome, status, stream, created_at, settled_at)
-SELECT r.*, $16::timestamptz
+    completion_tokens, cost_micro, held_micro, fee_micro, outcome, status, stream, created_at, transfer_id,
+    settled_at)
+SELECT r.*, $17::timestamptz
 FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[], $8::int[],
-            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::bool[], $15::timestamptz[]) AS r
+            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::bool[], $15::timestamptz[],
+            $16::bigint[]) AS r
 ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id
 """
@@ -85,11 +84,24 @@ SELECT request_id, buyer_id::text, key_id::text, listing_id::text, seller_id::te
        completion_tokens, cost_micro, held_micro, outcome, status, stream, created_at
 FROM usage_records WHERE request_id = ANY($1::text[])
 """
-_LINK_SQL: Final = """
-UPDATE usage_records AS u SET transfer_id = v.transfer_id
-FROM unnest($1::text[], $2::bigint[]) AS v(request_id, transfer_id)
-WHERE u.request_id = v.request_id
-"""
+
+
+class SettlementRace(Exception):
+    """Another settler stored one of this batch's requests while this one was writing it."""
+
+
+# Everything a batch can fail with that waiting may fix: the batch is retried as it was.
+TRANSIENT: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+    RedisError,
+    SettlementRace,
+)
+# A unique violation is the one class-23 error that a retry fixes: two settlers writing the same
+# request at once (a redelivery claimed from a slow consumer); the retry finds it stored.
+_RACE_SQLSTATE: Final = "23505"
 
 
 class _Refused(Exception):
@@ -111,6 +123,8 @@ def _refusal(exc: BaseException) -> str | None:
     if isinstance(exc, LedgerError):
         return f"ledger refused: {exc.message}"
     sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == _RACE_SQLSTATE:
+        return None
     if isinstance(exc, asyncpg.PostgresError) and isinstance(sqlstate, str) and sqlstate[:2] in _REFUSED_CLASSES:
         return f"postgres refused ({sqlstate}): {exc}"[:500]
     return None
@@ -298,8 +312,7 @@ class Settler:
         return written.rejected
 
     async def _transaction(self, usages: list[Usage]) -> _Written:
-        async with self._db.acquire() as proxy:
-            conn = cast(asyncpg.Connection, proxy)  # the pool's proxy passes every call through
+        async with self._db.acquire() as conn:
             try:
                 async with conn.transaction():
                     return await self._settle(conn, usages)
@@ -309,40 +322,51 @@ class Settler:
                     raise
                 raise _Refused(reason) from exc
 
-    async def _settle(self, conn: asyncpg.Connection, usages: list[Usage]) -> _Written:
+    async def _settle(self, conn: Conn, usages: list[Usage]) -> _Written:
+        """The batch's writes, in an order that writes each row once: find which requests are new,
+        post their transfers, then insert the rows with their transfer ids."""
         rejected = await self._unknown_parties(conn, usages)
         writable = [u for u in usages if u.request_id not in rejected]
-        charges = {u.request_id: charge_of(u, self._fee_rate) for u in writable}
-        settled_at = datetime.fromtimestamp(self._clock(), tz=UTC)
+        stored = await self._stored(conn, writable)
+        by_id = {u.request_id: u for u in writable}
+        rejected.update({rid: COLLISION for rid, old in stored.items() if not old.same_request(by_id[rid])})
+        new = [u for u in writable if u.request_id not in stored]
+        charges = {u.request_id: charge_of(u, self._fee_rate) for u in new}
+        costed = [u for u in new if u.cost_micro > 0]
+        accounts = await self._accounts_for(conn, costed)
+        transfers = await self._post(conn, costed, charges, accounts)
         inserted = await conn.fetch(
             _INSERT_SQL,
-            [u.request_id for u in writable],
-            [u.buyer_id for u in writable],
-            [u.key_id for u in writable],
-            [u.listing_id for u in writable],
-            [u.seller_id for u in writable],
-            [u.model for u in writable],
-            [u.prompt_tokens for u in writable],
-            [u.completion_tokens for u in writable],
-            [u.cost_micro for u in writable],
-            [u.held_micro for u in writable],
-            [charges[u.request_id].fee_micro for u in writable],
-            [u.outcome for u in writable],
-            [u.status for u in writable],
-            [u.stream for u in writable],
-            [u.created_at for u in writable],
-            settled_at,
+            [u.request_id for u in new],
+            [u.buyer_id for u in new],
+            [u.key_id for u in new],
+            [u.listing_id for u in new],
+            [u.seller_id for u in new],
+            [u.model for u in new],
+            [u.prompt_tokens for u in new],
+            [u.completion_tokens for u in new],
+            [u.cost_micro for u in new],
+            [u.held_micro for u in new],
+            [charges[u.request_id].fee_micro for u in new],
+            [u.outcome for u in new],
+            [u.status for u in new],
+            [u.stream for u in new],
+            [u.created_at for u in new],
+            [transfers.get(u.request_id) for u in new],
+            datetime.fromtimestamp(self._clock(), tz=UTC),
         )
-        new = {row["request_id"] for row in inserted}
-        replayed = [u for u in writable if u.request_id not in new]
-        if replayed:
-            rejected.update(await self._collisions(conn, replayed))
-        costed = [u for u in writable if u.request_id in new and u.cost_micro > 0]
-        accounts = await self._accounts_for(conn, costed)
-        await self._post(conn, costed, charges, accounts)
+        if set(transfers) - {row["request_id"] for row in inserted}:
+            # Stored by another settler since `_stored` looked, and its transfer just posted here:
+            # roll back; the retry sees the row.
+            raise SettlementRace("a usage row appeared while its transfer was being posted")
         return _Written(rejected, accounts)
 
-    async def _unknown_parties(self, conn: asyncpg.Connection, usages: list[Usage]) -> dict[str, str]:
+    async def _stored(self, conn: Conn, usages: list[Usage]) -> dict[str, Usage]:
+        """The batch's requests already in usage_records (redeliveries, or collisions)."""
+        rows = await conn.fetch(_STORED_SQL, [u.request_id for u in usages])
+        return {row["request_id"]: _stored_usage(row) for row in rows}
+
+    async def _unknown_parties(self, conn: Conn, usages: list[Usage]) -> dict[str, str]:
         """Charges whose buyer or seller has no users row (no ledger account can be made for them)."""
         costed = [u for u in usages if u.cost_micro > 0]
         known = {owner for (_, owner) in self._accounts}
@@ -359,21 +383,7 @@ class Settler:
                 rejected[u.request_id] = "seller_id: the seller has no user row (no ledger account to credit)"
         return rejected
 
-    async def _collisions(self, conn: asyncpg.Connection, replayed: list[Usage]) -> dict[str, str]:
-        """Ids already stored: a redelivery is fine; a different request under the same id is not."""
-        stored = {
-            row["request_id"]: _stored_usage(row)
-            for row in await conn.fetch(_STORED_SQL, [u.request_id for u in replayed])
-        }
-        return {
-            u.request_id: COLLISION
-            for u in replayed
-            if u.request_id in stored and not stored[u.request_id].same_request(u)
-        }
-
-    async def _accounts_for(
-        self, conn: asyncpg.Connection, costed: list[Usage]
-    ) -> dict[tuple[AccountKind, str | None], int]:
+    async def _accounts_for(self, conn: Conn, costed: list[Usage]) -> dict[tuple[AccountKind, str | None], int]:
         wanted: set[tuple[AccountKind, str | None]] = set()
         for u in costed:
             wanted.add((AccountKind.BUYER, u.buyer_id))
@@ -388,37 +398,43 @@ class Settler:
 
     async def _post(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         costed: list[Usage],
         charges: dict[str, Charge],
         accounts: dict[tuple[AccountKind, str | None], int],
-    ) -> None:
+    ) -> dict[str, int]:
+        """One usage transfer per costed request; request id → transfer id."""
         if not costed:
-            return
-        # Every account of the batch locked up front, in id order: two settlers posting many
-        # transfers each would otherwise each hold an account the other needs next.
-        await lock_accounts(conn, accounts.values())
+            return {}
         platform = accounts[(AccountKind.PLATFORM, None)]
-        linked_ids: list[str] = []
-        transfer_ids: list[int] = []
-        for u in costed:
-            legs = usage_legs(
-                u.cost_micro,
-                charges[u.request_id],
-                buyer=accounts[(AccountKind.BUYER, u.buyer_id)],
-                seller=accounts[(AccountKind.SELLER, u.seller_id)],
-                platform=platform,
+        transfers = [
+            Transfer(
+                idempotency_key(u.request_id),
+                "usage",
+                usage_legs(
+                    u.cost_micro,
+                    charges[u.request_id],
+                    buyer=accounts[(AccountKind.BUYER, u.buyer_id)],
+                    seller=accounts[(AccountKind.SELLER, u.seller_id)],
+                    platform=platform,
+                ),
             )
-            key = idempotency_key(u.request_id)
-            transfer = await post(conn, idempotency_key=key, kind="usage", legs=legs)
-            if transfer is None:
+            for u in costed
+        ]
+        # One call for the batch: it locks every account of the batch at once, in id order, so two
+        # settlers never each hold an account the other needs next.
+        posted = await post_many(conn, transfers)
+        ids: dict[str, int] = {}
+        for u, transfer, transfer_id in zip(costed, transfers, posted, strict=True):
+            if transfer_id is None:
                 # The row is new but its transfer is not: someone posted it by hand, or deleted the
                 # row. The first post is the truth; link the row to it.
-                transfer = await conn.fetchval("SELECT id FROM transfers WHERE idempotency_key = $1", key)
-                log.warning("usage_transfer_already_posted", request_id=u.request_id, transfer_id=transfer)
-            linked_ids.append(u.request_id)
-            transfer_ids.append(transfer)
-        await conn.execute(_LINK_SQL, linked_ids, transfer_ids)
+                transfer_id = await conn.fetchval(
+                    "SELECT id FROM transfers WHERE idempotency_key = $1", transfer.idempotency_key
+                )
+                log.warning("usage_transfer_already_posted", request_id=u.request_id, transfer_id=transfer_id)
+            ids[u.request_id] = transfer_id
+        return ids
 
 
 def _entries(reply: Any) -> list[tuple[Any, Any]]:
