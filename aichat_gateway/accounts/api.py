@@ -1,9 +1,9 @@
 """The accounts REST API, mounted under `/api`: registration, login/logout, the current user, keys.
 
-Dependencies (settings, db, redis, the key cache) come from the app state at request time; the
-only long-lived object made here is `Passwords` (it keeps the dummy hash), created once per app by
-`routes()`. Errors are raised as accounts errors; proxy/edge.py turns them into OpenAI-shaped
-responses. Nothing secret is logged: user and key ids only.
+Dependencies (settings, db, redis, the key cache, the key-routing validator) come from the app
+state at request time; the only long-lived object made here is `Passwords` (it keeps the dummy
+hash), created once per app by `routes()`. Errors are raised as accounts errors; proxy/edge.py
+turns them into OpenAI-shaped responses. Nothing secret is logged: user and key ids only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from aichat_gateway.accounts.bodies import read_object
 from aichat_gateway.accounts.db import Executor
 from aichat_gateway.accounts.errors import InvalidCredentials, InvalidInput
 from aichat_gateway.accounts.keycache import KeyCache
+from aichat_gateway.accounts.keysettings import (
+    PATCH_FIELDS,
+    SETTING_FIELDS,
+    RoutingValidator,
+    parse_changes,
+    parse_settings,
+)
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
@@ -41,6 +48,8 @@ class Deps:
     db: Executor
     redis: Redis
     keys: KeyCache
+    # Set by the app factory (accounts must not import the marketplace's preferences parser).
+    validate_key_routing: RoutingValidator
 
 
 def deps(request: Request) -> Deps:
@@ -50,7 +59,13 @@ def deps(request: Request) -> Deps:
     it (`api.state = app.state`).
     """
     state = request.app.state
-    return Deps(settings=state.settings, db=state.db, redis=state.redis, keys=state.keys)
+    return Deps(
+        settings=state.settings,
+        db=state.db,
+        redis=state.redis,
+        keys=state.keys,
+        validate_key_routing=state.validate_key_routing,
+    )
 
 
 def json_response(data: Any, status_code: int = 200) -> Response:
@@ -127,9 +142,21 @@ class AccountsApi:
 
     async def create_key(self, request: Request) -> Response:
         session = require_user(request)
-        body = await read_object(request, {"name": str})
-        created = await keys_repo.create_key(deps(request).db, session.id, str(body["name"]))
+        body = await read_object(request, {"name": str}, optional=SETTING_FIELDS)
+        d = deps(request)
+        settings = parse_settings(body, d.validate_key_routing)
+        created = await keys_repo.create_key(d.db, session.id, str(body["name"]), settings)
         return json_response(created.public(), status_code=201)
+
+    async def update_key(self, request: Request) -> Response:
+        """PATCH: name and settings only (the allow-list); every process serves the new settings at once."""
+        session = require_user(request)
+        body = await read_object(request, {}, optional=PATCH_FIELDS)
+        d = deps(request)
+        changes = parse_changes(body, d.validate_key_routing, keys_repo.validate_key_name)
+        key, key_hash = await keys_repo.update_key(d.db, session.id, request.path_params["key_id"], changes)
+        await d.keys.announce_changed(key_hash)
+        return json_response(key.public())
 
     async def list_keys(self, request: Request) -> Response:
         session = require_user(request)
@@ -153,5 +180,6 @@ def routes() -> list[BaseRoute]:
         Route("/auth/me", api.me, methods=["GET"]),
         Route("/keys", api.create_key, methods=["POST"]),
         Route("/keys", api.list_keys, methods=["GET"]),
+        Route("/keys/{key_id}", api.update_key, methods=["PATCH"]),
         Route("/keys/{key_id}", api.revoke_key, methods=["DELETE"]),
     ]

@@ -7,7 +7,7 @@ never echo a value (it could be a password).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -39,8 +39,12 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_object(body: bytes, fields: Mapping[str, type]) -> dict[str, object]:
-    """Pure: the JSON object in `body`, holding exactly `fields` with those types."""
+def parse_object(body: bytes, fields: Mapping[str, type], *, optional: Collection[str] = ()) -> dict[str, object]:
+    """Pure: the JSON object in `body`, holding exactly `fields` with those types.
+
+    `optional` names fields that may also appear, any value (null included): their own parsers
+    check them, with messages better than a bare type name.
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -48,7 +52,7 @@ def parse_object(body: bytes, fields: Mapping[str, type]) -> dict[str, object]:
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object")
     for name in data:
-        if name not in fields:
+        if name not in fields and name not in optional:
             shown = _field_name(name)
             raise InvalidInput(f"unknown field '{shown}'", param=shown)
     for name, expected in fields.items():
@@ -62,9 +66,13 @@ def parse_object(body: bytes, fields: Mapping[str, type]) -> dict[str, object]:
 
 
 async def read_object(
-    request: Request, fields: Mapping[str, type], *, max_bytes: int = MAX_BODY_BYTES
+    request: Request,
+    fields: Mapping[str, type],
+    *,
+    optional: Collection[str] = (),
+    max_bytes: int = MAX_BODY_BYTES,
 ) -> dict[str, object]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in _FORM_TYPES:
         raise InvalidInput("Content-Type must be application/json")
-    return parse_object(await _read_capped(request, max_bytes), fields)
+    return parse_object(await _read_capped(request, max_bytes), fields, optional=optional)

@@ -6,7 +6,9 @@
   at most `max_concurrent_misses` at a time and one query per distinct key in flight, so a flood
   of distinct bad keys cannot take every pool connection.
 - Revocation: the revoking process publishes the hash on `{prefix}:keys:revoked`; every process's
-  `listen_for_revocations()` evicts it. While that listener is not subscribed (start-up, Redis
+  `listen_for_revocations()` evicts it. A change of a key's settings uses the same message
+  (`announce_changed`): eviction only means "ask Postgres again", so a live key simply reloads
+  with its new settings and a revoked one loads as None. While that listener is not subscribed (start-up, Redis
   trouble) positive entries are trusted for only `unsubscribed_ttl` (1 s), and each (re)subscribe
   clears the cache, so a missed message can never keep a revoked key alive beyond a second.
 - `note_used` only writes a dict; `flush_last_used` persists the batch in one statement.
@@ -17,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -34,11 +39,19 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class KeyPrincipal:
-    """Who a valid gateway key belongs to. Holds no secret."""
+    """Who a valid gateway key belongs to, and the key's settings. Holds no secret.
+
+    `routing` is the key's default `provider` object (a plain dict, as a request body's would be;
+    shared by every request of the key, so never mutate it); the caps are micro-USD per UTC day
+    and UTC month. None means "none" for each.
+    """
 
     key_id: str
     user_id: str
     name: str
+    routing: Mapping[str, Any] | None = None
+    daily_cap_micro: int | None = None
+    monthly_cap_micro: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +73,28 @@ def _raise_if_cancelling() -> None:
 
 
 def revocation_channel(settings: Settings) -> str:
+    """The "forget this key" channel: revocations and settings changes alike (name kept for old processes)."""
     return f"{settings.redis_prefix}:keys:revoked"
+
+
+# `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec.
+PRINCIPAL_QUERY = """SELECT id, user_id, name, routing::text AS routing, daily_spend_cap_micro, monthly_spend_cap_micro
+   FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"""
+
+
+def principal_from_row(row: asyncpg.Record | None) -> KeyPrincipal | None:
+    """Pure: a row of PRINCIPAL_QUERY (or none: not a live key) → the principal."""
+    if row is None:
+        return None
+    routing = orjson.loads(row["routing"]) if row["routing"] is not None else None
+    return KeyPrincipal(
+        key_id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        name=row["name"],
+        routing=routing,
+        daily_cap_micro=row["daily_spend_cap_micro"],
+        monthly_cap_micro=row["monthly_spend_cap_micro"],
+    )
 
 
 def is_fresh(stored_at: float, now: float, ttl: float) -> bool:
@@ -146,14 +180,8 @@ class KeyCache:
     async def _load(self, key_hash: bytes) -> KeyPrincipal | None:
         generation = self._generation
         async with self._miss_slots:
-            row = await self._db.fetchrow(
-                "SELECT id, user_id, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
-            )
-        principal = (
-            KeyPrincipal(key_id=str(row["id"]), user_id=str(row["user_id"]), name=row["name"])
-            if row is not None
-            else None
-        )
+            row = await self._db.fetchrow(PRINCIPAL_QUERY, key_hash)
+        principal = principal_from_row(row)
         if generation == self._generation:
             self._store(key_hash, principal)
         return principal
@@ -175,7 +203,7 @@ class KeyCache:
         # A key is in at most one of the two maps.
         (self._negative if principal else self._positive).pop(key_hash, None)
 
-    # ---- revocation ---------------------------------------------------------------------------
+    # ---- revocation and changes ---------------------------------------------------------------
 
     def evict(self, key_hash: bytes) -> None:
         self._generation += 1
@@ -193,11 +221,22 @@ class KeyCache:
         A failed publish is logged, not raised: the database already says "revoked", and processes
         that cannot hear Redis trust their entries for at most `unsubscribed_ttl`.
         """
+        await self._announce(key_hash, "key_revocation_publish_failed")
+
+    async def announce_changed(self, key_hash: bytes) -> None:
+        """Call after a change of the key's settings is committed: every process reloads it.
+
+        The same message as a revocation: a listener evicts, and the next lookup reads the row as
+        it now is. A failed publish is logged, as for revocations (stale for `unsubscribed_ttl`).
+        """
+        await self._announce(key_hash, "key_change_publish_failed")
+
+    async def _announce(self, key_hash: bytes, failure_event: str) -> None:
         self.evict(key_hash)
         try:
             await self._redis.publish(self._channel, key_hash.hex())
         except (RedisError, OSError) as exc:
-            log.error("key_revocation_publish_failed", error=type(exc).__name__)
+            log.error(failure_event, error=type(exc).__name__)
 
     async def listen_for_revocations(self) -> None:
         """Long-running (under the Supervisor): evict keys revoked by any process.

@@ -1,7 +1,9 @@
-"""Gateway API keys: the owner-scoped repository (create, list, revoke).
+"""Gateway API keys: the owner-scoped repository (create, list, change settings, revoke).
 
 Every statement filters on the owner, so another user's key id behaves exactly like an unknown
-one (NotFound), and nothing here ever selects `key_hash` for output. The format lives in
+one (NotFound), and nothing here ever selects `key_hash` for output. A key's settings (routing
+defaults, spend caps) are parsed in keysettings.py; a revoked key cannot be changed (404, with a
+message saying why, since only its owner can get that far). The format lives in
 keyformat.py and the hot-path cache in keycache.py; both are re-exported here because callers
 think of them as "the keys module".
 """
@@ -9,22 +11,27 @@ think of them as "the keys module".
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import orjson
 
 from aichat_gateway.accounts.db import Executor
 from aichat_gateway.accounts.errors import InvalidInput, NotFound
 from aichat_gateway.accounts.keycache import KeyCache, KeyPrincipal, revocation_channel
 from aichat_gateway.accounts.keyformat import NewKey, generate_key, hash_secret, looks_like_key
+from aichat_gateway.accounts.keysettings import DAILY_CAP, MONTHLY_CAP, NO_SETTINGS, ROUTING, KeyChanges, KeySettings
 from aichat_gateway.config.logging import get_logger
 
 __all__ = [
     "ApiKey",
     "CreatedKey",
     "KeyCache",
+    "KeyChanges",
     "KeyPrincipal",
+    "KeySettings",
     "NewKey",
     "create_key",
     "generate_key",
@@ -34,12 +41,17 @@ __all__ = [
     "parse_key_id",
     "revocation_channel",
     "revoke_key",
+    "update_key",
     "validate_key_name",
 ]
 
 log = get_logger(__name__)
 
 MAX_NAME_CHARS = 100
+# What every statement returns about a key; `routing::text` is decoded here so the answer does not
+# depend on the pool's jsonb codec (the app's pool has one, a CLI connection may not).
+_COLUMNS = """id, name, prefix, created_at, last_used_at, revoked_at,
+              routing::text AS routing, daily_spend_cap_micro, monthly_spend_cap_micro"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +64,9 @@ class ApiKey:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    settings: KeySettings = field(default=NO_SETTINGS)
 
-    def public(self) -> dict[str, str | None]:
+    def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "name": self.name,
@@ -61,6 +74,7 @@ class ApiKey:
             "created_at": _iso(self.created_at),
             "last_used_at": _iso(self.last_used_at),
             "revoked_at": _iso(self.revoked_at),
+            **self.settings.public(),
         }
 
 
@@ -74,13 +88,14 @@ class CreatedKey:
     def __repr__(self) -> str:
         return f"CreatedKey(key={self.key!r})"
 
-    def public(self) -> dict[str, str | None]:
+    def public(self) -> dict[str, Any]:
         return {
             "id": self.key.id,
             "name": self.key.name,
             "key": self.secret,
             "prefix": self.key.prefix,
             "created_at": _iso(self.key.created_at),
+            **self.key.settings.public(),
         }
 
 
@@ -96,7 +111,17 @@ def _api_key(row: asyncpg.Record) -> ApiKey:
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
+        settings=KeySettings(
+            routing=orjson.loads(row["routing"]) if row["routing"] is not None else None,
+            daily_cap_micro=row["daily_spend_cap_micro"],
+            monthly_cap_micro=row["monthly_spend_cap_micro"],
+        ),
     )
+
+
+def _json_text(value: dict[str, Any] | None) -> str | None:
+    """A routing object as a `$n::text::jsonb` parameter: independent of the pool's jsonb codec."""
+    return orjson.dumps(value).decode() if value is not None else None
 
 
 def validate_key_name(value: object, *, param: str = "name") -> str:
@@ -118,16 +143,22 @@ def parse_key_id(value: str) -> uuid.UUID:
         raise NotFound("no such key", param="id") from None
 
 
-async def create_key(db: Executor, owner_id: str, name: str) -> CreatedKey:
+async def create_key(db: Executor, owner_id: str, name: str, settings: KeySettings = NO_SETTINGS) -> CreatedKey:
+    """Create a key with already validated `settings` (keysettings.parse_settings)."""
     name = validate_key_name(name)
     new = generate_key()
     row = await db.fetchrow(
-        """INSERT INTO api_keys (user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)
-           RETURNING id, name, prefix, created_at, last_used_at, revoked_at""",
+        f"""INSERT INTO api_keys (user_id, name, prefix, key_hash, routing, daily_spend_cap_micro,
+                                  monthly_spend_cap_micro)
+            VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7)
+            RETURNING {_COLUMNS}""",  # noqa: S608  # _COLUMNS is a constant of this module
         uuid.UUID(owner_id),
         name,
         new.prefix,
         new.key_hash,
+        _json_text(settings.routing),
+        settings.daily_cap_micro,
+        settings.monthly_cap_micro,
     )
     assert row is not None
     key = _api_key(row)
@@ -137,11 +168,49 @@ async def create_key(db: Executor, owner_id: str, name: str) -> CreatedKey:
 
 async def list_keys(db: Executor, owner_id: str) -> list[ApiKey]:
     rows = await db.fetch(
-        """SELECT id, name, prefix, created_at, last_used_at, revoked_at
-           FROM api_keys WHERE user_id = $1 ORDER BY created_at, id""",
+        f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",  # noqa: S608  # constant
         uuid.UUID(owner_id),
     )
     return [_api_key(r) for r in rows]
+
+
+async def update_key(db: Executor, owner_id: str, key_id: str, changes: KeyChanges) -> tuple[ApiKey, bytes]:
+    """Apply a validated PATCH to the owner's live key; return the key as it now is, and its hash.
+
+    Only the fields in `changes.given` are written (null clears a setting). The caller then hands
+    the hash to `KeyCache.announce_changed` so every process reloads the key. Another user's key,
+    no key, and a revoked key are NotFound.
+    """
+    key_uuid = parse_key_id(key_id)
+    new = changes.settings
+    row = await db.fetchrow(
+        f"""UPDATE api_keys SET
+                name = CASE WHEN $3::boolean THEN $4::text ELSE name END,
+                routing = CASE WHEN $5::boolean THEN $6::text::jsonb ELSE routing END,
+                daily_spend_cap_micro = CASE WHEN $7::boolean THEN $8::bigint ELSE daily_spend_cap_micro END,
+                monthly_spend_cap_micro = CASE WHEN $9::boolean THEN $10::bigint ELSE monthly_spend_cap_micro END
+            WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+            RETURNING {_COLUMNS}, key_hash""",  # noqa: S608  # _COLUMNS is a constant of this module
+        key_uuid,
+        uuid.UUID(owner_id),
+        changes.sets("name"),
+        changes.name,
+        changes.sets(ROUTING),
+        _json_text(new.routing),
+        changes.sets(DAILY_CAP),
+        new.daily_cap_micro,
+        changes.sets(MONTHLY_CAP),
+        new.monthly_cap_micro,
+    )
+    if row is None:
+        revoked = await db.fetchval(
+            "SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1 AND user_id = $2", key_uuid, uuid.UUID(owner_id)
+        )
+        if revoked:
+            raise NotFound("this key is revoked; a revoked key cannot be changed", param="id")
+        raise NotFound("no such key", param="id")
+    log.info("api_key_changed", user_id=owner_id, key_id=str(key_uuid), fields=sorted(changes.given))
+    return _api_key(row), bytes(row["key_hash"])
 
 
 async def revoke_key(db: Executor, owner_id: str, key_id: str) -> bytes:

@@ -11,6 +11,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import orjson
@@ -22,6 +23,7 @@ from starlette.routing import Mount, Route
 
 from aichat_gateway.accounts.api import routes as account_routes
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
+from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
 from aichat_gateway.billing import topups
 from aichat_gateway.billing.meter import Meter
@@ -31,6 +33,8 @@ from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.capacity import Capacity
+from aichat_gateway.marketplace.errors import InvalidPreferences
+from aichat_gateway.marketplace.preferences import dump_preferences, parse_preferences
 from aichat_gateway.marketplace.resting import Rests
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
@@ -55,6 +59,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_db_pool(settings: Settings) -> asyncpg.Pool:
     return await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10, init=_init_connection)
+
+
+def validate_key_routing(value: object) -> dict[str, Any]:
+    """A key's routing defaults, read exactly as a request's `provider` object, normalised to store.
+
+    Given to accounts on app.state (accounts must not import marketplace); refusals become its
+    InvalidInput with the field renamed from "provider..." to "routing...".
+    """
+    try:
+        return dump_preferences(parse_preferences(value))
+    except InvalidPreferences as exc:
+        param = "routing" + (exc.param or "provider").removeprefix("provider")
+        message = exc.message
+        if message.startswith("provider"):
+            message = "routing" + message.removeprefix("provider")
+        raise InvalidInput(message, param=param) from None
 
 
 def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callable[[], float] = time.time) -> Starlette:
@@ -139,6 +159,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
     app.state.vault = vault
     app.state.metrics = Metrics()
     app.state.tokens = TokenCounter()
+    app.state.validate_key_routing = validate_key_routing
     return app
 
 

@@ -74,7 +74,17 @@ async def test_register_login_create_list_and_revoke_a_key(client: httpx.AsyncCl
     listed = await client.get("/api/keys", headers=auth)
     assert listed.status_code == 200
     [entry] = listed.json()["data"]
-    assert set(entry) == {"id", "name", "prefix", "created_at", "last_used_at", "revoked_at"}
+    assert set(entry) == {
+        "id",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+        "routing",
+        "daily_spend_cap_usd",
+        "monthly_spend_cap_usd",
+    }
     assert entry["revoked_at"] is None and created["key"] not in listed.text
 
     assert (await client.delete(f"/api/keys/{created['id']}", headers=auth)).status_code == 204

@@ -1,0 +1,112 @@
+"""accounts/keysettings.py: a key's settings decided as pure functions (the routing check is injected)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aichat_gateway.accounts.bodies import parse_object
+from aichat_gateway.accounts.errors import InvalidInput
+from aichat_gateway.accounts.keys import validate_key_name
+from aichat_gateway.accounts.keysettings import (
+    NO_SETTINGS,
+    KeySettings,
+    parse_cap,
+    parse_changes,
+    parse_routing,
+    parse_settings,
+)
+from aichat_gateway.proxy.app import validate_key_routing
+
+
+def accept_any(value: object) -> dict[str, Any]:
+    assert isinstance(value, dict)
+    return dict(value)
+
+
+def test_a_cap_is_parsed_to_micro_usd() -> None:
+    assert parse_cap("12.5", "daily_spend_cap_usd") == 12_500_000
+
+
+def test_a_null_cap_means_no_cap() -> None:
+    assert parse_cap(None, "daily_spend_cap_usd") is None
+
+
+@pytest.mark.parametrize("value", ["0", "0.000000", "-1", "-0.000001"])
+def test_a_cap_that_is_not_more_than_zero_is_refused_naming_the_field(value: str) -> None:
+    with pytest.raises(InvalidInput, match="more than 0") as caught:
+        parse_cap(value, "monthly_spend_cap_usd")
+    assert caught.value.param == "monthly_spend_cap_usd"
+
+
+@pytest.mark.parametrize("value", ["1e3", 1.5, "1.0000001", "", True])
+def test_a_cap_that_is_not_an_exact_decimal_string_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_cap(value, "daily_spend_cap_usd")
+    assert caught.value.param == "daily_spend_cap_usd"
+    assert caught.value.message.startswith("daily_spend_cap_usd ")
+
+
+def test_empty_routing_is_the_same_as_none() -> None:
+    assert parse_routing({}, accept_any) is None
+
+
+def test_absent_settings_on_create_are_none() -> None:
+    assert parse_settings({"name": "k"}, accept_any) == NO_SETTINGS
+
+
+def test_settings_show_caps_as_decimal_strings_and_none_as_null() -> None:
+    shown = KeySettings(routing={"sort": "price"}, daily_cap_micro=1).public()
+    assert shown == {"routing": {"sort": "price"}, "daily_spend_cap_usd": "0.000001", "monthly_spend_cap_usd": None}
+
+
+def test_a_patch_remembers_which_fields_it_sets_null_included() -> None:
+    changes = parse_changes({"daily_spend_cap_usd": None, "name": " n "}, accept_any, validate_key_name)
+    assert changes.given == {"daily_spend_cap_usd", "name"}
+    assert changes.name == "n" and changes.settings.daily_cap_micro is None
+    assert not changes.sets("routing") and not changes.sets("monthly_spend_cap_usd")
+
+
+def test_a_patch_outside_the_allow_list_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_changes({"name": "n", "user_id": "x"}, accept_any, validate_key_name)
+    assert caught.value.param == "user_id"
+
+
+def test_an_empty_patch_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        parse_changes({}, accept_any, validate_key_name)
+
+
+def test_a_body_may_hold_optional_fields_of_any_value_but_nothing_else() -> None:
+    assert parse_object(b'{"name": "k", "routing": null}', {"name": str}, optional={"routing"}) == {
+        "name": "k",
+        "routing": None,
+    }
+    with pytest.raises(InvalidInput) as caught:
+        parse_object(b'{"name": "k", "other": 1}', {"name": str}, optional={"routing"})
+    assert caught.value.param == "other"
+
+
+# ---- the app factory's validator: the marketplace parser, renamed for accounts -----------------
+
+
+def test_the_routing_validator_normalises_like_a_request_provider_object() -> None:
+    routing = {"ignore": ["b", "a"], "max_price": {"completion": "6"}, "sort": "price", "order": None}
+    assert validate_key_routing(routing) == {
+        "ignore": ["a", "b"],
+        "max_price": {"completion": "6.000000"},
+        "sort": "price",
+    }
+
+
+@pytest.mark.parametrize(
+    ("routing", "param"),
+    [({"max_price": {"prompt": 1.5}}, "routing.max_price.prompt"), ({"x": 1}, "routing.x"), (3, "routing")],
+)
+def test_the_routing_validator_refuses_in_accounts_terms(routing: object, param: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_key_routing(routing)
+    assert caught.value.param == param
+    assert caught.value.message.startswith("routing") and "provider" not in caught.value.message
