@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
 
+    # A hold outlives its request by this much at most when a process dies; streams renew theirs.
+    hold_ttl_seconds: float = Field(600.0, alias="GATEWAY_HOLD_TTL", gt=0)
     breaker_fail_max: int = Field(5, alias="GATEWAY_BREAKER_FAIL_MAX", ge=1)
     breaker_reset_timeout: float = Field(30.0, alias="GATEWAY_BREAKER_RESET_TIMEOUT", ge=0)
 

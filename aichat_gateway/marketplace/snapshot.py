@@ -56,6 +56,7 @@ class Route:
     upstream_model: str
     price: Price
     limits: Limits | None = None  # None: the seller set no limits, so no capacity bookkeeping
+    seller_id: str = ""  # named in usage events so settlement pays the seller without asking us
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ def build_index(rows: list[Mapping[str, object]], keys: Mapping[str, ProviderKey
                 str(row["upstream_model"]),
                 price,
                 limits if limits.items() else None,
+                str(row.get("seller_id") or ""),
             )
         )
     return Index({m: tuple(r) for m, r in grouped.items()})
@@ -136,7 +138,7 @@ class ListingSnapshot:
 
     async def refresh(self) -> None:
         rows = await self._db.fetch(
-            """SELECT l.id AS listing_id, l.public_id, l.provider, l.base_url, l.key_ciphertext,
+            """SELECT l.id AS listing_id, l.public_id, l.seller_id, l.provider, l.base_url, l.key_ciphertext,
                       l.price_multiplier, l.input_micro_per_million, l.output_micro_per_million, l.limits,
                       m.model, m.upstream_model
                FROM listings l JOIN listing_models m ON m.listing_id = l.id

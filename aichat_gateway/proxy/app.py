@@ -26,6 +26,7 @@ from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
 from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
 from aichat_gateway.billing import topups
+from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
@@ -107,6 +108,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         state.exhausted_until = {}
         state.speed = SpeedBoard()
         state.rests = Rests(redis, settings.redis_prefix, clock)
+        state.hot = HotBalances(redis, settings.redis_prefix, clock=clock)
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
@@ -119,6 +121,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         supervisor.every("key-last-used", 5.0, state.keys.flush_last_used)
         supervisor.start("breaker-changes", state.breaker_view.listen)
         supervisor.every("breaker-poll", settings.listing_refresh_interval, state.breaker_view.refresh)
+        supervisor.every("hold-sweep", 5.0, state.hot.sweep)  # holds of crashed processes
         try:
             yield
         finally:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
@@ -26,67 +23,25 @@ from starlette.responses import JSONResponse, Response
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
-from aichat_gateway.marketplace.breaker import Verdict
-from aichat_gateway.marketplace.capacity import Admission, Ticket
-from aichat_gateway.marketplace.resting import COOLING, EXHAUSTED, cooling_reason, exhausted_reason
+from aichat_gateway.config.money import usd
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
-from aichat_gateway.proxy import inbound, routing
-from aichat_gateway.proxy.adapters import Adapter, AdapterError, UpstreamRequest, adapter_for
+from aichat_gateway.proxy import charging, failover, inbound, routing
+from aichat_gateway.proxy.adapters import Adapter, AdapterError, UpstreamRequest
+from aichat_gateway.proxy.attempt import Attempt
+from aichat_gateway.proxy.edge import charge_id
 from aichat_gateway.proxy.errors import (
     AuthenticationFailed,
     GatewayError,
-    InvalidRequest,
-    RateLimited,
-    Unavailable,
     UpstreamFailed,
-    UpstreamTimeout,
 )
-from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamResult
-from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status, is_timeout
+from aichat_gateway.proxy.failover import Opened
+from aichat_gateway.proxy.receipts import add_cost
+from aichat_gateway.proxy.relay import RelayStream, StreamResult
+from aichat_gateway.redislua import Pending
 
 log = get_logger(__name__)
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
 DEFAULT_ANSWER_TOKENS = 4096  # a model outside the catalog, asked without max_tokens
-
-
-@dataclass
-class Attempt:
-    """What one request learned on its way; becomes the usage event."""
-
-    request_id: str
-    started: float
-    route: str
-    principal: KeyPrincipal | None = None
-    model: str = ""
-    stream: bool = False
-    listing: ListingRoute | None = None
-    attempts: int = 0
-    status: int = 500
-    outcome: str = "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_source: str = "estimated"
-    ttft_seconds: float | None = None
-    handed_off: bool = False  # a response will finish this attempt after it is sent
-    # (listing id, healthy, probe token) per listing tried: recorded on the breakers when finishing.
-    health: list[tuple[str, bool, str | None]] = field(default_factory=list)
-    # Capacity taken on limited listings; released (tokens corrected) when finishing.
-    tickets: list[Ticket] = field(default_factory=list)
-    # Worst-case tokens of this request (prompt + allowed answer), computed only if a listing has limits.
-    estimate: Callable[[], int] | None = None
-
-
-# Builds one provider request for a route with its kind's adapter; raises AdapterError if it cannot.
-Build = Callable[[ListingRoute, Adapter], UpstreamRequest]
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    route: ListingRoute
-    adapter: Adapter
-    response: httpx.Response
-    first_chunk: bytes
-    chunks: AsyncIterator[bytes] | None
 
 
 async def chat_completions(request: Request) -> Response:
@@ -98,12 +53,14 @@ async def chat_completions(request: Request) -> Response:
         attempt.model, attempt.stream = chat.model, chat.stream
         attempt.estimate = functools.cache(lambda: _worst_case_tokens(request, body, chat.model, chat.max_tokens))
         routes = _routes_for(request, attempt, body, chat.max_tokens)
+        answer_bound = (chat.max_tokens or _output_limit(request, chat.model)) * chat.choices
+        await _hold(request, attempt, routes, answer_bound)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             key = route.api_key.reveal()
             return adapter.chat_request(body, route.upstream_model, chat.stream, route.base_url, key)
 
-        opened, watch = await _open_watched(request, attempt, routes, build, chat.stream)
+        opened, watch = await failover.open_watched(request, attempt, routes, build, chat.stream)
         if opened.chunks is None:
             answer = _finish_plain(request, attempt, opened, body, translate_as=chat.model)
             return _after_response(answer, request, attempt)
@@ -119,7 +76,7 @@ async def chat_completions(request: Request) -> Response:
             opened.response,
             opened.first_chunk,
             opened.chunks,
-            opened.adapter.stream_translator(chat.model, chat.client_wants_usage),
+            opened.adapter.stream_translator(chat.model, chat.client_wants_usage, _receipt(attempt, opened.route)),
             watch,
             on_done,
             _gateway_headers(attempt, opened.route),
@@ -134,11 +91,12 @@ async def embeddings(request: Request) -> Response:
         attempt.model = inbound.parse_embeddings_request(body)
         attempt.estimate = functools.cache(lambda: int(state.tokens.count_prompt(body)))
         routes = _routes_for(request, attempt, body, 1)
+        await _hold(request, attempt, routes, 0)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             return adapter.embeddings_request(body, route.upstream_model, route.base_url, route.api_key.reveal())
 
-        opened, _ = await _open_watched(request, attempt, routes, build, False)
+        opened, _ = await failover.open_watched(request, attempt, routes, build, False)
         return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
 
 
@@ -146,7 +104,8 @@ async def embeddings(request: Request) -> Response:
 async def _accounted(request: Request, route: str) -> AsyncIterator[Attempt]:
     """One Attempt per request; it is finished (metrics, usage event) exactly once: here, unless a
     response took that job over (`handed_off`) to do it after the answer is sent."""
-    attempt = Attempt(request.state.request_id, time.perf_counter(), route)
+    state = request.state
+    attempt = Attempt(charge_id(state.request_id, state.request_id_given), time.perf_counter(), route)
     try:
         yield attempt
     except GatewayError as exc:
@@ -185,12 +144,29 @@ async def _authenticate(request: Request) -> KeyPrincipal:
 
 
 def _worst_case_tokens(request: Request, body: dict[str, Any], model: str, max_tokens: int | None) -> int:
-    """Prompt plus the longest answer allowed: what capacity (and later the hold) must assume."""
-    state = request.app.state
-    if max_tokens is None:
-        listed = state.catalog.get(model)
-        max_tokens = listed.max_output_tokens if listed else DEFAULT_ANSWER_TOKENS
-    return int(state.tokens.count_prompt(body)) + max_tokens
+    """Prompt plus the longest answer allowed: what capacity must assume."""
+    return int(request.app.state.tokens.count_prompt(body)) + (max_tokens or _output_limit(request, model))
+
+
+def _output_limit(request: Request, model: str) -> int:
+    listed = request.app.state.catalog.get(model)
+    return listed.max_output_tokens if listed else DEFAULT_ANSWER_TOKENS
+
+
+async def _hold(request: Request, attempt: Attempt, routes: list[ListingRoute], answer_bound: int) -> None:
+    assert attempt.principal is not None
+    amount = charging.hold_amount(routes, request.state.body_size, answer_bound)
+    await charging.take_hold(request.app.state, attempt.principal, attempt.request_id, amount)
+    attempt.held_micro = amount
+
+
+def _receipt(attempt: Attempt, route: ListingRoute) -> Callable[[int, int], str]:
+    """The cost of an answer of (prompt, completion) tokens on this route, as `usage.cost` shows it."""
+
+    def cost_usd(prompt_tokens: int, completion_tokens: int) -> str:
+        return usd(charging.charge(route.price, prompt_tokens, completion_tokens, attempt.held_micro or 0))
+
+    return cost_usd
 
 
 def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_tokens: int | None) -> list[ListingRoute]:
@@ -202,180 +178,6 @@ def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_to
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
     )
-
-
-async def _open_watched(
-    request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool
-) -> tuple[Opened, ClientWatch]:
-    """`_open`, abandoned at once (and the provider request closed) if the buyer goes away.
-
-    For a stream the watch stays running and is handed to the relay; otherwise it is closed here.
-    """
-    watch = ClientWatch(request.receive)
-    try:
-        with watch.guard():
-            opened = await _open(request, attempt, routes, build, stream)
-    except BaseException:
-        watch.close()
-        raise
-    if opened.chunks is None:
-        watch.close()
-    return opened, watch
-
-
-async def _open(request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool) -> Opened:
-    """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
-    state = request.app.state
-    client: UpstreamClient = state.upstream
-    timed_out = False
-    refusal: AdapterError | None = None  # the last provider kind that cannot express this request
-    busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
-    retry_after: float | None = None
-    unroutable = state.breaker_view.unroutable()  # breakers not closed: usually empty
-    tried = skipped_broken = skipped_full = 0
-    full_retry: float | None = None
-    for route in routes:
-        if tried == state.settings.upstream_attempts:
-            break
-        try:
-            adapter = adapter_for(route.provider)
-            outgoing = build(route, adapter)
-        except AdapterError as exc:
-            refusal = exc  # e.g. n > 1 on an Anthropic listing: another kind may still serve it
-            continue
-        gate = unroutable.get(route.listing_id)
-        if gate is Verdict.SKIP:  # breaker open
-            skipped_broken += 1
-            continue
-        resting = state.exhausted_until.get(route.listing_id)
-        now = state.clock()
-        if resting is not None and resting > now:  # at a cap, or told to wait (429 Retry-After)
-            skipped_full += 1
-            full_retry = min(full_retry or resting - now, resting - now)
-            continue
-        ticket = None
-        if route.limits is not None:
-            admission = await _take_capacity(request, attempt, route)
-            if not admission.admitted:
-                skipped_full += 1
-                if admission.retry_after is not None:
-                    full_retry = min(full_retry or admission.retry_after, admission.retry_after)
-                continue
-            ticket = admission.ticket
-        probe = None
-        if gate is Verdict.PROBE:  # open long enough: one request may probe it
-            permit = await state.breakers.allow(route.listing_id)
-            if not permit:
-                if ticket is not None:
-                    await state.capacity.cancel(ticket)
-                skipped_broken += 1
-                continue
-            probe = permit.probe
-        if ticket is not None:
-            attempt.tickets.append(ticket)
-        tried += 1
-        attempt.attempts += 1
-        sent = time.perf_counter()
-        attempt.listing = route
-        try:
-            response = await client.send(outgoing.method, outgoing.url, outgoing.body, outgoing.headers)
-        except httpx.HTTPError as exc:
-            timed_out = timed_out or is_timeout(exc)
-            outcome = "timeout" if is_timeout(exc) else "connect_error"
-            _observe_upstream(request, outcome, sent, route, attempt, error=type(exc).__name__)
-            attempt.health.append((route.listing_id, False, probe))
-            continue
-        verdict = classify_status(response.status_code, response.headers.get("retry-after"))
-        _observe_upstream(request, verdict.outcome.value, sent, route, attempt, status=response.status_code)
-        if response.status_code in (429, 503):
-            busy_statuses.append(response.status_code)
-            if verdict.retry_after is not None:
-                retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
-                # The provider said when to come back: this process leaves the listing alone until then.
-                until = state.clock() + verdict.retry_after
-                state.exhausted_until[route.listing_id] = until
-                await state.rests.begin(route.listing_id, COOLING, until, cooling_reason(verdict.retry_after, until))
-        if verdict.outcome is Outcome.KEY_REJECTED:
-            await state.listings.mark_invalid(
-                route.listing_id, f"the provider rejected the listing's API key (HTTP {response.status_code})"
-            )
-        # "Busy" (429) is the provider working as it should: not a breaker failure.
-        healthy = verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR) or response.status_code == 429
-        try:
-            if verdict.outcome is Outcome.OK and stream:
-                # The transport's own byte stream: httpx's aiter_raw adds a generator layer per chunk.
-                chunks = aiter(response.stream)  # type: ignore[arg-type]
-                first = await anext(chunks, b"")
-                if first:
-                    attempt.health.append((route.listing_id, True, probe))
-                    return Opened(route, adapter, response, first, chunks)
-                healthy = False
-            elif verdict.outcome in (Outcome.OK, Outcome.CLIENT_ERROR):
-                content = await _read_bounded(response)
-                attempt.health.append((route.listing_id, True, probe))
-                return Opened(route, adapter, response, content, None)
-        except httpx.HTTPError as exc:
-            timed_out = timed_out or is_timeout(exc)
-            healthy = False
-            log.warning("upstream_read_failed", listing=route.public_id, error=type(exc).__name__)
-        except BaseException:
-            await response.aclose()  # cancelled (the buyer left) or a bug: never leak the connection
-            raise
-        attempt.health.append((route.listing_id, healthy, probe))
-        await response.aclose()
-    if tried == 0 and refusal is not None and not skipped_broken:
-        attempt.outcome = "invalid_request"
-        raise InvalidRequest(refusal.message, param=refusal.param)
-    if tried == 0 and skipped_full:
-        attempt.outcome = "rate_limited"
-        raise RateLimited(
-            "Every listing for this model is at its capacity limit right now. Please retry shortly.",
-            headers={"retry-after": str(max(1, math.ceil(full_retry)))} if full_retry is not None else None,
-        )
-    if tried == 0 and skipped_broken:
-        attempt.outcome = "upstream_error"
-        raise Unavailable("Every provider for this model is failing right now. Please retry shortly.")
-    attempt.outcome = "upstream_error"
-    if busy_statuses and len(busy_statuses) == attempt.attempts:
-        # Every provider tried said "busy": no room now, exactly like a seller's cap (429 below).
-        attempt.outcome = "rate_limited"
-        raise RateLimited(
-            "Every provider for this model is at capacity right now. Please retry shortly.",
-            headers={"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None,
-        )
-    if timed_out:
-        raise UpstreamTimeout("The upstream provider did not answer in time. Please retry.")
-    raise UpstreamFailed("No upstream provider could serve this request right now. Please retry.")
-
-
-async def _take_capacity(request: Request, attempt: Attempt, route: ListingRoute) -> Admission:
-    """Take room on a limited listing; a listing at a cap is remembered as resting until it resets."""
-    state = request.app.state
-    exhausted: dict[str, float] = state.exhausted_until
-    now = state.clock()
-    assert attempt.estimate is not None
-    admission: Admission = await state.capacity.take(
-        route.listing_id, route.limits, attempt.estimate(), attempt.request_id
-    )
-    if admission.exhausts_listing and admission.retry_after is not None:
-        until = now + admission.retry_after
-        exhausted[route.listing_id] = until
-        await state.rests.begin(route.listing_id, EXHAUSTED, until, exhausted_reason(admission.limit or "a", until))
-    return admission
-
-
-async def _read_bounded(response: httpx.Response) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for part in response.aiter_raw():
-            size += len(part)
-            if size > _MAX_UPSTREAM_BODY:
-                raise httpx.DecodingError("upstream answer too large")
-            parts.append(part)
-    finally:
-        await response.aclose()
-    return b"".join(parts)
 
 
 def _after_response(response: Response, request: Request, attempt: Attempt) -> Response:
@@ -418,7 +220,15 @@ def _finish_plain(
         attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text(_answer_text(answer))
     attempt.outcome = "ok"
-    return Response(content, status_code=status, media_type="application/json", headers=headers)
+    attempt.cost_micro = _cost(attempt, opened.route)
+    cost = usd(attempt.cost_micro)
+    headers["x-gateway-cost-usd"] = cost
+    return Response(add_cost(content, cost), status_code=status, media_type="application/json", headers=headers)
+
+
+def _cost(attempt: Attempt, route: ListingRoute) -> int:
+    """What the buyer pays for what was delivered (a cut stream: its delivered part)."""
+    return charging.charge(route.price, attempt.prompt_tokens, attempt.completion_tokens, attempt.held_micro or 0)
 
 
 def _answer_text(answer: Any) -> str:
@@ -448,6 +258,8 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
         counter = request.app.state.tokens
         attempt.prompt_tokens = meter.usage.prompt_tokens if meter.usage else counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
+    if attempt.listing is not None:
+        attempt.cost_micro = _cost(attempt, attempt.listing)
 
 
 def _listing_id(attempt: Attempt) -> str:
@@ -456,24 +268,6 @@ def _listing_id(attempt: Attempt) -> str:
 
 def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
     return {"x-gateway-listing": route.public_id, "x-gateway-attempts": str(attempt.attempts)}
-
-
-def _observe_upstream(
-    request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt, **fields: Any
-) -> None:
-    metrics = request.app.state.metrics
-    elapsed = time.perf_counter() - sent
-    metrics.child(metrics.upstream_latency, outcome).observe(elapsed)
-    metrics.child(metrics.listing_attempts, route.public_id, outcome).inc()
-    metrics.child(metrics.listing_latency, route.public_id).observe(elapsed)
-    if outcome != "ok":
-        log.warning(
-            "upstream_attempt_failed",
-            listing=route.public_id,
-            attempt=attempt.attempts,
-            outcome=outcome,
-            **fields,
-        )
 
 
 async def _finish(request: Request, attempt: Attempt) -> None:
@@ -505,9 +299,17 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         attempts=attempt.attempts,
         stream=attempt.stream,
         ts_ms=int(state.clock() * 1000),
+        seller_id=attempt.listing.seller_id if attempt.listing else "",
+        cost_micro=attempt.cost_micro,
+        held_micro=attempt.held_micro or 0,
     )
     pipe = state.redis.pipeline(transaction=False)
     state.meter.record_in(pipe, event)
+    settled = None
+    if attempt.held_micro is not None:
+        settled = state.hot.settle_in(
+            pipe, buyer_id=event.user_id, request_id=event.request_id, cost_micro=attempt.cost_micro
+        )
     if attempt.listing is not None:
         if attempt.outcome == "ok" and event.ttft_ms >= 0:
             state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
@@ -534,6 +336,8 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         # The log line is the record of last resort: it carries the whole event.
         log.error("usage_event_not_recorded", error=repr(results[0]), usage_event=event.fields())
         return
+    if settled is not None:
+        await _settled(state, event, settled, results)
     for listing_id, pending in breaker_updates:
         try:
             state.breaker_view.apply_state(listing_id, await pending.resolve(results))
@@ -544,6 +348,20 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             await release.resolve(results)  # retries a script Redis forgot (NOSCRIPT) with EVAL
         except (RedisError, OSError) as exc:
             log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
+
+
+async def _settled(state: Any, event: UsageEvent, settled: Pending[int], results: list[Any]) -> None:
+    """Check the hold's settle. If the hold was gone (expired and swept: the process stalled past
+    its TTL), the charge still stands (the event carries it to Postgres), so the hot view is
+    debited here instead, keeping it equal to Postgres once the event settles."""
+    try:
+        charged = await settled.resolve(results)
+        if charged < 0 and event.cost_micro > 0:
+            log.warning("hold_gone_before_settle", cost_micro=event.cost_micro)
+            await state.hot.credit(event.user_id, -event.cost_micro)
+    except (RedisError, OSError) as exc:
+        # The hold expires and is swept; the usage event (recorded) still charges the buyer.
+        log.error("hold_not_settled", error=repr(exc), cost_micro=event.cost_micro)
 
 
 def hot_paths() -> dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]]:

@@ -51,11 +51,21 @@ class request_context:  # used like a function in the middleware list
 
 def begin_request(scope: Scope) -> str:
     """Take the caller's request id (if sane) or make one; keep it on the scope and on every log line."""
-    request_id = incoming_request_id(scope) or f"req_{uuid.uuid4().hex}"
-    scope.setdefault("state", {})["request_id"] = request_id
+    given = incoming_request_id(scope)
+    request_id = given or f"req_{uuid.uuid4().hex}"
+    state = scope.setdefault("state", {})
+    state["request_id"] = request_id
+    state["request_id_given"] = given is not None
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     return request_id
+
+
+def charge_id(request_id: str, given: bool) -> str:
+    """The id a request's money is booked under (hold, usage event, usage row): unique per
+    request even when a client sends the same x-request-id twice, which would otherwise make the
+    second request look like a replay of the first and go unbilled."""
+    return f"{request_id}.{uuid.uuid4().hex[:12]}" if given else request_id
 
 
 def incoming_request_id(scope: Scope) -> str | None:

@@ -8,6 +8,7 @@ GatewayError
 ├── NotFound              404 (unknown path)
 ├── MethodNotAllowed      405
 ├── PayloadTooLarge       413 (body over GATEWAY_MAX_BODY_BYTES)
+├── InsufficientQuota     402 insufficient_quota (balance or a key spend cap too low)
 ├── RateLimited           429 rate_limit_exceeded
 ├── ClientDisconnected    499 (the buyer left before the answer; nobody reads this response)
 ├── UpstreamFailed        502 upstream_error (every candidate failed or answered garbage)
@@ -90,6 +91,14 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class InsufficientQuota(GatewayError):
+    """402, not OpenAI's 429: the SDKs retry a 429 by themselves, and no retry adds money."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class RateLimited(GatewayError):

@@ -63,6 +63,7 @@ class ChatRequest:
     stream: bool
     client_wants_usage: bool
     max_tokens: int | None
+    choices: int = 1  # `n`: each choice may use up to max_tokens
 
 
 def parse_chat_request(body: dict[str, Any], settings: Settings) -> ChatRequest:
@@ -89,9 +90,9 @@ def parse_chat_request(body: dict[str, Any], settings: Settings) -> ChatRequest:
     completion_cap = _bounded_int(body, "max_completion_tokens", 1, settings.max_tokens_cap)
     legacy_cap = _bounded_int(body, "max_tokens", 1, settings.max_tokens_cap)
     max_tokens = completion_cap if completion_cap is not None else legacy_cap
-    _bounded_int(body, "n", 1, settings.max_n)
+    choices = _bounded_int(body, "n", 1, settings.max_n) or 1
     wants_usage = bool(stream_options and stream_options.get("include_usage") is True)
-    return ChatRequest(body, model, bool(stream), wants_usage, max_tokens)
+    return ChatRequest(body, model, bool(stream), wants_usage, max_tokens, choices)
 
 
 def parse_embeddings_request(body: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.proxy.errors import ClientDisconnected
+from aichat_gateway.proxy.receipts import add_cost
 
 if TYPE_CHECKING:  # adapters import this module; the protocol is needed for types only
     from aichat_gateway.proxy.adapters.base import StreamTranslator
@@ -35,11 +36,15 @@ from aichat_gateway.proxy.sse import (
     usage_from_event,
 )
 
+# (prompt tokens, completion tokens) -> the answer's cost in USD, for `usage.cost`.
+CostOf = Callable[[int, int], str]
+
 
 class StreamMeter:
-    def __init__(self, forward_usage: bool) -> None:
+    def __init__(self, forward_usage: bool, cost_of: CostOf | None = None) -> None:
         self._parser = SSEParser()
         self._forward_usage = forward_usage
+        self._cost_of = cost_of
         self.usage: Usage | None = None
         self.text_parts: list[str] = []
         self.saw_done = False
@@ -48,26 +53,34 @@ class StreamMeter:
         """Observe upstream bytes; return what the buyer should receive for them."""
         started_idle = self._parser.idle
         events = self._parser.feed(data)
-        keep = [self._observe(event) for event in events]
-        if self._forward_usage or (started_idle and self._parser.idle and all(keep)):
-            return data  # whole events, nothing withheld: forward the provider's bytes untouched
-        return b"".join(_encode(event) for event, kept in zip(events, keep, strict=True) if kept)
+        out = [self._observe(event) for event in events]
+        untouched = all(o is e for o, e in zip(out, events, strict=True))
+        if untouched and (self._forward_usage or (started_idle and self._parser.idle)):
+            return data  # whole events, nothing withheld or changed: the provider's bytes as they are
+        return b"".join(_encode(event) for event in out if event is not None)
 
-    def _observe(self, event: SSEEvent) -> bool:
-        """Record what the event tells us; False when it is a usage-only chunk to be withheld."""
+    def _observe(self, event: SSEEvent) -> SSEEvent | None:
+        """Record what the event tells us; None for a usage-only chunk to be withheld, a changed
+        event for the usage chunk the buyer gets (with its cost)."""
         if is_done(event):
             self.saw_done = True
-            return True
+            return event
         if '"usage"' in event.data:
             usage = usage_from_event(event)
             if usage is not None:
                 self.usage = usage
                 if _has_no_choices(event.data):
-                    return self._forward_usage
+                    if not self._forward_usage:
+                        return None
+                    if self._cost_of is not None:
+                        cost = self._cost_of(usage.prompt_tokens, usage.completion_tokens)
+                        data = add_cost(event.data.encode(), cost).decode()
+                        return SSEEvent(event.event, data, event.id)
+                    return event
         text = content_text_of_chunk(event)
         if text:
             self.text_parts.append(text)
-        return True
+        return event
 
 
 def _has_no_choices(data: str) -> bool:

@@ -31,10 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis as redis_sync
+from redis.asyncio import Redis
 
+from aichat_gateway.billing.amounts import parse_usd
+from aichat_gateway.billing.credits import grant_credit
+from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import decode_entry
 from aichat_gateway.config.settings import Settings, load_settings
 from tests.scratch import TEST_REDIS_URL, migrated_database
@@ -428,6 +433,32 @@ def register_and_login(gateway: Proc, tag: str, password: str) -> Account:
     return Account(registered.json()["id"], email, password, login.json()["access_token"])
 
 
+BUYER_FUNDS_USD = "1000"
+
+
+def fund(settings: Settings, user_id: str, amount_usd: str) -> None:
+    """Promotional credit, exactly as an admin grants it: Postgres first, then the hot view."""
+
+    async def grant() -> None:
+        db = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await grant_credit(
+                db,
+                user_id=user_id,
+                amount_micro=parse_usd(amount_usd),
+                reason="test funds",
+                granted_by=None,
+                idempotency_key=None,
+                on_balance_change=HotBalances(redis, settings.redis_prefix).credit,
+            )
+        finally:
+            await redis.aclose()
+            await db.close()
+
+    asyncio.run(grant())
+
+
 def create_listing(gateway: Proc, seller: Account, body: dict[str, Any]) -> dict[str, Any]:
     answer = httpx.post(gateway.url + "/api/marketplace/listings", json=body, headers=seller.auth, timeout=10)
     assert answer.status_code == 201, answer.text
@@ -456,10 +487,11 @@ def serving(model: str, price: dict[str, str] = EXPLICIT_PRICE) -> tuple[list[di
 
 
 @pytest.fixture(scope="session")
-def market(gateways: Gateways, fakes: Fakes) -> Market:
+def market(gateways: Gateways, fakes: Fakes, proxy_settings: Settings) -> Market:
     a = gateways.a
     seller = register_and_login(a, "seller", PASSWORD_SELLER)
     buyer = register_and_login(a, "buyer", PASSWORD_BUYER)
+    fund(proxy_settings, buyer.id, BUYER_FUNDS_USD)
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connect errors
     cheap, dear = PRICE_CHEAP, PRICE_DEAR
     # name -> (base URL, (models, pricing)). Each listing gets its own provider key.
@@ -547,7 +579,9 @@ class UsageEvents:
         found = []
         for _, fields in entries:
             decoded = decode_entry(fields)
-            if decoded.get("request_id") == request_id:
+            booked = decoded.get("request_id", "")
+            # A request id the client chose is booked with a unique suffix (edge.charge_id).
+            if booked == request_id or booked.rsplit(".", 1)[0] == request_id:
                 found.append(decoded)
         return found
 

@@ -16,6 +16,7 @@ import pytest
 from conftest import Fakes
 from starlette.applications import Starlette
 
+from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.proxy.app import create_app
 
@@ -82,6 +83,17 @@ async def list_endpoint(client: httpx.AsyncClient, seller: dict[str, str], base_
 
 async def buyer_key(client: httpx.AsyncClient) -> dict[str, str]:
     buyer = await session(client, "buyer")
+    me = (await client.get("/api/auth/me", headers=buyer)).json()
+    state = client._transport.app.state  # type: ignore[attr-defined]
+    await grant_credit(
+        state.db,
+        user_id=me["id"],
+        amount_micro=10_000_000,
+        reason="test funds",
+        granted_by=None,
+        idempotency_key=None,
+        on_balance_change=state.hot.credit,
+    )
     key = (await client.post("/api/keys", json={"name": "k"}, headers=buyer)).json()["key"]
     return {"authorization": f"Bearer {key}"}
 

@@ -37,7 +37,7 @@ PASSTHROUGH: dict[str, Any] = {
     "metadata": {"team": "qa", "ticket": "T-1"},
     "some_future_field": {"nested": [1, 2.5, None, "x"]},
 }
-GATEWAY_EXTENSION = {"provider": {"order": ["lst_nope"], "allow_fallbacks": False}}
+GATEWAY_EXTENSION = {"provider": {"sort": "price", "ignore": ["lst_nope"]}}
 
 
 @pytest.fixture

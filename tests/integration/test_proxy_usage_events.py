@@ -39,7 +39,7 @@ async def one_event(usage_events: UsageEvents, http: httpx.AsyncClient, rid: str
 
 
 def assert_common(event: dict[str, str], market: Market, rid: str, model: str) -> None:
-    assert event["request_id"] == rid
+    assert event["request_id"].rsplit(".", 1)[0] == rid  # booked with a unique suffix (edge.charge_id)
     assert event["key_id"] == market.buyer_key_id
     assert event["user_id"] == market.buyer.id
     assert event["model"] == model
@@ -62,6 +62,12 @@ async def test_a_successful_non_streamed_request_records_one_event_with_the_prov
     assert (event["outcome"], event["status"], event["stream"], event["attempts"]) == ("ok", "200", "0", "1")
     assert (event["prompt_tokens"], event["completion_tokens"]) == (str(PROMPT_TOKENS), "16")
     assert event["usage_source"] == "upstream"
+    # gpt-4o-mini at the catalog's list price ($0.15 / $0.60 per 1M), rounded up to a micro-USD.
+    expected = -(-(150_000 * PROMPT_TOKENS + 600_000 * 16) // 1_000_000)
+    assert int(event["cost_micro"]) == expected <= int(event["held_micro"])
+    assert event["seller_id"] == market.seller.id
+    assert answer.headers["x-gateway-cost-usd"] == f"0.{expected:06d}"
+    assert answer.json()["usage"]["cost"] == expected / 1_000_000
 
 
 async def test_a_successful_stream_records_one_event_with_the_usage_the_buyer_did_not_ask_for(
@@ -95,6 +101,7 @@ async def test_an_upstream_error_records_one_event_that_costs_nothing(
     assert_common(event, market, rid, "failing-model")
     assert (event["outcome"], event["status"], event["attempts"]) == ("upstream_error", "502", "1")
     assert (event["prompt_tokens"], event["completion_tokens"]) == ("0", "0")
+    assert event["cost_micro"] == "0" and int(event["held_micro"]) > 0  # held, then nothing charged
 
 
 async def test_a_client_disconnect_records_one_event_charging_what_was_delivered(
@@ -111,6 +118,7 @@ async def test_a_client_disconnect_records_one_event_charging_what_was_delivered
     assert event["usage_source"] == "estimated"
     assert 1 <= int(event["completion_tokens"]) <= 4, event  # 50 if the whole answer had been charged
     assert int(event["prompt_tokens"]) > 0
+    assert 0 < int(event["cost_micro"]) < int(event["held_micro"])  # what was delivered, not the hold
 
 
 async def test_an_unlisted_model_records_one_event_without_a_listing(
@@ -122,6 +130,7 @@ async def test_an_unlisted_model_records_one_event_without_a_listing(
     assert_common(event, market, rid, "no-such-model")
     assert (event["outcome"], event["status"], event["listing_id"]) == ("model_not_found", "404", "")
     assert event["attempts"] == "0"
+    assert (event["cost_micro"], event["held_micro"]) == ("0", "0")  # refused before any hold
 
 
 async def test_a_successful_embeddings_request_records_one_event(

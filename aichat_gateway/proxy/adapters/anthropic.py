@@ -208,8 +208,10 @@ class AnthropicAdapter:
         prompt, _, completion = _usage_numbers(usage)
         return Usage(prompt, completion)
 
-    def stream_translator(self, model: str, include_usage: bool) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(model, include_usage, int(self._clock()))
+    def stream_translator(
+        self, model: str, include_usage: bool, cost_of: Callable[[int, int], str] | None = None
+    ) -> AnthropicStreamTranslator:
+        return AnthropicStreamTranslator(model, include_usage, int(self._clock()), cost_of)
 
     def validation_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         return UpstreamRequest("GET", api_root(base_url) + "/v1/models", _headers(api_key, _JSON, with_body=False))
@@ -219,6 +221,7 @@ class AnthropicStreamTranslator:
     """Anthropic stream bytes in, OpenAI chunk bytes out (see the module docstring). One per stream."""
 
     __slots__ = (
+        "_cost_of",
         "_created",
         "_ended",
         "_finish_sent",
@@ -234,7 +237,10 @@ class AnthropicStreamTranslator:
         "usage",
     )
 
-    def __init__(self, model: str, include_usage: bool, created: int) -> None:
+    def __init__(
+        self, model: str, include_usage: bool, created: int, cost_of: Callable[[int, int], str] | None = None
+    ) -> None:
+        self._cost_of = cost_of
         self._parser = SSEParser()
         self._model = model
         self._include_usage = include_usage
@@ -353,13 +359,17 @@ class AnthropicStreamTranslator:
         self.saw_done = True
         out = b"" if self._finish_sent else self._chunk({}, "stop")
         if self._include_usage and self.usage is not None:
+            usage: dict[str, Any] = _openai_usage(self._start_usage)
+            if self._cost_of is not None:  # first, as the OpenAI path's splice puts it
+                cost = self._cost_of(self.usage.prompt_tokens, self.usage.completion_tokens)
+                usage = {"cost": orjson.Fragment(cost.encode()), **usage}
             chunk = {
                 "id": self._id,
                 "object": "chat.completion.chunk",
                 "created": self._created,
                 "model": self._model,
                 "choices": [],
-                "usage": _openai_usage(self._start_usage),
+                "usage": usage,
             }
             out += b"data: " + orjson.dumps(chunk) + b"\n\n"
         return out + _DONE

@@ -18,6 +18,7 @@ AdapterError                  (has `message` and `param`, like the gateway's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,9 +119,12 @@ class Adapter(Protocol):
         """The token usage in the provider's own complete answer, or None. Never raises."""
         ...
 
-    def stream_translator(self, model: str, include_usage: bool) -> StreamTranslator:
+    def stream_translator(
+        self, model: str, include_usage: bool, cost_of: Callable[[int, int], str] | None = None
+    ) -> StreamTranslator:
         """A fresh translator for one streamed answer; `include_usage` is the buyer's
-        `stream_options.include_usage` (the usage chunk is sent to the buyer only then)."""
+        `stream_options.include_usage` (the usage chunk is sent to the buyer only then), and
+        `cost_of(prompt, completion)` gives that chunk's `usage.cost` (USD decimal string)."""
         ...
 
     def validation_request(self, base_url: str, api_key: str) -> UpstreamRequest:

@@ -21,7 +21,7 @@ import orjson
 
 from aichat_gateway.proxy.adapters.base import UpstreamRequest
 from aichat_gateway.proxy.inbound import GATEWAY_FIELDS, upstream_body
-from aichat_gateway.proxy.relay import StreamMeter
+from aichat_gateway.proxy.relay import CostOf, StreamMeter
 from aichat_gateway.proxy.sse import Usage
 
 _JSON = b"application/json"
@@ -80,8 +80,8 @@ class OpenAIAdapter:
             return None
         return Usage(prompt, _count(usage.get("completion_tokens")) or 0)
 
-    def stream_translator(self, model: str, include_usage: bool) -> StreamMeter:
-        return StreamMeter(forward_usage=include_usage)
+    def stream_translator(self, model: str, include_usage: bool, cost_of: CostOf | None = None) -> StreamMeter:
+        return StreamMeter(forward_usage=include_usage, cost_of=cost_of)
 
     def validation_request(self, base_url: str, api_key: str) -> UpstreamRequest:
         headers = [(b"authorization", b"Bearer " + api_key.encode()), (b"accept", _JSON)]

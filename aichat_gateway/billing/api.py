@@ -1,0 +1,283 @@
+"""The buyer's billing REST API and the admin's credits, mounted under /api.
+
+`/billing/balance` answers from the hot view (Redis), so it counts requests that finished a moment
+ago and are not settled into Postgres yet; `/billing/transactions` and `/billing/usage` read
+Postgres, so they show settled money only (a request appears within the settlement worker's batch
+interval). Lists are newest first and keyset-paginated: `next_cursor` is opaque; pass it back as
+`cursor` until it is null.
+
+Authentication is done by the /api sub-app's middleware; this module reads only the standard
+`request.user.identity` and `request.auth.scopes`, so it needs nothing from the accounts package.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import parse_usd, usd
+from aichat_gateway.billing.credits import grant_credit, user_id_for_email
+from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
+
+_MAX_BODY = 16 * 1024
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+
+
+def _user(request: Request) -> str:
+    if not request.user.is_authenticated:
+        raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
+    identity: str = request.user.identity
+    return identity
+
+
+def _admin(request: Request) -> str:
+    user = _user(request)
+    if "admin" not in request.auth.scopes:
+        raise NotPermitted("only an admin may do this")
+    return user
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise InvalidBillingInput("request body too large")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidBillingInput("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidBillingInput("request body must be a JSON object")
+    return body
+
+
+def page_size(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_PAGE
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidBillingInput(f"limit must be a whole number from 1 to {MAX_PAGE}", param="limit")
+    return int(raw)
+
+
+def encode_cursor(*parts: str) -> str:
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str, arity: int) -> list[str]:
+    try:
+        parts = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().split("\x1f")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
+    if len(parts) != arity:
+        raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
+    return parts
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _timestamp(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _uuid(request: Request, name: str) -> uuid.UUID | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidBillingInput(f"{name} must be an id", param=name) from None
+
+
+# ---- balance -------------------------------------------------------------------------------------
+
+
+async def balance(request: Request) -> Response:
+    user = _user(request)
+    state = request.app.state
+    view = await state.hot.view(user)
+    if view is None:  # never loaded (or Redis lost it): Postgres is the truth, and the view is rebuilt
+        async with state.db.acquire() as conn:
+            settled = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user)
+        await state.hot.load(user, settled)
+        view = await state.hot.view(user)
+    assert view is not None
+    return JSONResponse(
+        {
+            "balance_usd": usd(view.effective_micro),
+            "held_usd": usd(view.held_micro),
+            "available_usd": usd(view.available_micro),
+        }
+    )
+
+
+# ---- transactions (ledger entries of the buyer's account) ----------------------------------------
+
+_TRANSACTIONS_SQL = """
+SELECT e.id, e.amount_micro, e.balance_after_micro, e.created_at, t.kind, t.memo
+FROM ledger_entries e
+JOIN ledger_accounts a ON a.id = e.account_id
+JOIN transfers t ON t.id = e.transfer_id
+WHERE a.kind = 'buyer' AND a.owner_id = $1 AND ($2::bigint IS NULL OR e.id < $2)
+ORDER BY e.id DESC
+LIMIT $3
+"""
+
+
+async def transactions(request: Request) -> Response:
+    user = _user(request)
+    limit = page_size(request)
+    cursor = request.query_params.get("cursor")
+    before = None
+    if cursor:
+        [raw] = decode_cursor(cursor, 1)
+        if not raw.isdigit():
+            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
+        before = int(raw)
+    rows = await request.app.state.db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
+    page = rows[:limit]
+    data = [
+        {
+            "id": str(r["id"]),
+            "type": r["kind"],
+            "amount_usd": usd(r["amount_micro"]),
+            "balance_after_usd": usd(r["balance_after_micro"]),
+            "created_at": _iso(r["created_at"]),
+            "description": _describe(r["kind"], r["memo"]),
+        }
+        for r in page
+    ]
+    more = len(rows) > limit
+    return JSONResponse({"data": data, "next_cursor": encode_cursor(str(page[-1]["id"])) if more else None})
+
+
+def _describe(kind: str, memo: dict[str, Any]) -> str:
+    """A short, secret-free line for a statement; memos hold ids and reasons only."""
+    if kind == "usage":
+        return f"request {memo.get('request_id', '')}".strip()
+    if kind == "credit":
+        return f"credit: {memo.get('reason', '')}".strip()
+    return kind.replace("_", " ")
+
+
+# ---- usage (one row per settled request) ---------------------------------------------------------
+
+_USAGE_SQL = """
+SELECT request_id, key_id, model, prompt_tokens, completion_tokens, cost_micro, outcome, status, stream,
+       created_at
+FROM usage_records
+WHERE buyer_id = $1
+  AND ($2::uuid IS NULL OR key_id = $2)
+  AND ($3::text IS NULL OR model = $3)
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR (created_at, request_id) < ($6, $7))
+ORDER BY created_at DESC, request_id DESC
+LIMIT $8
+"""
+
+
+async def usage(request: Request) -> Response:
+    user = _user(request)
+    limit = page_size(request)
+    after_at: datetime | None = None
+    after_id: str | None = None
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        at, after_id = decode_cursor(cursor, 2)
+        try:
+            after_at = datetime.fromisoformat(at)
+        except ValueError:
+            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
+    rows = await request.app.state.db.fetch(
+        _USAGE_SQL,
+        uuid.UUID(user),
+        _uuid(request, "key_id"),
+        request.query_params.get("model"),
+        _timestamp(request, "since"),
+        _timestamp(request, "until"),
+        after_at,
+        after_id,
+        limit + 1,
+    )
+    page = rows[:limit]
+    data = [
+        {
+            "request_id": r["request_id"],
+            "key_id": str(r["key_id"]) if r["key_id"] else None,
+            "model": r["model"],
+            "prompt_tokens": r["prompt_tokens"],
+            "completion_tokens": r["completion_tokens"],
+            "cost_usd": usd(r["cost_micro"]),
+            "outcome": r["outcome"],
+            "status": r["status"],
+            "stream": r["stream"],
+            "created_at": _iso(r["created_at"]),
+        }
+        for r in page
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(last["created_at"].isoformat(), last["request_id"])
+    return JSONResponse({"data": data, "next_cursor": next_cursor})
+
+
+# ---- admin credits -------------------------------------------------------------------------------
+
+
+async def create_credit(request: Request) -> Response:
+    admin = _admin(request)
+    body = await _json_object(request)
+    unknown = sorted(set(body) - {"email", "amount_usd", "reason"})
+    if unknown:
+        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
+    state = request.app.state
+    amount = parse_usd(body.get("amount_usd"), "amount_usd")
+    user_id = await user_id_for_email(state.db, body.get("email"))
+    credit = await grant_credit(
+        state.db,
+        user_id=user_id,
+        amount_micro=amount,
+        reason=body.get("reason"),  # type: ignore[arg-type]  # checked by grant_credit
+        granted_by=admin,
+        idempotency_key=request.headers.get("idempotency-key"),
+        on_balance_change=state.hot.credit,
+    )
+    return JSONResponse(
+        {
+            "id": str(credit.transfer_id) if credit.transfer_id is not None else None,
+            "user_id": credit.user_id,
+            "amount_usd": usd(credit.amount_micro),
+            "balance_usd": usd(credit.balance_micro),
+            "replayed": credit.transfer_id is None,
+        },
+        status_code=201 if credit.transfer_id is not None else 200,
+    )
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/billing/balance", balance, methods=["GET"]),
+        Route("/billing/transactions", transactions, methods=["GET"]),
+        Route("/billing/usage", usage, methods=["GET"]),
+        Route("/admin/credits", create_credit, methods=["POST"]),
+    ]

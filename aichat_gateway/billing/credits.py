@@ -1,0 +1,93 @@
+"""Crediting a buyer outside Stripe: an admin's promotional credit (`/api/admin/credits`, `demo`).
+
+Postgres first, then Redis (DESIGN.md): the transfer commits, and only then does the hot view
+learn the new money (`on_balance_change`). If the process dies in between, the buyer's hot view is
+low until the reconciler repairs it — never high, so no one can spend money that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from aichat_gateway.billing import ledger
+from aichat_gateway.billing.errors import BillingNotFound, InvalidBillingInput
+from aichat_gateway.config.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_CREDIT_MICRO = 1_000_000 * 1_000_000  # one million USD: a typo guard, not a policy
+MAX_REASON_CHARS = 500
+
+BalanceHook = Callable[[str, int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    transfer_id: int | None  # None: this idempotency key was used before, nothing new was posted
+    user_id: str
+    amount_micro: int
+    balance_micro: int
+
+
+def check_credit(amount_micro: int, reason: object) -> str:
+    if amount_micro <= 0:
+        raise InvalidBillingInput("amount_usd must be more than zero", param="amount_usd")
+    if amount_micro > MAX_CREDIT_MICRO:
+        raise InvalidBillingInput("amount_usd is above the 1,000,000 USD limit of one credit", param="amount_usd")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidBillingInput("reason is required: say why this credit is granted", param="reason")
+    text = reason.strip()
+    if len(text) > MAX_REASON_CHARS or any(ord(c) < 32 for c in text):
+        raise InvalidBillingInput(f"reason must be 1 to {MAX_REASON_CHARS} printable characters", param="reason")
+    return text
+
+
+async def user_id_for_email(db: asyncpg.Pool, email: object) -> str:
+    if not isinstance(email, str) or "@" not in email:
+        raise InvalidBillingInput("email must be the buyer's e-mail address", param="email")
+    found = await db.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email.strip())
+    if found is None:
+        raise BillingNotFound("no account has this e-mail address", param="email")
+    return str(found)
+
+
+async def grant_credit(
+    db: asyncpg.Pool,
+    *,
+    user_id: str,
+    amount_micro: int,
+    reason: str,
+    granted_by: str | None,
+    idempotency_key: str | None,
+    on_balance_change: BalanceHook,
+) -> Credit:
+    """Promotions → buyer. `idempotency_key` (e.g. the admin's Idempotency-Key header) makes a
+    retried grant post once; without one, every call is a new credit."""
+    reason = check_credit(amount_micro, reason)
+    key = f"credit:{granted_by or 'system'}:{idempotency_key or uuid.uuid4().hex}"
+    async with db.acquire() as conn, conn.transaction():
+        buyer = await ledger.account_id(conn, ledger.AccountKind.BUYER, user_id)
+        promotions = await ledger.account_id(conn, ledger.AccountKind.PROMOTIONS)
+        transfer = await ledger.post(
+            conn,
+            idempotency_key=key,
+            kind="credit",
+            legs=[(promotions, -amount_micro), (buyer, amount_micro)],
+            memo={"reason": reason, "granted_by": granted_by},
+        )
+        balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user_id)
+    if transfer is not None:
+        await on_balance_change(user_id, amount_micro)
+        log.info(
+            "credit_granted",
+            user_id=user_id,
+            amount_micro=amount_micro,
+            reason=reason,
+            granted_by=granted_by,
+            transfer_id=transfer,
+        )
+    return Credit(transfer, user_id, amount_micro, balance)

@@ -1,0 +1,97 @@
+"""Money on the hot path: size the hold, take it before the upstream call, price the answer.
+
+The decisions are pure (`hold_amount`, `charge`); `take_hold` is the thin shell around the buyer's
+hot view in Redis (`billing.holds.HotBalances`), and the settle is queued by `chat._finish` on the
+same pipeline as the usage event, so a request costs two Redis round trips in all (DESIGN.md).
+
+One hold per request, sized for the dearest listing the request may be tried on, so failover never
+needs a second reservation; the charge is the price of the listing that served, never more than
+the hold. The prompt is bounded by the body's size in bytes (a token is at least a byte of text),
+which over-reserves about four times for English but costs no tokenizer pass; the answer by
+`max_tokens` times `n`, or the model's output limit when `max_tokens` is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from aichat_gateway.accounts.keys import KeyPrincipal
+from aichat_gateway.billing import ledger
+from aichat_gateway.billing.holds import HoldStatus, KeyCaps
+from aichat_gateway.config.logging import get_logger
+from aichat_gateway.marketplace.pricing import Price, cost_micro
+from aichat_gateway.marketplace.snapshot import Route
+from aichat_gateway.proxy.errors import InsufficientQuota, Unavailable
+
+log = get_logger(__name__)
+
+
+def hold_amount(routes: Sequence[Route], prompt_tokens_bound: int, answer_tokens_bound: int) -> int:
+    """The worst case over every listing the request may be tried on (micro-USD)."""
+    return max((cost_micro(r.price, prompt_tokens_bound, answer_tokens_bound) for r in routes), default=0)
+
+
+def charge(price: Price, prompt_tokens: int, completion_tokens: int, held_micro: int) -> int:
+    """What the buyer pays for an answer: its price, capped by the hold (the hold is the contract)."""
+    return min(cost_micro(price, prompt_tokens, completion_tokens), held_micro)
+
+
+def refusal(status: HoldStatus, amount_micro: int, available_micro: int) -> InsufficientQuota:
+    if status is HoldStatus.SHORT:
+        return InsufficientQuota(
+            f"Your balance is too low for this request: it may cost up to {_usd(amount_micro)} USD and "
+            f"{_usd(max(available_micro, 0))} USD is available. Add funds, or lower max_tokens."
+        )
+    window = "daily" if status is HoldStatus.KEY_DAILY_CAP else "monthly"
+    return InsufficientQuota(
+        f"This API key's {window} spend cap would be exceeded: this request may cost up to "
+        f"{_usd(amount_micro)} USD. Raise the cap on /api/keys or wait for the next {window[:-2]}."
+    )
+
+
+async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount_micro: int) -> None:
+    """Reserve the worst case against the buyer's available balance and the key's caps, or refuse."""
+    caps = KeyCaps(getattr(principal, "daily_cap_micro", None), getattr(principal, "monthly_cap_micro", None))
+    hot = state.hot
+    try:
+        result = await hot.hold(
+            buyer_id=principal.user_id,
+            request_id=request_id,
+            amount_micro=amount_micro,
+            key_id=principal.key_id,
+            ttl_s=state.settings.hold_ttl_seconds,
+            caps=caps,
+        )
+        if result.status is HoldStatus.COLD:  # first request since Redis started: Postgres is the truth
+            await load_balance(state, principal.user_id)
+            result = await hot.hold(
+                buyer_id=principal.user_id,
+                request_id=request_id,
+                amount_micro=amount_micro,
+                key_id=principal.key_id,
+                ttl_s=state.settings.hold_ttl_seconds,
+                caps=caps,
+            )
+    except (RedisError, OSError) as exc:
+        log.error("hold_failed", error=repr(exc))
+        raise Unavailable(
+            "The gateway cannot reach its balance store right now; nothing was charged. Please retry shortly."
+        ) from None
+    if result.status is not HoldStatus.OK:
+        if result.status is HoldStatus.COLD:
+            raise Unavailable("The gateway is rebuilding balances; nothing was charged. Please retry shortly.")
+        raise refusal(result.status, amount_micro, result.available_micro)
+
+
+async def load_balance(state: Any, buyer_id: str) -> None:
+    async with state.db.acquire() as conn:
+        balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, buyer_id)
+    await state.hot.load(buyer_id, balance)
+
+
+def _usd(micro: int) -> str:
+    whole, frac = divmod(micro, 1_000_000)
+    return f"{whole}.{frac:06d}"
