@@ -188,6 +188,11 @@ class StripeWebhooks:
         facts = await self._facts(event)
         effects: list[tuple[str, int]] = []
         async with self._db.acquire() as conn, conn.transaction():
+            # The top-up row is locked first, before the event row (whose foreign key would take a
+            # share lock on it): every event of one top-up queues here, so two of them can never
+            # each hold a lock the other wants.
+            row = await conn.fetchrow("SELECT * FROM topups WHERE id = $1 FOR UPDATE", topup_id)
+            assert row is not None  # found before; rows are never deleted
             fresh = await conn.fetchval(
                 "INSERT INTO stripe_events (event_id, type, outcome, topup_id) VALUES ($1, $2, '', $3) "
                 "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
@@ -197,7 +202,7 @@ class StripeWebhooks:
             )
             if fresh is None:  # a concurrent delivery of the same event won
                 return Outcome.DUPLICATE
-            outcome = await self._apply(conn, event, topup_id, facts, effects)
+            outcome = await self._apply(conn, event, row, facts, effects)
             await conn.execute("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1", event.id, outcome)
         for user_id, amount in effects:
             await self._on_balance_change(user_id, amount)
@@ -258,10 +263,13 @@ class StripeWebhooks:
         )
 
     async def _apply(
-        self, conn: ledger.Conn, event: StripeEvent, topup_id: str, facts: _Facts, effects: list[tuple[str, int]]
+        self,
+        conn: ledger.Conn,
+        event: StripeEvent,
+        row: asyncpg.Record,
+        facts: _Facts,
+        effects: list[tuple[str, int]],
     ) -> str:
-        row = await conn.fetchrow("SELECT * FROM topups WHERE id = $1 FOR UPDATE", topup_id)
-        assert row is not None  # found before; rows are never deleted
         topup = TopupState(
             str(row["id"]), str(row["user_id"]), row["status"], row["credited_micro"], row["refunded_micro"]
         )

@@ -8,6 +8,7 @@ about amounts on purpose. Every test ends with the ledger audit finding nothing.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +29,7 @@ from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.proxy.app import create_app
-from tests.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
+from tests.localstripe import CARD_DECLINED, LocalStripe, free_port, running_localstripe
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -528,3 +529,54 @@ async def test_secrets_never_reach_logs_or_responses(
     text = logs.getvalue() + "".join(bodies)
     assert "stripe_webhook_rejected" in text and "credited" in text
     assert WEBHOOK_SECRET not in text and API_KEY not in text
+
+
+# ---- concurrency and outages --------------------------------------------------------------------
+
+
+async def test_two_concurrent_deliveries_of_one_event_credit_once(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, stripe: LocalStripe, db: asyncpg.Connection,
+    clock: Clock, hot: list[tuple[str, int]],
+) -> None:  # fmt: skip
+    user_id, topup = await paid_topup(app, settings, stripe, db)
+    event_id = f"evt_{uuid.uuid4().hex[:16]}"
+    obj = intent_object(topup, user_id)
+    answers = await asyncio.gather(*(send(client, clock, "payment_intent.succeeded", obj, event_id) for _ in range(4)))
+    assert all(a.status_code == 200 for a in answers)
+    assert sorted(a.json()["outcome"] for a in answers) == ["credited", "duplicate", "duplicate", "duplicate"]
+    assert await balance(db, user_id) == 20 * USD and hot == [(user_id, 20 * USD)]
+
+
+async def test_concurrent_success_and_failure_events_for_one_intent_credit_once(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, stripe: LocalStripe, db: asyncpg.Connection,
+    clock: Clock,
+) -> None:  # fmt: skip
+    user_id, topup = await paid_topup(app, settings, stripe, db)
+    types = ["payment_intent.succeeded", "payment_intent.payment_failed"] * 2
+    answers = await asyncio.gather(*(send(client, clock, t, intent_object(topup, user_id)) for t in types))
+    assert sorted(a.json()["outcome"] for a in answers) == ["already_credited"] * 3 + ["credited"]
+    assert await balance(db, user_id) == 20 * USD
+    assert await transfers_for(db, topup.payment_intent_id) == [f"topup:{topup.payment_intent_id}"]
+
+
+async def test_an_event_that_cannot_reach_stripe_answers_503_records_nothing_and_succeeds_on_retry(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, stripe: LocalStripe, db: asyncpg.Connection,
+    clock: Clock,
+) -> None:  # fmt: skip
+    user_id, topup = await paid_topup(app, settings, stripe, db)
+    event_id = f"evt_{uuid.uuid4().hex[:16]}"
+    body = event_body("payment_intent.succeeded", intent_object(topup, user_id), event_id)
+    broken = create_app(
+        settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{free_port()}"}),
+        configure_logs=False,
+        clock=clock,
+    )
+    async with broken.router.lifespan_context(broken):
+        transport = httpx.ASGITransport(app=broken)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as down:
+            outage = await down.post("/api/webhooks/stripe", content=body, headers=signed(body, clock()))
+    assert outage.status_code == 503 and API_KEY not in outage.text
+    assert await outcome_of(db, event_id) is None and await balance(db, user_id) == 0
+    retry = await client.post("/api/webhooks/stripe", content=body, headers=signed(body, clock()))
+    assert retry.json()["outcome"] == "credited"
+    assert await balance(db, user_id) == 20 * USD
