@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
 
+    # `serve` also runs a settlement worker (a member of the same consumer group as `settle`).
+    settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")
     # A hold outlives its request by this much at most when a process dies; streams renew theirs.
     hold_ttl_seconds: float = Field(600.0, alias="GATEWAY_HOLD_TTL", gt=0)
     breaker_fail_max: int = Field(5, alias="GATEWAY_BREAKER_FAIL_MAX", ge=1)

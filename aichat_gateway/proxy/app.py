@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,8 +28,10 @@ from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
 from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
 from aichat_gateway.billing import topups
+from aichat_gateway.billing.api import routes as billing_routes
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
+from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
@@ -78,6 +82,23 @@ def validate_key_routing(value: object) -> dict[str, Any]:
         raise InvalidInput(message, param=param) from None
 
 
+def build_settler(settings: Settings, db: asyncpg.Pool, redis: Redis, hot: HotBalances) -> Settler:
+    """A settlement worker named after this host and process, so a dead one's entries are
+    recognisably its own when another member claims them."""
+    return Settler(
+        db,
+        redis,
+        settings.redis_prefix,
+        settings.platform_fee,
+        after_commit=hot.applied,
+        consumer=f"{socket.gethostname()}-{os.getpid()}",
+    )
+
+
+async def observe_backlog(settler: Settler, metrics: Metrics) -> None:
+    metrics.settlement_backlog.set(await settler.backlog())
+
+
 def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callable[[], float] = time.time) -> Starlette:
     """`clock` (wall time, seconds) drives every window and deadline: tests pass a fake one."""
     catalog = load_catalog()
@@ -122,6 +143,10 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         supervisor.start("breaker-changes", state.breaker_view.listen)
         supervisor.every("breaker-poll", settings.listing_refresh_interval, state.breaker_view.refresh)
         supervisor.every("hold-sweep", 5.0, state.hot.sweep)  # holds of crashed processes
+        settler = build_settler(settings, db, redis, state.hot)
+        supervisor.every("settlement-backlog", 5.0, functools.partial(observe_backlog, settler, app.state.metrics))
+        if settings.settle_in_serve:
+            supervisor.start("settlement", functools.partial(settler.run, asyncio.Event()))
         try:
             yield
         finally:
@@ -136,7 +161,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[*account_routes(), *marketplace_routes(), *quote.routes(), *topups.routes()],
+        routes=[*account_routes(), *marketplace_routes(), *quote.routes(), *billing_routes(), *topups.routes()],
         middleware=[
             Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
         ],

@@ -67,6 +67,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.settlement_backlog = Gauge(
+            "gateway_settlement_backlog",
+            "Usage events not yet settled into Postgres (the stream's unread and unacknowledged entries)",
+            registry=r,
+            multiprocess_mode="max",  # every worker sees the same stream: the newest reading is the answer
+        )
         self.inflight_streams = Gauge(
             "gateway_inflight_streams", "Streams being relayed now", registry=r, multiprocess_mode="livesum"
         )

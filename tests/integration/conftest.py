@@ -18,6 +18,7 @@ and the router would rightly prefer those listings.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -456,7 +457,9 @@ def fund(settings: Settings, user_id: str, amount_usd: str) -> None:
             await redis.aclose()
             await db.close()
 
-    asyncio.run(grant())
+    # Its own loop on a worker thread: callable from sync fixtures and async tests alike.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(asyncio.run, grant()).result()
 
 
 def create_listing(gateway: Proc, seller: Account, body: dict[str, Any]) -> dict[str, Any]:
