@@ -190,6 +190,7 @@ class Settler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Settle batches until `stop` is set; failures are logged and retried after a backoff."""
+        log.info("settler_started", consumer=self.consumer, stream=self.stream)
         failures = 0
         while not stop.is_set():
             try:
@@ -201,6 +202,7 @@ class Settler:
                 await self._pause(delay, stop)
             else:
                 failures = 0
+        log.info("settler_stopped", consumer=self.consumer)
 
     async def _pause(self, delay: float, stop: asyncio.Event) -> None:
         """The injected sleep, cut short by `stop`."""

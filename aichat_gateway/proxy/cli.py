@@ -1,4 +1,4 @@
-"""The `aichat-gateway` command line: migrate, audit, serve, create-admin, demo, fake-upstream.
+"""The `aichat-gateway` command line: migrate, audit, serve, settle, create-admin, demo, fake-upstream.
 
 Every command reads settings once from the environment (see the README's table) and fails with a
 one-line message, not a traceback, when they are invalid.
@@ -103,6 +103,49 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _settle(settings: Settings, args: argparse.Namespace) -> None:
+    import signal
+    import socket
+
+    from redis.asyncio import Redis
+
+    from aichat_gateway.billing.holds import HotBalances
+    from aichat_gateway.billing.settle import Settler
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # min_size=0: no connection at start, so a Postgres that is not up yet is waited out like an outage.
+    db = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=2)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        settler = Settler(
+            db,
+            redis,
+            settings.redis_prefix,
+            settings.platform_fee,
+            after_commit=HotBalances(redis, settings.redis_prefix).applied,
+            consumer=f"{socket.gethostname()}-{os.getpid()}",
+            batch_size=args.batch_size,
+            block_ms=args.block_ms,
+            claim_idle_ms=args.claim_idle_ms,
+        )
+        await settler.run(stop)
+    finally:
+        await redis.aclose()
+        await db.close()
+
+
+def cmd_settle(args: argparse.Namespace) -> int:
+    from aichat_gateway.config.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    asyncio.run(_settle(settings, args))
+    return 0
+
+
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     """Run one database job from the command line on a pool of its own."""
     from aichat_gateway.proxy.app import create_db_pool
@@ -186,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.set_defaults(func=cmd_serve)
+
+    settle = sub.add_parser("settle", help="settle metered usage into the ledger until SIGTERM/SIGINT")
+    settle.add_argument("--batch-size", type=int, default=500, help="stream entries per Postgres transaction")
+    settle.add_argument("--block-ms", type=int, default=1000, help="how long one read waits for new entries")
+    settle.add_argument(
+        "--claim-idle-ms", type=int, default=30_000, help="take over a dead worker's entries after this idle time"
+    )
+    settle.set_defaults(func=cmd_settle)
 
     admin = sub.add_parser("create-admin", help="create (or promote) an admin user")
     admin.add_argument("--email", required=True)
