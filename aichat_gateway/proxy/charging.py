@@ -54,7 +54,7 @@ def refusal(status: HoldStatus, amount_micro: int, available_micro: int) -> Insu
 
 async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount_micro: int) -> None:
     """Reserve the worst case against the buyer's available balance and the key's caps, or refuse."""
-    caps = KeyCaps(getattr(principal, "daily_cap_micro", None), getattr(principal, "monthly_cap_micro", None))
+    caps = KeyCaps(principal.daily_cap_micro, principal.monthly_cap_micro)
     hot = state.hot
     try:
         result = await hot.hold(

@@ -170,13 +170,17 @@ def _receipt(attempt: Attempt, route: ListingRoute) -> Callable[[int, int], str]
 
 
 def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_tokens: int | None) -> list[ListingRoute]:
+    state = request.app.state
+    principal = attempt.principal
+    assert principal is not None
     return routing.routes_for(
-        request.app.state,
+        state,
         attempt.model,
         attempt.request_id,
         body_size=request.state.body_size,
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
+        key_defaults=state.key_defaults.of(principal.key_id, principal.routing),
     )
 
 

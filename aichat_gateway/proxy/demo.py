@@ -18,7 +18,11 @@ from redis.asyncio import Redis
 from aichat_gateway.accounts.keys import hash_secret
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.users import create_user, get_by_email
+from aichat_gateway.billing import ledger
+from aichat_gateway.billing.credits import grant_credit
+from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.catalog import load_catalog
+from aichat_gateway.config.money import usd
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace import listings
 from aichat_gateway.marketplace.urls import validate_upstream_url
@@ -28,6 +32,7 @@ SELLER_EMAIL = "seller@demo.example.com"
 BUYER_EMAIL = "buyer@demo.example.com"
 LISTING_NAME = "Demo: built-in fake upstream"
 DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
+DEMO_FUNDS_MICRO = 10_000_000  # $10: the fake upstream's answers cost fractions of a cent
 
 
 def demo_key(settings: Settings) -> str:
@@ -82,13 +87,14 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
             key[:12],
             hash_secret(key),
         )
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            balance = await _fund_buyer(db, HotBalances(redis, settings.redis_prefix), buyer_id)
+            await redis.publish(f"{settings.redis_prefix}:listings:changed", b"1")
+        finally:
+            await redis.aclose()
     finally:
         await db.close()
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        await redis.publish(f"{settings.redis_prefix}:listings:changed", b"1")
-    finally:
-        await redis.aclose()
     gateway = gateway_url or settings.public_base_url or f"http://{settings.host}:{settings.port}/v1"
     return {
         "api_key": key,
@@ -96,4 +102,24 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
         "model": DEMO_MODELS[0],
         "seller_email": SELLER_EMAIL,
         "buyer_email": BUYER_EMAIL,
+        "balance_usd": usd(balance),
     }
+
+
+async def _fund_buyer(db: asyncpg.Pool, hot: HotBalances, buyer_id: str) -> int:
+    """Top the demo buyer up to DEMO_FUNDS with promotional credit, as an admin would: so the demo
+    works on every run without minting money on each one."""
+    async with db.acquire() as conn:
+        balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, buyer_id)
+    if balance >= DEMO_FUNDS_MICRO // 10:
+        return balance
+    credit = await grant_credit(
+        db,
+        user_id=buyer_id,
+        amount_micro=DEMO_FUNDS_MICRO - balance,
+        reason="demo buyer funds",
+        granted_by=None,
+        idempotency_key=None,
+        on_balance_change=hot.credit,
+    )
+    return credit.balance_micro

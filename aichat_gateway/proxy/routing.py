@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aichat_gateway.config.logging import get_logger
 from aichat_gateway.marketplace.breaker import Verdict
 from aichat_gateway.marketplace.errors import InvalidPreferences
 from aichat_gateway.marketplace.preferences import NO_PREFERENCES, Preferences, parse_preferences
@@ -35,6 +36,7 @@ from aichat_gateway.marketplace.router import (
 from aichat_gateway.marketplace.snapshot import Route
 from aichat_gateway.proxy.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, Unavailable
 
+log = get_logger(__name__)
 SNAPSHOT_EVERY = 1.0
 # Bytes over-count tokens (a cl100k token is ~4 bytes of English), which is all ordering needs:
 # counting real tokens here would put tiktoken on every request.
@@ -60,6 +62,32 @@ class SpeedBoard:
         if self._dirty and now - self._taken_at >= SNAPSHOT_EVERY:
             self._snapshot, self._taken_at, self._dirty = FrozenMapping(self._live), now, False
         return self._snapshot
+
+
+class KeyDefaults:
+    """Each key's routing defaults (stored as JSON on the key), parsed once per loaded principal.
+
+    The key cache hands out the same principal (and `routing` dict) until the key is reloaded, so
+    the parse is remembered against that dict's identity; a reload brings a new dict and a new
+    parse. Stored defaults were validated when saved; one that no longer parses (a rule tightened
+    since) is ignored and logged rather than failing every request of the key."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[object, Preferences]] = {}
+
+    def of(self, key_id: str, routing: Mapping[str, Any] | None) -> Preferences:
+        if not routing:
+            return NO_PREFERENCES
+        cached = self._parsed.get(key_id)
+        if cached is not None and cached[0] is routing:
+            return cached[1]
+        try:
+            parsed = parse_preferences(dict(routing))
+        except InvalidPreferences as exc:
+            log.warning("key_routing_ignored", key_id=key_id, error=exc.message)
+            parsed = NO_PREFERENCES
+        self._parsed[key_id] = (routing, parsed)
+        return parsed
 
 
 def request_preferences(body: Mapping[str, Any]) -> Preferences:
