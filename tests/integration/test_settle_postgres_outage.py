@@ -147,3 +147,70 @@ async def _backlog_is(worker: Settler, n: int) -> bool:
 
 async def _outage_over(cut_at: float, naps: Naps) -> bool:
     return time.monotonic() - cut_at >= OUTAGE_SECONDS and len(naps.delays) >= 3
+
+
+class Instant(Naps):
+    """Keeps the delays asked for but returns at once: the backoff's shape, without its wait."""
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+async def test_the_backoff_doubles_to_five_seconds_and_nothing_is_acked_meanwhile(
+    dsn: str, redis: Redis, prefix: str, proxy: TcpProxy
+) -> None:
+    direct = await asyncpg.connect(dsn)
+    pool = await asyncpg.create_pool(proxy.url_through(dsn), min_size=0, max_size=2)
+    naps = Instant()
+    worker = Settler(pool, redis, prefix, FEE, after_commit=Recorder(), consumer="w", block_ms=10, sleep=naps)
+    stop = asyncio.Event()
+    try:
+        buyers = await funded_buyers(direct, 1)
+        await append(redis, prefix, mixed_events(buyers, [await new_user(direct)], 20))
+        proxy.cut()
+        task = asyncio.create_task(worker.run(stop))
+        await wait_for(lambda: _naps_at_least(naps, 9), 20, "nine failed attempts")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+        assert naps.delays[:9] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+        assert (await usage_totals(direct))[0] == 0
+        assert await worker.backlog() == 20
+        assert int((await redis.xpending(worker.stream, GROUP))["pending"]) == 20
+    finally:
+        await pool.close()
+        await direct.close()
+
+
+async def test_a_worker_waiting_out_an_outage_stops_at_once_when_told(
+    dsn: str, redis: Redis, prefix: str, proxy: TcpProxy
+) -> None:
+    direct = await asyncpg.connect(dsn)
+    pool = await asyncpg.create_pool(proxy.url_through(dsn), min_size=0, max_size=2)
+    naps = Naps()
+    never = asyncio.Event()
+
+    async def forever(delay: float) -> None:
+        naps.delays.append(delay)
+        await never.wait()
+
+    worker = Settler(pool, redis, prefix, FEE, after_commit=Recorder(), consumer="w", block_ms=10, sleep=forever)
+    stop = asyncio.Event()
+    try:
+        buyers = await funded_buyers(direct, 1)
+        await append(redis, prefix, mixed_events(buyers, [await new_user(direct)], 3))
+        proxy.cut()
+        task = asyncio.create_task(worker.run(stop))
+        await wait_for(lambda: _naps_at_least(naps, 1), 10, "the first failure")
+
+        stop.set()
+        await asyncio.wait_for(task, 2)
+        assert naps.delays == [0.1]
+    finally:
+        await pool.close()
+        await direct.close()
+
+
+async def _naps_at_least(naps: Naps, n: int) -> bool:
+    return len(naps.delays) >= n

@@ -7,13 +7,15 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 
 import asyncpg
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.errors import LedgerError
@@ -486,3 +488,56 @@ async def test_settling_keeps_up_with_thousands_of_events_a_second(
 async def test_the_fee_rate_is_checked_when_the_worker_is_built(db: asyncpg.Pool, redis: Redis, prefix: str) -> None:
     with pytest.raises(LedgerError, match="fee_rate"):
         Settler(db, redis, prefix, Decimal("1.5"), after_commit=Recorder(), consumer="x")
+
+
+# ---- failures between commit and ack -------------------------------------------------------------------
+
+
+class FailingOnce(Recorder):
+    """An after_commit whose first call fails, as the hot balances would with Redis gone."""
+
+    async def __call__(self, settled: Sequence[tuple[str, str]]) -> None:
+        await super().__call__(settled)
+        if len(self.calls) == 1:
+            raise RedisConnectionError("hot balances unreachable")
+
+
+async def test_a_failed_after_commit_leaves_the_entries_unacked_and_the_retry_charges_nothing_twice(
+    dsn: str, db: asyncpg.Pool, redis: Redis, prefix: str
+) -> None:
+    async with db.acquire() as conn:
+        buyers = await funded_buyers(conn, 2)
+        seller = await new_user(conn)
+    events = mixed_events(buyers, [seller], 12)
+    await append(redis, prefix, events)
+    flaky = FailingOnce(dsn)
+    worker = settler(db, redis, prefix, flaky)
+
+    with pytest.raises(RedisConnectionError):
+        await worker.run_once()
+    assert await pending(redis, worker.stream) == 12  # committed, but not acked
+
+    assert await worker.run_once() == 12
+    expected = Expected.of(events)
+    async with db.acquire() as conn:
+        assert await usage_totals(conn) == (12, expected.cost, expected.transfers)
+        assert await audit(conn) == []
+    assert flaky.calls[0] == flaky.calls[1] == [(e.user_id, e.request_id) for e in events]
+    assert await worker.backlog() == 0
+
+
+async def test_a_stream_deleted_under_the_worker_gets_its_group_back(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        buyers = await funded_buyers(conn, 1)
+        seller = await new_user(conn)
+    worker = settler(db, redis, prefix, recorder)
+    await worker.run_once()
+    await redis.delete(worker.stream)  # Redis restarted empty, or someone deleted the key
+    await append(redis, prefix, mixed_events(buyers, [seller], 3))
+
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        await worker.run_once()
+    assert await worker.run_once() == 3
+    assert await worker.backlog() == 0
