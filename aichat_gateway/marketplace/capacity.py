@@ -333,6 +333,10 @@ class Capacity:
         self._release = LuaScript(redis, "aichat_gateway.marketplace", "capacity_release")
         self._renew = LuaScript(redis, "aichat_gateway.marketplace", "capacity_renew")
 
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_ms / 1000
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 

@@ -80,6 +80,8 @@ async def chat_completions(request: Request) -> Response:
             watch,
             on_done,
             _gateway_headers(attempt, opened.route),
+            renew=functools.partial(_renew_leases, request, attempt),
+            renew_every=min(state.settings.hold_ttl_seconds, state.capacity.lease_seconds) / 3,
         )
 
 
@@ -352,6 +354,30 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             await release.resolve(results)  # retries a script Redis forgot (NOSCRIPT) with EVAL
         except (RedisError, OSError) as exc:
             log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
+
+
+async def _renew_leases(request: Request, attempt: Attempt) -> None:
+    """Keep a long stream's hold and capacity slots alive: one pipeline, failures only logged (the
+    stream goes on; at worst a slot frees early or the hold is swept and the charge still stands)."""
+    state = request.app.state
+    pending: list[Pending[bool]] = []
+    async with state.redis.pipeline(transaction=False) as pipe:
+        if attempt.held_micro is not None and attempt.principal is not None:
+            pending.append(
+                state.hot.renew_in(
+                    pipe,
+                    buyer_id=attempt.principal.user_id,
+                    request_id=attempt.request_id,
+                    ttl_s=state.settings.hold_ttl_seconds,
+                )
+            )
+        pending.extend(state.capacity.renew_in(pipe, ticket) for ticket in attempt.tickets)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+            for item in pending:
+                await item.resolve(results)
+        except (RedisError, OSError) as exc:
+            log.warning("leases_not_renewed", error=repr(exc))
 
 
 async def _settled(state: Any, event: UsageEvent, settled: Pending[int], results: list[Any]) -> None:

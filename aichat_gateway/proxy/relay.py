@@ -55,8 +55,11 @@ class StreamMeter:
         events = self._parser.feed(data)
         out = [self._observe(event) for event in events]
         untouched = all(o is e for o, e in zip(out, events, strict=True))
-        if untouched and (self._forward_usage or (started_idle and self._parser.idle)):
-            return data  # whole events, nothing withheld or changed: the provider's bytes as they are
+        whole = started_idle and self._parser.idle
+        # Raw bytes may go out mid-event only when no later part of that event can be changed:
+        # the usage chunk is withheld (no usage wanted) or priced (cost_of), so only then whole events.
+        if untouched and (whole or (self._forward_usage and self._cost_of is None)):
+            return data  # nothing withheld or changed: the provider's bytes as they are
         return b"".join(_encode(event) for event in out if event is not None)
 
     def _observe(self, event: SSEEvent) -> SSEEvent | None:
@@ -165,6 +168,9 @@ class RelayStream(Response):
         on_done: Callable[[StreamResult], Awaitable[None]],
         headers: Mapping[str, str],
         clock: Callable[[], float] = time.perf_counter,
+        *,
+        renew: Callable[[], Awaitable[None]] | None = None,
+        renew_every: float = 40.0,
     ) -> None:
         # Response.__init__ is skipped on purpose: it would add `content-length: 0` for the empty body.
         self.status_code = 200
@@ -178,14 +184,20 @@ class RelayStream(Response):
         self._watch = watch
         self._on_done = on_done
         self._clock = clock
+        # A long stream outlives the leases taken for it (the buyer's hold, capacity slots): they
+        # are renewed between chunks, checked with one clock read per chunk.
+        self._renew = renew
+        self._renew_every = renew_every
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "ok"
         ttft: float | None = None
         started = self._clock()
 
+        renewed = started
+
         async def relay() -> None:
-            nonlocal outcome, ttft
+            nonlocal outcome, ttft, renewed
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             pending: bytes | None = self._first
             try:
@@ -200,6 +212,9 @@ class RelayStream(Response):
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                         if ttft is None:
                             ttft = self._clock() - started
+                    if self._renew is not None and self._clock() - renewed >= self._renew_every:
+                        renewed = self._clock()
+                        await self._renew()
             except (httpx.HTTPError, SSEError) as exc:
                 outcome = "upstream_error"
                 message = "The upstream stream failed mid-way; the answer is incomplete."

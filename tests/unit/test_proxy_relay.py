@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -281,3 +282,79 @@ async def test_an_upstream_failure_mid_stream_ends_with_an_error_event_and_outco
     [result] = results
     assert result.outcome == "upstream_error"
     assert upstream.closed >= 1
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_usage_chunk_the_buyer_asked_for_carries_the_answers_cost_once(size: int) -> None:
+    meter = StreamMeter(forward_usage=True, cost_of=lambda prompt, completion: f"0.{prompt:03d}{completion:03d}")
+    delivered = datas(relay(meter, split(STREAM, size)))
+    assert delivered[:-2] == datas(STREAM)[:-2]  # everything else exactly as the provider sent it
+    usage = orjson.loads(delivered[-2])["usage"]
+    assert usage == {"cost": 0.011004, "prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    assert delivered[-1] == "[DONE]"
+
+
+def test_a_withheld_usage_chunk_is_not_priced_into_the_stream() -> None:
+    meter = StreamMeter(forward_usage=False, cost_of=lambda prompt, completion: "1.000000")
+    assert b'"cost"' not in relay(meter, [STREAM])
+
+
+class StepClock:
+    """Each reading is `step` seconds after the previous one."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_a_long_stream_renews_its_leases_between_chunks() -> None:
+    renewals: list[float] = []
+    clock = StepClock(10.0)  # every clock reading is 10 "seconds" later
+
+    async def renew() -> None:
+        renewals.append(clock.now)
+
+    wire = Wire()
+    response = RelayStream(
+        Upstream(),  # type: ignore[arg-type]
+        CONTENT_FRAMES[0],
+        from_list([*CONTENT_FRAMES[1:], USAGE_FRAME, DONE]),
+        StreamMeter(False),
+        ClientWatch(wire.receive),  # type: ignore[arg-type]
+        lambda result: asyncio.sleep(0),
+        {},
+        clock,
+        renew=renew,
+        renew_every=40.0,
+    )
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    await asyncio.wait_for(response(scope, wire.receive, wire.send), timeout=5)
+    assert len(renewals) >= 2  # ~7 chunks over ~140 "seconds" of clock readings
+    assert all(b - a >= 40.0 for a, b in itertools.pairwise(renewals))
+
+
+async def test_a_short_stream_never_renews() -> None:
+    renewals: list[int] = []
+
+    async def renew() -> None:
+        renewals.append(1)
+
+    wire = Wire()
+    response = RelayStream(
+        Upstream(),  # type: ignore[arg-type]
+        CONTENT_FRAMES[0],
+        from_list([*CONTENT_FRAMES[1:], DONE]),
+        StreamMeter(False),
+        ClientWatch(wire.receive),  # type: ignore[arg-type]
+        lambda result: asyncio.sleep(0),
+        {},
+        StepClock(0.001),
+        renew=renew,
+        renew_every=40.0,
+    )
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    await asyncio.wait_for(response(scope, wire.receive, wire.send), timeout=5)
+    assert renewals == []
