@@ -7,7 +7,8 @@ decided from the entries alone is decided here, so it is unit-tested without Pos
   cannot fix it, and a batch that fails on it forever would stop every charge behind it. It goes
   to the dead stream with the reason instead.
 - `plan_batch` keeps the first event of each request id (a request is charged once, however many
-  times its event was delivered) and says what to tell the hot balances after the commit.
+  times its event was delivered); `outcome` says, after the commit, which (buyer, request) pairs
+  to tell the hot balances and which entries go to the dead stream.
 - `usage_legs` is the sign convention of a usage charge: buyer -C, seller +S, platform +F.
 """
 
