@@ -2,7 +2,7 @@
 
 Each batch of stream entries becomes one Postgres transaction (rows inserted idempotently on the
 request id, one 'usage:<request id>' transfer per new row that cost something). Only after the
-commit are the hot balances told (`after_commit`) and the entries acked and deleted, so a crash
+commit are the hot balances told (`after_commit`) and the entries acked, so a crash
 anywhere loses nothing: unacked entries are read again by their consumer (id "0") or, if it died,
 claimed by another after `claim_idle_ms` (XAUTOCLAIM); replays change nothing in Postgres.
 
@@ -12,6 +12,10 @@ settle`, or inside `serve`). A failing Postgres or Redis is waited out with a bo
 Entries that fail validation (settleplan.py) and requests Postgres refuses for good (settledb.py)
 go to `<prefix>:usage:dead` with the reason, are logged at error level, and are acked: one bad
 entry never holds up the stream.
+
+Settled entries stay in the stream for `retain_ms` (ten minutes by default: `XRANGE` shows an
+operator, or a test, what was recorded), then the worker trims them, never past the group's oldest
+unacknowledged entry nor its last delivered one, so nothing unsettled is ever trimmed.
 
 Metrics: `backlog()` is what `gateway_settlement_backlog` reports; whoever runs the worker owns the
 Prometheus registry and sets the gauge (the worker keeps no global state).
@@ -72,7 +76,13 @@ class Settler:
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
         db_timeout: float = 30.0,
+        retain_ms: int = 600_000,
+        trim_every: float = 30.0,
     ) -> None:
+        self._clock = clock
+        self._retain_ms = retain_ms
+        self._trim_every = trim_every
+        self._trimmed_at = float("-inf")
         self._writer = UsageWriter(db, fee_rate, clock=clock, db_timeout=db_timeout)
         self._redis = redis
         self._after_commit = after_commit
@@ -141,10 +151,34 @@ class Settler:
         return len(plan.entry_ids)
 
     async def backlog(self) -> int:
-        """Entries not yet settled: the group's lag plus its pending entries. Settled entries are
-        deleted, so that is simply the stream's length (XINFO's lag turns unknown after XDEL)."""
-        length: int = await self._redis.xlen(self.stream)
-        return length
+        """Entries not yet settled: the group's lag (never delivered) plus its pending entries."""
+        try:
+            groups = await self._redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return 0  # no stream yet: nothing was ever recorded
+        group = _group(groups)
+        if group is None:
+            length: int = await self._redis.xlen(self.stream)
+            return length
+        lag = group.get("lag")
+        if lag is None:  # Redis cannot tell (entries deleted past the group's position)
+            lag = await self._redis.xlen(self.stream)
+        return int(lag) + int(group.get("pending") or 0)
+
+    async def _trim(self) -> None:
+        """Drop settled entries older than the retention window (at most every `trim_every` s)."""
+        now = self._clock()
+        if now - self._trimmed_at < self._trim_every:
+            return
+        self._trimmed_at = now
+        group = _group(await self._redis.xinfo_groups(self.stream))
+        if group is None:
+            return
+        bounds = [f"{int(now * 1000) - self._retain_ms}-0", _text(group["last-delivered-id"])]
+        summary = await self._redis.xpending(self.stream, GROUP)
+        if int(summary["pending"]):
+            bounds.append(_text(summary["min"]))
+        await self._redis.xtrim(self.stream, minid=min(bounds, key=_stream_id), approximate=False)
 
     # ---- Redis ------------------------------------------------------------------------------
 
@@ -188,16 +222,25 @@ class Settler:
                     }
                     pipe.xadd(self.dead_stream, fields, maxlen=_DEAD_MAXLEN, approximate=True)
                 await pipe.execute()
-        # Ack and delete together: acked-but-kept entries would grow the stream forever.
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, GROUP, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
-            await pipe.execute()
+        await self._redis.xack(self.stream, GROUP, *entry_ids)
+        await self._trim()
 
 
 def _entries(reply: Any) -> list[tuple[Any, Any]]:
     """XREADGROUP's reply for our one stream (RESP2 shape: [[stream, [(id, fields), ...]]])."""
     return list(reply[0][1]) if reply else []
+
+
+def _group(groups: Sequence[dict[Any, Any]]) -> dict[str, Any] | None:
+    for group in groups:
+        if _text(group["name"]) == GROUP:
+            return group
+    return None
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

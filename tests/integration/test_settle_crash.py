@@ -162,7 +162,7 @@ async def test_a_worker_killed_mid_backlog_loses_and_doubles_nothing(
 
     second = workers.start("second")
     deadline = time.monotonic() + 90
-    while await redis.xlen(stream) or await pending(redis, stream):
+    while await rows(db) < EVENTS or await pending(redis, stream):
         assert second.poll() is None, workers.logs("second")
         assert time.monotonic() < deadline, f"backlog not settled:\n{workers.logs('second')[-3000:]}"
         await asyncio.sleep(0.05)

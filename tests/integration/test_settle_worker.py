@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.errors import LedgerError
 from aichat_gateway.billing.ledger import AccountKind
+from aichat_gateway.billing.meter import stream_key
 from aichat_gateway.billing.settle import GROUP, Settler
 from aichat_gateway.billing.settleplan import COLLISION
 from tests.scratch import TEST_REDIS_URL, migrated_database
@@ -182,21 +183,44 @@ async def test_after_commit_hears_every_pair_once_the_rows_are_committed(
     assert recorder.visible == [True]
 
 
-async def test_settled_entries_are_acked_and_deleted_from_the_stream(
+async def test_settled_entries_are_acked_then_trimmed_after_the_retention_window(
     db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
 ) -> None:
     async with db.acquire() as conn:
         buyers = await funded_buyers(conn, 1)
         seller = await new_user(conn)
     await append(redis, prefix, mixed_events(buyers, [seller], 25))
-    worker = settler(db, redis, prefix, recorder)
+    now = [time.time()]
+    worker = settler(db, redis, prefix, recorder, clock=lambda: now[0], retain_ms=60_000, trim_every=0)
     assert await worker.backlog() == 25
 
     await worker.run_once()
-
-    assert await redis.xlen(worker.stream) == 0
     assert await pending(redis, worker.stream) == 0
     assert await worker.backlog() == 0
+    assert await redis.xlen(worker.stream) == 25  # still readable for the retention window
+
+    now[0] += 61  # a minute later: the next batch trims what was settled
+    await append(redis, prefix, mixed_events(buyers, [seller], 1))
+    await worker.run_once()
+    assert await redis.xlen(worker.stream) <= 1  # at most the newest entry is kept (the group's position)
+    assert await worker.backlog() == 0
+
+
+async def test_trimming_never_drops_an_entry_that_is_not_settled(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        buyers = await funded_buyers(conn, 1)
+        seller = await new_user(conn)
+    await append(redis, prefix, mixed_events(buyers, [seller], 5))
+    await redis.xgroup_create(stream_key(prefix), GROUP, id="0", mkstream=True)
+    # Another consumer read them and died: pending, unacked.
+    await redis.xreadgroup(GROUP, "dead-worker", {stream_key(prefix): ">"}, count=5)
+    await append(redis, prefix, mixed_events(buyers, [seller], 3))  # and three never delivered
+    now = [time.time() + 3600]  # long past the retention window
+    worker = settler(db, redis, prefix, recorder, clock=lambda: now[0], retain_ms=1, trim_every=0)
+    await worker._trim()
+    assert await redis.xlen(worker.stream) == 8
 
 
 async def test_a_big_backlog_settles_in_batches_of_batch_size(
