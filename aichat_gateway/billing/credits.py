@@ -15,6 +15,7 @@ import asyncpg
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.errors import BillingNotFound, InvalidBillingInput
+from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.config.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,25 +70,26 @@ async def grant_credit(
     retried grant post once; without one, every call is a new credit."""
     reason = check_credit(amount_micro, reason)
     key = f"credit:{granted_by or 'system'}:{idempotency_key or uuid.uuid4().hex}"
-    async with db.acquire() as conn, conn.transaction():
-        buyer = await ledger.account_id(conn, ledger.AccountKind.BUYER, user_id)
-        promotions = await ledger.account_id(conn, ledger.AccountKind.PROMOTIONS)
-        transfer = await ledger.post(
-            conn,
-            idempotency_key=key,
-            kind="credit",
-            legs=[(promotions, -amount_micro), (buyer, amount_micro)],
-            memo={"reason": reason, "granted_by": granted_by},
-        )
-        balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user_id)
-    if transfer is not None:
-        await on_balance_change(user_id, amount_micro)
-        log.info(
-            "credit_granted",
-            user_id=user_id,
-            amount_micro=amount_micro,
-            reason=reason,
-            granted_by=granted_by,
-            transfer_id=transfer,
-        )
+    async with balance_writes(db):  # Postgres, then Redis, with no reconcile in between
+        async with db.acquire() as conn, conn.transaction():
+            buyer = await ledger.account_id(conn, ledger.AccountKind.BUYER, user_id)
+            promotions = await ledger.account_id(conn, ledger.AccountKind.PROMOTIONS)
+            transfer = await ledger.post(
+                conn,
+                idempotency_key=key,
+                kind="credit",
+                legs=[(promotions, -amount_micro), (buyer, amount_micro)],
+                memo={"reason": reason, "granted_by": granted_by},
+            )
+            balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user_id)
+        if transfer is not None:
+            await on_balance_change(user_id, amount_micro)
+            log.info(
+                "credit_granted",
+                user_id=user_id,
+                amount_micro=amount_micro,
+                reason=reason,
+                granted_by=granted_by,
+                transfer_id=transfer,
+            )
     return Credit(transfer, user_id, amount_micro, balance)

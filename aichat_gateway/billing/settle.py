@@ -35,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from aichat_gateway.billing.meter import stream_key
+from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.billing.settledb import SettlementRace, UsageWriter
 from aichat_gateway.billing.settleplan import Entry, backoff_delay, outcome, plan_batch, read_entry
 from aichat_gateway.config.logging import get_logger
@@ -83,6 +84,7 @@ class Settler:
         self._retain_ms = retain_ms
         self._trim_every = trim_every
         self._trimmed_at = float("-inf")
+        self._db = db
         self._writer = UsageWriter(db, fee_rate, clock=clock, db_timeout=db_timeout)
         self._redis = redis
         self._after_commit = after_commit
@@ -140,13 +142,14 @@ class Settler:
         if not read:
             return 0
         plan = plan_batch([read_entry(_text(entry_id), fields) for entry_id, fields in read])
-        rejected = await self._writer.write(plan.usages)
-        settled, dead = outcome(plan, rejected)
-        for entry, reason in dead:
-            request_id = entry.usage.request_id if entry.usage is not None else None
-            log.error("usage_entry_dead", entry_id=entry.entry_id, request_id=request_id, reason=reason)
-        if settled:
-            await self._after_commit(settled)
+        async with balance_writes(self._db):  # the reconciler never sees a commit Redis has not heard of
+            rejected = await self._writer.write(plan.usages)
+            settled, dead = outcome(plan, rejected)
+            for entry, reason in dead:
+                request_id = entry.usage.request_id if entry.usage is not None else None
+                log.error("usage_entry_dead", entry_id=entry.entry_id, request_id=request_id, reason=reason)
+            if settled:
+                await self._after_commit(settled)
         await self._finish(plan.entry_ids, dead)
         return len(plan.entry_ids)
 

@@ -28,6 +28,7 @@ import orjson
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.errors import WebhookRejected
+from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.stripe_effects import (
     DisputeState,
@@ -187,25 +188,26 @@ class StripeWebhooks:
             return await self._record_only(event, Outcome.IGNORED_UNKNOWN_TOPUP, None)
         facts = await self._facts(event)
         effects: list[tuple[str, int]] = []
-        async with self._db.acquire() as conn, conn.transaction():
-            # The top-up row is locked first, before the event row (whose foreign key would take a
-            # share lock on it): every event of one top-up queues here, so two of them can never
-            # each hold a lock the other wants.
-            row = await conn.fetchrow("SELECT * FROM topups WHERE id = $1 FOR UPDATE", topup_id)
-            assert row is not None  # found before; rows are never deleted
-            fresh = await conn.fetchval(
-                "INSERT INTO stripe_events (event_id, type, outcome, topup_id) VALUES ($1, $2, '', $3) "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                event.id,
-                event.type,
-                topup_id,
-            )
-            if fresh is None:  # a concurrent delivery of the same event won
-                return Outcome.DUPLICATE
-            outcome = await self._apply(conn, event, row, facts, effects)
-            await conn.execute("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1", event.id, outcome)
-        for user_id, amount in effects:
-            await self._on_balance_change(user_id, amount)
+        async with balance_writes(self._db):  # Postgres, then Redis, with no reconcile in between
+            async with self._db.acquire() as conn, conn.transaction():
+                # The top-up row is locked first, before the event row (whose foreign key would take a
+                # share lock on it): every event of one top-up queues here, so two of them can never
+                # each hold a lock the other wants.
+                row = await conn.fetchrow("SELECT * FROM topups WHERE id = $1 FOR UPDATE", topup_id)
+                assert row is not None  # found before; rows are never deleted
+                fresh = await conn.fetchval(
+                    "INSERT INTO stripe_events (event_id, type, outcome, topup_id) VALUES ($1, $2, '', $3) "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    event.id,
+                    event.type,
+                    topup_id,
+                )
+                if fresh is None:  # a concurrent delivery of the same event won
+                    return Outcome.DUPLICATE
+                outcome = await self._apply(conn, event, row, facts, effects)
+                await conn.execute("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1", event.id, outcome)
+            for user_id, amount in effects:
+                await self._on_balance_change(user_id, amount)
         return Outcome(outcome.split("+")[-1])
 
     async def _record_only(self, event: StripeEvent, outcome: Outcome, topup_id: str | None) -> Outcome:

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     # `serve` also runs a settlement worker (a member of the same consumer group as `settle`).
     settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")
+    # How often each process compares hot balances in Redis with Postgres and repairs drift.
+    reconcile_interval: float = Field(60.0, alias="GATEWAY_RECONCILE_INTERVAL", gt=0)
     # A hold outlives its request by this much at most when a process dies; streams renew theirs.
     hold_ttl_seconds: float = Field(600.0, alias="GATEWAY_HOLD_TTL", gt=0)
     breaker_fail_max: int = Field(5, alias="GATEWAY_BREAKER_FAIL_MAX", ge=1)

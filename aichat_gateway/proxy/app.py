@@ -31,6 +31,7 @@ from aichat_gateway.billing import topups
 from aichat_gateway.billing.api import routes as billing_routes
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
+from aichat_gateway.billing.reconcile import Reconciler
 from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
@@ -95,6 +96,10 @@ def build_settler(settings: Settings, db: asyncpg.Pool, redis: Redis, hot: HotBa
     )
 
 
+async def reconcile_balances(reconciler: Reconciler, metrics: Metrics) -> None:
+    metrics.balance_repairs.inc(len(await reconciler.run_once()))
+
+
 async def observe_backlog(settler: Settler, metrics: Metrics) -> None:
     metrics.settlement_backlog.set(await settler.backlog())
 
@@ -146,6 +151,10 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         supervisor.every("hold-sweep", 5.0, state.hot.sweep)  # holds of crashed processes
         settler = build_settler(settings, db, redis, state.hot)
         supervisor.every("settlement-backlog", 5.0, functools.partial(observe_backlog, settler, app.state.metrics))
+        reconciler = Reconciler(db, redis, settings.redis_prefix, state.hot)
+        supervisor.every(
+            "reconcile", settings.reconcile_interval, functools.partial(reconcile_balances, reconciler, state.metrics)
+        )
         if settings.settle_in_serve:
             supervisor.start("settlement", functools.partial(settler.run, asyncio.Event()))
         try:

@@ -67,6 +67,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.balance_repairs = Counter(
+            "gateway_balance_repairs", "Buyer hot balances the reconciler repaired to match Postgres", registry=r
+        )
         self.settlement_backlog = Gauge(
             "gateway_settlement_backlog",
             "Usage events not yet settled into Postgres (the stream's unread and unacknowledged entries)",
