@@ -1,4 +1,4 @@
-"""A thin async Stripe client over httpx: the four calls billing makes, and nothing else.
+"""A thin async Stripe client over httpx: the calls billing makes, and nothing else.
 
 Why not the `stripe` SDK: it keeps its API key and base URL in module globals (or a client object
 whose transport is synchronous unless configured per call), and four form-encoded requests do not
@@ -131,6 +131,48 @@ def parse_charge(body: Mapping[str, Any]) -> Charge:
         raise PaymentsUnavailable("Stripe answered a charge in an unexpected shape") from None
 
 
+@dataclass(frozen=True, slots=True)
+class StripeTransfer:
+    """A Connect transfer Stripe made (amount in cents)."""
+
+    id: str
+    amount: int
+    currency: str
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRefused:
+    """Stripe answered a transfer with a final no (bad destination, not enough platform balance...).
+
+    Stripe stores the answer under the Idempotency-Key, so asking again gives the same no: the
+    caller may treat it as final. Anything that may change on a retry raises PaymentsUnavailable.
+    """
+
+    status: int
+    message: str
+
+
+# Answers that are about the request itself (and replayed as such under its Idempotency-Key).
+# 401 (our key), 409 (a concurrent use of the key), 429 and 5xx may pass: they are not refusals.
+TRANSFER_REFUSALS = frozenset({400, 402, 403, 404})
+
+
+def parse_transfer(body: Mapping[str, Any]) -> StripeTransfer:
+    try:
+        destination = body["destination"]
+        if isinstance(destination, Mapping):
+            destination = destination["id"]
+        return StripeTransfer(
+            id=str(body["id"]),
+            amount=int(body["amount"]),
+            currency=str(body["currency"]).lower(),
+            destination=str(destination),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PaymentsUnavailable("Stripe answered a transfer in an unexpected shape") from None
+
+
 class StripeClient:
     def __init__(self, http: httpx.AsyncClient, secret_key: str) -> None:
         self._http = http
@@ -188,9 +230,40 @@ class StripeClient:
     async def retrieve_charge(self, charge_id: str) -> Charge:
         return parse_charge(await self._request("GET", f"/v1/charges/{_path_id(charge_id)}"))
 
+    async def create_transfer(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        destination: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> StripeTransfer | TransferRefused:
+        """Move money from the platform's Stripe balance to a connected account (a seller payout)."""
+        status, body = await self._send(
+            "POST",
+            "/v1/transfers",
+            {"amount": amount_cents, "currency": currency, "destination": destination, "metadata": dict(metadata)},
+            idempotency_key=idempotency_key,
+        )
+        if status in TRANSFER_REFUSALS:
+            return TransferRefused(status, self._scrub(_stripe_message(body)))
+        if status >= 400 or not isinstance(body, dict):
+            raise PaymentsUnavailable(f"Stripe answered {status}: {self._scrub(_stripe_message(body))}")
+        return parse_transfer(body)
+
     async def _request(
         self, method: str, path: str, params: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
+        status, body = await self._send(method, path, params, idempotency_key=idempotency_key)
+        if status >= 400 or not isinstance(body, dict):
+            raise PaymentsUnavailable(f"Stripe answered {status}: {self._scrub(_stripe_message(body))}")
+        return body
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON body); PaymentsUnavailable if Stripe did not answer or not in JSON."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         data = dict(form_fields(params)) if params is not None else None
         response: httpx.Response | None = None
@@ -206,9 +279,7 @@ class StripeClient:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             raise PaymentsUnavailable(f"Stripe answered {response.status_code} without JSON") from None
-        if response.status_code >= 400 or not isinstance(body, dict):
-            raise PaymentsUnavailable(f"Stripe answered {response.status_code}: {self._scrub(_stripe_message(body))}")
-        return body
+        return response.status_code, body
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Bounds of one top-up, in USD (whole cents).
     topup_min_usd: Decimal = Field(Decimal("5"), alias="GATEWAY_TOPUP_MIN_USD", gt=0)
     topup_max_usd: Decimal = Field(Decimal("10000"), alias="GATEWAY_TOPUP_MAX_USD", gt=0)
+    # The smallest seller payout, in USD: a request below it is refused, the weekly run skips it.
+    payout_min_usd: Decimal = Field(Decimal("10"), alias="GATEWAY_PAYOUT_MIN_USD", gt=0)
 
     # Every Redis key starts with this, so several deployments (or test runs) can share one Redis.
     redis_prefix: str = Field("aichat", alias="GATEWAY_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,40}$")

@@ -27,7 +27,7 @@ from aichat_gateway.accounts.api import routes as account_routes
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
 from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
-from aichat_gateway.billing import topups
+from aichat_gateway.billing import seller_api, topups
 from aichat_gateway.billing.api import routes as billing_routes
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
@@ -171,7 +171,14 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[*account_routes(), *marketplace_routes(), *quote.routes(), *billing_routes(), *topups.routes()],
+        routes=[
+            *account_routes(),
+            *marketplace_routes(),
+            *quote.routes(),
+            *billing_routes(),
+            *topups.routes(),
+            *seller_api.routes(),
+        ],
         middleware=[
             Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
         ],

@@ -1,4 +1,4 @@
-"""The `aichat-gateway` command line: migrate, audit, serve, settle, create-admin, demo, fake-upstream.
+"""The `aichat-gateway` command line: migrate, audit, serve, settle, create-admin, demo, payouts, fake-upstream.
 
 Every command reads settings once from the environment (see the README's table) and fails with a
 one-line message, not a traceback, when they are invalid.
@@ -208,6 +208,25 @@ def cmd_rotate_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payouts_run(args: argparse.Namespace) -> int:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from aichat_gateway.billing.payouts import Payouts
+
+    settings = _settings()
+
+    async def work(db: asyncpg.Pool) -> dict[str, object]:
+        return dataclasses.asdict(await Payouts.from_settings(db, settings).run(datetime.now(UTC)))
+
+    report = _with_pool(settings, work)
+    print(orjson.dumps(report).decode())
+    # Stripe did not answer for some: they stay pending for the next run; a non-zero exit tells cron.
+    return 1 if report["pending"] else 0
+
+
 def cmd_fake_upstream(args: argparse.Namespace) -> int:
     from aichat_gateway import fakeupstream
 
@@ -252,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rotate-keys", help="re-encrypt provider keys with the first GATEWAY_SECRET_KEY entry").set_defaults(
         func=cmd_rotate_keys
     )
+
+    payouts = sub.add_parser("payouts", help="seller payouts").add_subparsers(dest="payouts_command", required=True)
+    payouts.add_parser(
+        "run", help="pay every seller with a connected account and at least the minimum (once per ISO week)"
+    ).set_defaults(func=cmd_payouts_run)
 
     fake = sub.add_parser("fake-upstream", help="run the built-in OpenAI-compatible fake provider")
     fake.add_argument("--host", default="127.0.0.1")

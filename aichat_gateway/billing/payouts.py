@@ -1,0 +1,446 @@
+"""Seller payouts: requested, then paid by Stripe (Connect transfer) or by hand, or undone.
+
+Money and state move together. A request moves the amount out of the seller's earnings at once
+(transfer 'payout:<id>': seller -P, payouts +P) in the transaction that creates the payout row, so
+what is pending can never be requested again. From 'pending' a payout ends exactly once:
+- paid: Stripe made the transfer, or an admin marks it paid after a bank transfer; no money moves
+  (it left the seller's account when requested);
+- failed (Stripe refused) or cancelled (an admin): the reversal 'payout-reversal:<id>'
+  (kind 'payout_failed': payouts -P, seller +P) puts it back.
+
+Concurrency. A request locks the seller's and the payouts account (ascending id, as every ledger
+writer does) before reading what is available, so two requests cannot both take the same money. A
+state change locks the payout row first (FOR UPDATE); `process` keeps that lock across the Stripe
+call, so an admin cancelling meanwhile waits and then finds it paid (409) instead of undoing money
+that Stripe has already sent. Stripe's Idempotency-Key `payout-<id>` makes a retried transfer (after
+a timeout, a crash) return the first one.
+
+Amounts are whole cents (Stripe's unit): "everything available" is floored to the cent and the
+sub-cent remainder stays available; an explicit amount must be whole cents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final
+
+import asyncpg
+
+from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import parse_usd, usd
+from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, PaymentsUnavailable
+from aichat_gateway.billing.stripe_client import StripeClient, TransferRefused
+from aichat_gateway.billing.stripe_effects import CURRENCY, MICRO_PER_CENT
+from aichat_gateway.config.logging import get_logger
+from aichat_gateway.config.settings import Settings
+
+log = get_logger(__name__)
+
+STATUSES: Final = ("pending", "paid", "failed", "cancelled")
+MAX_REFERENCE_CHARS: Final = 200
+_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,64}")
+
+# Opens a Stripe client for one use; tests hand in one over an httpx MockTransport.
+StripeOpener = Callable[[], AbstractAsyncContextManager[StripeClient]]
+
+
+# --- pure decisions -------------------------------------------------------------------------
+
+
+def min_payout_micro(setting: Decimal) -> int:
+    return parse_usd(format(setting, "f"), "GATEWAY_PAYOUT_MIN_USD")
+
+
+def parse_payout_request(body: object) -> int | None:
+    """`{}` or `{"amount_usd": "12.50"}` → the amount asked for (None: everything available)."""
+    if not isinstance(body, dict):
+        raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "25.00"} or {}')
+    unknown = sorted(set(body) - {"amount_usd"})
+    if unknown:
+        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
+    if body.get("amount_usd") is None:
+        return None
+    amount = parse_usd(body["amount_usd"], "amount_usd")
+    if amount <= 0:
+        raise InvalidBillingInput("amount_usd must be more than zero", param="amount_usd")
+    if amount % MICRO_PER_CENT:
+        raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")
+    return amount
+
+
+def decide_amount(requested_micro: int | None, available_micro: int, minimum_micro: int) -> int:
+    """What a payout request takes from the seller's earnings, or why not.
+
+    400 (InvalidBillingInput) when the request itself is wrong whatever the balance: an explicit
+    amount below the minimum. 409 (Conflict) when the balance is what says no: more than
+    available, or "everything" when everything is below the minimum (also what the loser of two
+    concurrent "everything" requests gets).
+    """
+    if requested_micro is not None:
+        if requested_micro < minimum_micro:
+            raise InvalidBillingInput(f"the smallest payout is {usd(minimum_micro)} USD", param="amount_usd")
+        if requested_micro > available_micro:
+            raise Conflict(f"only {usd(max(available_micro, 0))} USD is available for payout", param="amount_usd")
+        return requested_micro
+    everything = max(available_micro, 0) // MICRO_PER_CENT * MICRO_PER_CENT
+    if everything < minimum_micro:
+        raise Conflict(
+            f"{usd(everything)} USD is available, below the smallest payout of {usd(minimum_micro)} USD",
+            param="amount_usd",
+        )
+    return everything
+
+
+def parse_stripe_account(body: object) -> str:
+    if not isinstance(body, dict):
+        raise InvalidBillingInput('the body must be a JSON object such as {"stripe_account_id": "acct_..."}')
+    unknown = sorted(set(body) - {"stripe_account_id"})
+    if unknown:
+        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
+    value = body.get("stripe_account_id")
+    if not isinstance(value, str) or not _STRIPE_ACCOUNT.fullmatch(value):
+        raise InvalidBillingInput(
+            "stripe_account_id must be a Stripe Connect account id (acct_ followed by letters and digits)",
+            param="stripe_account_id",
+        )
+    return value
+
+
+def parse_reference(body: object) -> str:
+    """An admin's mark-paid: `{"reference": "<bank transfer reference>"}`, printable, bounded."""
+    if not isinstance(body, dict):
+        raise InvalidBillingInput('the body must be a JSON object such as {"reference": "SEPA 2024-001"}')
+    unknown = sorted(set(body) - {"reference"})
+    if unknown:
+        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
+    value = body.get("reference")
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > MAX_REFERENCE_CHARS or any(ord(c) < 32 for c in text):
+        raise InvalidBillingInput(
+            f"reference is required: 1 to {MAX_REFERENCE_CHARS} printable characters naming the payment",
+            param="reference",
+        )
+    return text
+
+
+def check_pending(status: str, action: str) -> None:
+    if status != "pending":
+        raise Conflict(f"a {status} payout cannot be {action}; only a pending one can")
+
+
+def iso_week(moment: datetime) -> str:
+    """'2024-W05': the ISO week (UTC) a scheduled run belongs to."""
+    year, week, _ = moment.astimezone(UTC).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def run_key(seller_id: str, week: str) -> str:
+    return f"payout-run:{seller_id}:{week}"
+
+
+def transfer_key(payout_id: str) -> str:
+    return f"payout:{payout_id}"
+
+
+def reversal_key(payout_id: str) -> str:
+    return f"payout-reversal:{payout_id}"
+
+
+def cents(amount_micro: int) -> int:
+    """Stripe's amount; payouts are whole cents, so nothing is lost (floor, should one not be)."""
+    return amount_micro // MICRO_PER_CENT
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payout:
+    id: str
+    seller_id: str
+    amount_micro: int
+    status: str
+    method: str
+    destination: str | None
+    stripe_transfer_id: str | None
+    reference: str | None
+    failure_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    paid_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record | None) -> Payout:
+        assert row is not None, "the payout row is locked (or was just inserted) by this transaction"
+        return cls(
+            id=str(row["id"]),
+            seller_id=str(row["seller_id"]),
+            amount_micro=int(row["amount_micro"]),
+            status=row["status"],
+            method=row["method"],
+            destination=row["destination"],
+            stripe_transfer_id=row["stripe_transfer_id"],
+            reference=row["reference"],
+            failure_reason=row["failure_reason"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            paid_at=row["paid_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one scheduled run did: new payouts, and how the pending ones it processed ended."""
+
+    week: str
+    requested: int = 0
+    skipped: int = 0
+    paid: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+def _id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise BillingNotFound("no such payout") from None
+
+
+# --- service --------------------------------------------------------------------------------
+
+
+class Payouts:
+    def __init__(
+        self,
+        db: asyncpg.Pool,
+        *,
+        min_micro: int,
+        stripe: StripeOpener | None,
+        new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    ) -> None:
+        self._db = db
+        self._min = min_micro
+        self._stripe = stripe
+        self._new_id = new_id
+
+    @classmethod
+    def from_settings(cls, db: asyncpg.Pool, settings: Settings) -> Payouts:
+        """Without STRIPE_SECRET_KEY, payouts are requested and paid by hand (`process` leaves them)."""
+        opener: StripeOpener | None = None
+        if settings.stripe_secret_key is not None:
+
+            def opener() -> AbstractAsyncContextManager[StripeClient]:
+                return StripeClient.open(settings)
+
+        return cls(db, min_micro=min_payout_micro(settings.payout_min_usd), stripe=opener)
+
+    async def request(
+        self, seller_id: str, amount_micro: int | None, *, request_key: str | None = None
+    ) -> tuple[Payout, bool]:
+        """A new pending payout (and True), or — for a `request_key` used before — that one (False)."""
+        async with self._db.acquire() as conn, conn.transaction():
+            seller = await ledger.account_id(conn, ledger.AccountKind.SELLER, seller_id)
+            payouts = await ledger.account_id(conn, ledger.AccountKind.PAYOUTS)
+            balances = await ledger.lock_accounts(conn, [seller, payouts])
+            if request_key is not None:
+                found = await conn.fetchrow("SELECT * FROM payouts WHERE request_key = $1", request_key)
+                if found is not None:
+                    return Payout.from_row(found), False
+            amount = decide_amount(amount_micro, balances[seller], self._min)
+            destination: str | None = await conn.fetchval(
+                "SELECT stripe_account_id FROM seller_payout_accounts WHERE user_id = $1", uuid.UUID(seller_id)
+            )
+            payout_id = str(self._new_id())
+            transfer = await ledger.post(
+                conn,
+                idempotency_key=transfer_key(payout_id),
+                kind="payout",
+                legs=[(seller, -amount), (payouts, amount)],
+                memo={"payout_id": payout_id, "seller_id": seller_id},
+            )
+            row = await conn.fetchrow(
+                """INSERT INTO payouts (id, seller_id, amount_micro, method, destination, request_key, transfer_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+                uuid.UUID(payout_id),
+                uuid.UUID(seller_id),
+                amount,
+                "stripe" if destination else "manual",
+                destination,
+                request_key,
+                transfer,
+            )
+        payout = Payout.from_row(row)
+        log.info(
+            "payout_requested", payout_id=payout.id, seller_id=seller_id, amount_micro=amount, method=payout.method
+        )
+        return payout, True
+
+    async def get(self, payout_id: str, seller_id: str | None = None) -> Payout:
+        """One payout; with `seller_id`, only that seller's (another's looks absent: 404)."""
+        row = await self._db.fetchrow(
+            "SELECT * FROM payouts WHERE id = $1 AND ($2::uuid IS NULL OR seller_id = $2)",
+            _id(payout_id),
+            uuid.UUID(seller_id) if seller_id else None,
+        )
+        if row is None:
+            raise BillingNotFound("no such payout")
+        return Payout.from_row(row)
+
+    async def page(self, seller_id: str, limit: int, after: tuple[datetime, str] | None) -> list[Payout]:
+        """The seller's payouts, newest first, after the (created_at, id) keyset cursor."""
+        rows = await self._db.fetch(
+            """SELECT * FROM payouts
+               WHERE seller_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+               ORDER BY created_at DESC, id DESC LIMIT $4""",
+            uuid.UUID(seller_id),
+            after[0] if after else None,
+            _id(after[1]) if after else None,
+            limit,
+        )
+        return [Payout.from_row(r) for r in rows]
+
+    async def set_account(self, seller_id: str, stripe_account_id: str) -> None:
+        await self._db.execute(
+            """INSERT INTO seller_payout_accounts (user_id, stripe_account_id) VALUES ($1, $2)
+               ON CONFLICT (user_id)
+               DO UPDATE SET stripe_account_id = excluded.stripe_account_id, updated_at = now()""",
+            uuid.UUID(seller_id),
+            stripe_account_id,
+        )
+        log.info("payout_account_set", seller_id=seller_id)
+
+    async def account(self, seller_id: str) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self._db.fetchrow(
+            "SELECT stripe_account_id, updated_at FROM seller_payout_accounts WHERE user_id = $1", uuid.UUID(seller_id)
+        )
+        return row
+
+    async def mark_paid(self, payout_id: str, reference: str, admin_id: str) -> Payout:
+        """Paid by other means (a bank transfer): no money moves, it left the seller when requested."""
+        async with self._db.acquire() as conn, conn.transaction():
+            payout = await self._locked(conn, payout_id)
+            check_pending(payout.status, "marked paid")
+            row = await conn.fetchrow(
+                """UPDATE payouts SET status = 'paid', method = 'manual', reference = $2, decided_by = $3,
+                          paid_at = now(), updated_at = now()
+                   WHERE id = $1 RETURNING *""",
+                uuid.UUID(payout.id),
+                reference,
+                uuid.UUID(admin_id),
+            )
+        log.info("payout_marked_paid", payout_id=payout.id, admin_id=admin_id)
+        return Payout.from_row(row)
+
+    async def cancel(self, payout_id: str, admin_id: str) -> Payout:
+        async with self._db.acquire() as conn, conn.transaction():
+            payout = await self._locked(conn, payout_id)
+            check_pending(payout.status, "cancelled")
+            done = await self._undo(conn, payout, "cancelled", reason=None, admin_id=admin_id)
+        log.info("payout_cancelled", payout_id=payout.id, admin_id=admin_id)
+        return done
+
+    async def process(self, payout_id: str) -> Payout:
+        """Send a pending Stripe payout. Refused → failed and reversed; Stripe unreachable (or not
+        configured) → still pending, for the next run; anything not pending or manual → unchanged."""
+        async with self._db.acquire() as conn, conn.transaction():
+            payout = await self._locked(conn, payout_id)
+            if payout.status != "pending" or payout.method != "stripe" or self._stripe is None:
+                return payout
+            assert payout.destination is not None  # the table's check: a Stripe payout has one
+            try:
+                async with self._stripe() as stripe:
+                    answer = await stripe.create_transfer(
+                        amount_cents=cents(payout.amount_micro),
+                        currency=CURRENCY,
+                        destination=payout.destination,
+                        metadata={"payout_id": payout.id, "seller_id": payout.seller_id},
+                        idempotency_key=f"payout-{payout.id}",
+                    )
+            except PaymentsUnavailable as exc:
+                log.warning("payout_stripe_unavailable", payout_id=payout.id, reason=exc.message)
+                return payout
+            if isinstance(answer, TransferRefused):
+                log.warning("payout_refused", payout_id=payout.id, status=answer.status, reason=answer.message)
+                return await self._undo(conn, payout, "failed", reason=answer.message, admin_id=None)
+            row = await conn.fetchrow(
+                """UPDATE payouts SET status = 'paid', stripe_transfer_id = $2, paid_at = now(), updated_at = now()
+                   WHERE id = $1 RETURNING *""",
+                uuid.UUID(payout.id),
+                answer.id,
+            )
+        log.info("payout_paid", payout_id=payout.id, stripe_transfer_id=answer.id)
+        return Payout.from_row(row)
+
+    async def run(self, now: datetime) -> RunReport:
+        """The scheduled run: a payout of everything available for each seller with a connected
+        account and at least the minimum (once per seller and ISO week), then every pending Stripe
+        payout is sent (this week's, sellers' own requests, and earlier ones Stripe did not answer)."""
+        week = iso_week(now)
+        sellers = await self._db.fetch(
+            """SELECT a.owner_id FROM ledger_accounts a
+               JOIN seller_payout_accounts s ON s.user_id = a.owner_id
+               WHERE a.kind = 'seller' AND a.balance_micro >= $1
+               ORDER BY a.owner_id""",
+            self._min,
+        )
+        requested = skipped = 0
+        for row in sellers:
+            seller_id = str(row["owner_id"])
+            try:
+                _, created = await self.request(seller_id, None, request_key=run_key(seller_id, week))
+            except Conflict:  # the balance moved since the query: below the minimum now
+                skipped += 1
+                continue
+            requested += created
+            skipped += not created
+        pending = await self._db.fetch(
+            "SELECT id FROM payouts WHERE status = 'pending' AND method = 'stripe' ORDER BY created_at, id"
+        )
+        ended = {status: 0 for status in STATUSES}
+        for row in pending:
+            ended[(await self.process(str(row["id"]))).status] += 1
+        report = RunReport(week, requested, skipped, ended["paid"], ended["failed"], ended["pending"])
+        log.info("payout_run", **dataclasses.asdict(report))
+        return report
+
+    async def _locked(self, conn: ledger.Conn, payout_id: str) -> Payout:
+        row = await conn.fetchrow("SELECT * FROM payouts WHERE id = $1 FOR UPDATE", _id(payout_id))
+        if row is None:
+            raise BillingNotFound("no such payout")
+        return Payout.from_row(row)
+
+    async def _undo(
+        self, conn: ledger.Conn, payout: Payout, status: str, *, reason: str | None, admin_id: str | None
+    ) -> Payout:
+        """Put the money back on the seller's earnings and end the payout as `status`."""
+        seller = await ledger.account_id(conn, ledger.AccountKind.SELLER, payout.seller_id)
+        payouts = await ledger.account_id(conn, ledger.AccountKind.PAYOUTS)
+        key = reversal_key(payout.id)
+        transfer = await ledger.post(
+            conn,
+            idempotency_key=key,
+            kind="payout_failed",
+            legs=[(payouts, -payout.amount_micro), (seller, payout.amount_micro)],
+            memo={"payout_id": payout.id, "seller_id": payout.seller_id, "reason": status},
+        )
+        if transfer is None:  # posted before, yet the row still pending: keep the one transfer
+            transfer = await conn.fetchval("SELECT id FROM transfers WHERE idempotency_key = $1", key)
+        row = await conn.fetchrow(
+            """UPDATE payouts SET status = $2, reversal_transfer_id = $3, failure_reason = $4, decided_by = $5,
+                      updated_at = now()
+               WHERE id = $1 RETURNING *""",
+            uuid.UUID(payout.id),
+            status,
+            transfer,
+            reason,
+            uuid.UUID(admin_id) if admin_id else None,
+        )
+        return Payout.from_row(row)

@@ -1,0 +1,263 @@
+"""The seller's earnings and payouts, and the admin's payout decisions, mounted under /api.
+
+Every seller route answers about the caller only: another seller's payout is 404, as if absent.
+Earnings are read in one snapshot (a repeatable-read transaction), so earned = paid out + pending +
+available holds between the figures of one answer (while no other transfer touches the seller):
+- earned: the seller's share of every settled request (usage_records: cost - fee);
+- paid_out / pending: payouts paid / requested and not yet paid;
+- available: the seller's earnings account balance, what can still be requested.
+The breakdowns (`by_listing`, `by_day`, UTC days with earnings) cover `since`..`until` (request
+time; default the last 30 days) and count the requests that earned something.
+
+Listing names come from a join on the listings table in SQL: billing never imports marketplace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.api import decode_cursor, encode_cursor, page_size
+from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
+from aichat_gateway.billing.payouts import Payout, Payouts, parse_payout_request, parse_reference, parse_stripe_account
+
+DEFAULT_WINDOW: Final = timedelta(days=30)
+MAX_WINDOW: Final = timedelta(days=366)
+MAX_IDEMPOTENCY_KEY: Final = 200
+MAX_BODY: Final = 16 * 1024
+
+
+# --- pure ------------------------------------------------------------------------------------
+
+
+def earnings_window(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """[since, until) of the breakdowns: default the 30 days before `until` (default now), at most 366 days."""
+    end = until or now
+    start = since or end - DEFAULT_WINDOW
+    if start >= end:
+        raise InvalidBillingInput("since must be before until", param="since")
+    if end - start > MAX_WINDOW:
+        raise InvalidBillingInput("since..until may span at most 366 days", param="since")
+    return start, end
+
+
+def request_key(seller_id: str, idempotency_key: str | None) -> str | None:
+    """A seller's Idempotency-Key header → the payout's request key (scoped to the seller)."""
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
+        raise InvalidBillingInput(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+    return f"payout-request:{seller_id}:{idempotency_key}"
+
+
+def payout_json(payout: Payout) -> dict[str, Any]:
+    return {
+        "id": payout.id,
+        "amount_usd": usd(payout.amount_micro),
+        "status": payout.status,
+        "method": payout.method,
+        "destination": payout.destination,
+        "stripe_transfer_id": payout.stripe_transfer_id,
+        "reference": payout.reference,
+        "failure_reason": payout.failure_reason,
+        "created_at": _iso(payout.created_at),
+        "updated_at": _iso(payout.updated_at),
+        "paid_at": _iso(payout.paid_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+def _caller(request: Request) -> str:
+    if "csrf_rejected" in request.auth.scopes:
+        raise NotPermitted("missing or wrong CSRF token (header x-csrf-token)")
+    if not request.user.is_authenticated or "authenticated" not in request.auth.scopes:
+        raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
+    return str(request.user.identity)
+
+
+def _admin(request: Request) -> str:
+    user = _caller(request)
+    if "admin" not in request.auth.scopes:
+        raise NotPermitted("only an admin may do this")
+    return user
+
+
+async def _json_body(request: Request) -> Any:
+    """The body as JSON; an empty body is `{}` (a payout of everything available)."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidBillingInput("request body too large")
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidBillingInput("request body is not valid JSON") from None
+
+
+def _payouts(request: Request) -> Payouts:
+    return Payouts.from_settings(request.app.state.db, request.app.state.settings)
+
+
+def _timestamp(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+_TOTALS_SQL = """
+SELECT
+  (SELECT coalesce(sum(cost_micro - fee_micro), 0)::bigint FROM usage_records WHERE seller_id = $1) AS earned,
+  (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'paid') AS paid,
+  (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'pending') AS pending,
+  (SELECT coalesce(max(balance_micro), 0) FROM ledger_accounts WHERE kind = 'seller' AND owner_id = $1) AS available
+"""
+_BY_LISTING_SQL = """
+SELECT u.listing_id, l.public_id, l.name,
+       sum(u.cost_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
+FROM usage_records u LEFT JOIN listings l ON l.id = u.listing_id
+WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro > 0
+GROUP BY u.listing_id, l.public_id, l.name
+ORDER BY earned DESC, u.listing_id
+"""
+_BY_DAY_SQL = """
+SELECT (u.created_at AT TIME ZONE 'UTC')::date AS day, sum(u.cost_micro - u.fee_micro)::bigint AS earned,
+       count(*) AS requests
+FROM usage_records u
+WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro > 0
+GROUP BY day
+ORDER BY day
+"""
+
+
+async def earnings(request: Request) -> Response:
+    seller = uuid.UUID(_caller(request))
+    now = datetime.fromtimestamp(request.app.state.clock(), UTC)
+    since, until = earnings_window(_timestamp(request, "since"), _timestamp(request, "until"), now)
+    db: asyncpg.Pool = request.app.state.db
+    async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        totals = await conn.fetchrow(_TOTALS_SQL, seller)
+        listings = await conn.fetch(_BY_LISTING_SQL, seller, since, until)
+        days = await conn.fetch(_BY_DAY_SQL, seller, since, until)
+    assert totals is not None
+    return JSONResponse(
+        {
+            "earned_usd": usd(totals["earned"]),
+            "paid_out_usd": usd(totals["paid"]),
+            "pending_usd": usd(totals["pending"]),
+            "available_usd": usd(totals["available"]),
+            "since": _iso(since),
+            "until": _iso(until),
+            "by_listing": [
+                {
+                    "listing_id": str(r["listing_id"]) if r["listing_id"] else None,
+                    "public_id": r["public_id"],
+                    "name": r["name"],
+                    "earned_usd": usd(r["earned"]),
+                    "requests": r["requests"],
+                }
+                for r in listings
+            ],
+            "by_day": [
+                {"date": r["day"].isoformat(), "earned_usd": usd(r["earned"]), "requests": r["requests"]} for r in days
+            ],
+        }
+    )
+
+
+async def get_payout_account(request: Request) -> Response:
+    row = await _payouts(request).account(_caller(request))
+    return JSONResponse(
+        {
+            "stripe_account_id": row["stripe_account_id"] if row else None,
+            "updated_at": _iso(row["updated_at"]) if row else None,
+        }
+    )
+
+
+async def put_payout_account(request: Request) -> Response:
+    seller = _caller(request)
+    account = parse_stripe_account(await _json_body(request))
+    payouts = _payouts(request)
+    await payouts.set_account(seller, account)
+    row = await payouts.account(seller)
+    assert row is not None
+    return JSONResponse({"stripe_account_id": row["stripe_account_id"], "updated_at": _iso(row["updated_at"])})
+
+
+async def create_payout(request: Request) -> Response:
+    seller = _caller(request)
+    amount = parse_payout_request(await _json_body(request))
+    key = request_key(seller, request.headers.get("idempotency-key"))
+    payout, created = await _payouts(request).request(seller, amount, request_key=key)
+    return JSONResponse(payout_json(payout), status_code=201 if created else 200)
+
+
+async def list_payouts(request: Request) -> Response:
+    seller = _caller(request)
+    limit = page_size(request)
+    after: tuple[datetime, str] | None = None
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        at, payout_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(at), str(uuid.UUID(payout_id)))
+        except ValueError:
+            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
+    rows: Sequence[Payout] = await _payouts(request).page(seller, limit + 1, after)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = encode_cursor(page[-1].created_at.isoformat(), page[-1].id)
+    return JSONResponse({"data": [payout_json(p) for p in page], "next_cursor": next_cursor})
+
+
+async def get_payout(request: Request) -> Response:
+    seller = _caller(request)
+    return JSONResponse(payout_json(await _payouts(request).get(request.path_params["payout_id"], seller)))
+
+
+async def mark_paid(request: Request) -> Response:
+    admin = _admin(request)
+    reference = parse_reference(await _json_body(request))
+    payout = await _payouts(request).mark_paid(request.path_params["payout_id"], reference, admin)
+    return JSONResponse(payout_json(payout))
+
+
+async def cancel(request: Request) -> Response:
+    admin = _admin(request)
+    payout = await _payouts(request).cancel(request.path_params["payout_id"], admin)
+    return JSONResponse(payout_json(payout))
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/seller/earnings", earnings, methods=["GET"]),
+        Route("/seller/payout-account", get_payout_account, methods=["GET"]),
+        Route("/seller/payout-account", put_payout_account, methods=["PUT"]),
+        Route("/seller/payouts", create_payout, methods=["POST"]),
+        Route("/seller/payouts", list_payouts, methods=["GET"]),
+        Route("/seller/payouts/{payout_id}", get_payout, methods=["GET"]),
+        Route("/admin/payouts/{payout_id}/mark-paid", mark_paid, methods=["POST"]),
+        Route("/admin/payouts/{payout_id}/cancel", cancel, methods=["POST"]),
+    ]
