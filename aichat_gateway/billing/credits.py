@@ -70,8 +70,8 @@ async def grant_credit(
     retried grant post once; without one, every call is a new credit."""
     reason = check_credit(amount_micro, reason)
     key = f"credit:{granted_by or 'system'}:{idempotency_key or uuid.uuid4().hex}"
-    async with balance_writes(db):  # Postgres, then Redis, with no reconcile in between
-        async with db.acquire() as conn, conn.transaction():
+    async with balance_writes(db) as conn:  # Postgres, then Redis, with no reconcile in between
+        async with conn.transaction():
             buyer = await ledger.account_id(conn, ledger.AccountKind.BUYER, user_id)
             promotions = await ledger.account_id(conn, ledger.AccountKind.PROMOTIONS)
             transfer = await ledger.post(

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from redis.asyncio import Redis
 
 from aichat_gateway.billing.holds import HotBalances, Repair
@@ -35,12 +36,14 @@ CHUNK: Final = 200
 
 
 @contextlib.asynccontextmanager
-async def balance_writes(db: asyncpg.Pool) -> AsyncIterator[None]:
-    """Hold while committing a buyer-balance change to Postgres and then applying it to Redis."""
+async def balance_writes(db: asyncpg.Pool) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+    """Hold while committing a buyer-balance change to Postgres and then applying it to Redis.
+    Yields the connection holding the lock: commit on it, so a writer needs one connection, not two
+    (a second one from a small pool could wait for ever)."""
     async with db.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock_shared($1)", BALANCE_LOCK)
         try:
-            yield
+            yield conn
         finally:
             await conn.execute("SELECT pg_advisory_unlock_shared($1)", BALANCE_LOCK)
 

@@ -142,8 +142,8 @@ class Settler:
         if not read:
             return 0
         plan = plan_batch([read_entry(_text(entry_id), fields) for entry_id, fields in read])
-        async with balance_writes(self._db):  # the reconciler never sees a commit Redis has not heard of
-            rejected = await self._writer.write(plan.usages)
+        async with balance_writes(self._db) as conn:  # the reconciler never sees a commit Redis has not heard of
+            rejected = await self._writer.write(plan.usages, conn)
             settled, dead = outcome(plan, rejected)
             for entry, reason in dead:
                 request_id = entry.usage.request_id if entry.usage is not None else None

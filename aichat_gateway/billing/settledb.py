@@ -132,18 +132,23 @@ class UsageWriter:
         # Owners of committed accounts: users who cannot be deleted any more (the ledger's FK).
         self._known_users: set[str] = set()
 
-    async def write(self, usages: list[Usage]) -> dict[str, str]:
-        """Commit the batch; the request ids set aside, with why. Halves a batch Postgres refuses."""
+    async def write(self, usages: list[Usage], conn: Conn | None = None) -> dict[str, str]:
+        """Commit the batch; the request ids set aside, with why. Halves a batch Postgres refuses.
+        On `conn` if given (one the caller holds a lock on), else on a pooled connection."""
         if not usages:
             return {}
         try:
             async with asyncio.timeout(self._db_timeout):
-                written = await self._transaction(usages)
+                if conn is not None:
+                    written = await self._transaction_on(conn, usages)
+                else:
+                    async with self._db.acquire() as pooled:
+                        written = await self._transaction_on(pooled, usages)
         except _Refused as refused:
             if len(usages) == 1:
                 return {usages[0].request_id: refused.reason}
             half = len(usages) // 2
-            return {**await self.write(usages[:half]), **await self.write(usages[half:])}
+            return {**await self.write(usages[:half], conn), **await self.write(usages[half:], conn)}
         if len(self._accounts) > _ACCOUNT_CACHE_MAX:
             self._accounts.clear()
             self._known_users.clear()
@@ -151,16 +156,15 @@ class UsageWriter:
         self._known_users.update(owner for (_, owner) in written.accounts if owner is not None)
         return written.rejected
 
-    async def _transaction(self, usages: list[Usage]) -> _Written:
-        async with self._db.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await self._settle(conn, usages)
-            except (asyncpg.PostgresError, LedgerError) as exc:
-                reason = _refusal(exc)
-                if reason is None:
-                    raise
-                raise _Refused(reason) from exc
+    async def _transaction_on(self, conn: Conn, usages: list[Usage]) -> _Written:
+        try:
+            async with conn.transaction():
+                return await self._settle(conn, usages)
+        except (asyncpg.PostgresError, LedgerError) as exc:
+            reason = _refusal(exc)
+            if reason is None:
+                raise
+            raise _Refused(reason) from exc
 
     async def _settle(self, conn: Conn, usages: list[Usage]) -> _Written:
         """The batch's writes, in an order that writes each row once: find which requests are new,

@@ -188,8 +188,8 @@ class StripeWebhooks:
             return await self._record_only(event, Outcome.IGNORED_UNKNOWN_TOPUP, None)
         facts = await self._facts(event)
         effects: list[tuple[str, int]] = []
-        async with balance_writes(self._db):  # Postgres, then Redis, with no reconcile in between
-            async with self._db.acquire() as conn, conn.transaction():
+        async with balance_writes(self._db) as conn:  # Postgres, then Redis, with no reconcile in between
+            async with conn.transaction():
                 # The top-up row is locked first, before the event row (whose foreign key would take a
                 # share lock on it): every event of one top-up queues here, so two of them can never
                 # each hold a lock the other wants.

@@ -39,9 +39,11 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from aichat_gateway.billing.amounts import parse_usd
+from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import decode_entry
+from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.settings import Settings, load_settings
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
@@ -304,6 +306,40 @@ def proxy_settings(proxy_database_url: str, proxy_redis_prefix: str) -> Settings
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ledger_invariants_hold_after_the_session(proxy_settings: Settings) -> Iterator[None]:
+    """DESIGN.md: the ledger invariants are checked after the integration tests. Whatever the
+    gateways recorded is settled first (a worker of our own drains the stream), then audited."""
+    yield
+
+    async def settle_and_audit() -> list[str]:
+        db = await asyncpg.create_pool(proxy_settings.database_url, min_size=1, max_size=4)
+        redis = Redis.from_url(proxy_settings.redis_url)
+        try:
+            hot = HotBalances(redis, proxy_settings.redis_prefix)
+            worker = Settler(
+                db,
+                redis,
+                proxy_settings.redis_prefix,
+                proxy_settings.platform_fee,
+                after_commit=hot.applied,
+                consumer="test-session-end",
+                block_ms=10,
+                claim_idle_ms=0,
+            )
+            while await worker.run_once():
+                pass
+            async with db.acquire() as conn:
+                return [f"{b.invariant}: {b.detail}" for b in await audit(conn)]
+        finally:
+            await redis.aclose()
+            await db.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker_thread:
+        breaches = worker_thread.submit(asyncio.run, settle_and_audit()).result()
+    assert breaches == [], "ledger invariants broken after the integration tests:\n" + "\n".join(breaches)
 
 
 @dataclass

@@ -98,8 +98,8 @@ async def test_the_reconciler_waits_for_a_writer_between_commit_and_redis(
     release = asyncio.Event()
 
     async def slow_credit() -> None:
-        async with balance_writes(db):
-            async with db.acquire() as conn, conn.transaction():
+        async with balance_writes(db) as conn:
+            async with conn.transaction():
                 buyer_account = await ledger.account_id(conn, ledger.AccountKind.BUYER, buyer)
                 promotions = await ledger.account_id(conn, ledger.AccountKind.PROMOTIONS)
                 await ledger.post(
