@@ -16,6 +16,7 @@ EXPECTED: dict[type[errors.GatewayError], tuple[int, str, str]] = {
     errors.NotFound: (404, "invalid_request_error", "not_found"),
     errors.MethodNotAllowed: (405, "invalid_request_error", "method_not_allowed"),
     errors.PayloadTooLarge: (413, "invalid_request_error", "request_too_large"),
+    errors.InsufficientQuota: (402, "insufficient_quota", "insufficient_quota"),
     errors.RateLimited: (429, "rate_limit_error", "rate_limit_exceeded"),
     errors.ClientDisconnected: (499, "invalid_request_error", "client_disconnected"),
     errors.UpstreamFailed: (502, "api_error", "upstream_error"),
