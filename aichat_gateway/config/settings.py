@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(5.0, alias="GATEWAY_UPSTREAM_CONNECT_TIMEOUT", gt=0)
     upstream_read_timeout: float = Field(120.0, alias="GATEWAY_UPSTREAM_READ_TIMEOUT", gt=0)
     upstream_max_connections: int = Field(1000, alias="GATEWAY_UPSTREAM_MAX_CONNECTIONS", ge=1)
+    # Time to a first byte for all attempts of one request together (failover included).
+    upstream_deadline_seconds: float = Field(180.0, alias="GATEWAY_UPSTREAM_DEADLINE", gt=0)
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
 

@@ -11,6 +11,7 @@ timeouts → 504, otherwise 502.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -57,14 +58,26 @@ class Opened:
 async def open_watched(
     request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool
 ) -> tuple[Opened, ClientWatch]:
-    """`open_routes`, abandoned at once (and the provider request closed) if the buyer goes away.
+    """`open_routes`, abandoned at once (and the provider request closed) if the buyer goes away,
+    or when all attempts together exceed `GATEWAY_UPSTREAM_DEADLINE` (504).
 
     For a stream the watch stays running and is handed to the relay; otherwise it is closed here.
     """
     watch = ClientWatch(request.receive)
+    deadline = request.app.state.settings.upstream_deadline_seconds
     try:
         with watch.guard():
-            opened = await open_routes(request, attempt, routes, build, stream)
+            try:
+                async with asyncio.timeout(deadline):
+                    opened = await open_routes(request, attempt, routes, build, stream)
+            except TimeoutError:
+                # The whole failover, every attempt together, ran out of time before a first byte.
+                if attempt.listing is not None and all(h[0] != attempt.listing.listing_id for h in attempt.health):
+                    attempt.health.append((attempt.listing.listing_id, False, None))
+                attempt.outcome = "timeout"
+                raise UpstreamTimeout(
+                    f"No provider answered within the gateway's {deadline:g} s deadline. Please retry."
+                ) from None
     except BaseException:
         watch.close()
         raise
