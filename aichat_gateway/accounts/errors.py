@@ -6,7 +6,8 @@ AccountsError
 ├── InvalidCredentials    wrong e-mail/password, or a bad/expired session token
 ├── Forbidden             authenticated but not allowed (role, CSRF)
 ├── NotFound              no such object *for this owner* (others' objects look absent too)
-└── TooManyAttempts       login rate limit hit; `retry_after` seconds
+├── TooManyAttempts       login rate limit hit; `retry_after` seconds
+└── StoreUnavailable      Postgres cannot be reached and nothing cached can answer
 """
 
 from __future__ import annotations
@@ -47,3 +48,7 @@ class TooManyAttempts(AccountsError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(AccountsError):
+    code = "service_unavailable"

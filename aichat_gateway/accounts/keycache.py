@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aichat_gateway.accounts.db import Executor
+from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keyformat import hash_secret, looks_like_key
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
@@ -169,7 +170,17 @@ class KeyCache:
             self._inflight[key_hash] = task
             task.add_done_callback(lambda t: self._load_done(key_hash, t))
         # Shielded: one caller giving up (client disconnect) must not cancel the others' answer.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            # Postgres is down. A key we knew to be live stays usable: revocations are pushed
+            # through Redis, so its entry was only stale by age, not by news. An unknown key
+            # cannot be checked at all.
+            known = self._positive.get(key_hash)
+            if known is not None and known.principal is not None:
+                log.warning("key_served_from_stale_cache", key_id=known.principal.key_id, error=type(exc).__name__)
+                return known.principal
+            raise StoreUnavailable("The gateway cannot check API keys right now; please retry shortly.") from None
 
     def note_used(self, key_id: str) -> None:
         """Remember that a key was used; persisted by the next flush. No I/O here."""

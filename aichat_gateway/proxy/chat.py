@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
 from aichat_gateway.config.logging import get_logger, mask
@@ -32,6 +33,7 @@ from aichat_gateway.proxy.edge import charge_id
 from aichat_gateway.proxy.errors import (
     AuthenticationFailed,
     GatewayError,
+    Unavailable,
     UpstreamFailed,
 )
 from aichat_gateway.proxy.failover import Opened
@@ -139,7 +141,10 @@ async def list_models(request: Request) -> Response:
 
 async def _authenticate(request: Request) -> KeyPrincipal:
     secret = inbound.bearer_key(request)
-    principal: KeyPrincipal | None = await request.app.state.keys.lookup(secret)
+    try:
+        principal: KeyPrincipal | None = await request.app.state.keys.lookup(secret)
+    except StoreUnavailable as exc:
+        raise Unavailable(exc.message) from None
     if principal is None:
         raise AuthenticationFailed("Incorrect API key provided, or the key was revoked.")
     return principal

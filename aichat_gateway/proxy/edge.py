@@ -100,6 +100,7 @@ _ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
     acc.Forbidden: (403, "permission_error"),
     acc.NotFound: (404, "invalid_request_error"),
     acc.TooManyAttempts: (429, "rate_limit_error"),
+    acc.StoreUnavailable: (503, "api_error"),
 }
 _MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.InvalidListing: (400, "invalid_request_error"),

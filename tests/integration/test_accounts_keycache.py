@@ -14,9 +14,11 @@ from conftest import unique_email
 from redis.asyncio import Redis
 
 from aichat_gateway.accounts import keys as keys_repo
+from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keycache import KeyCache
 from aichat_gateway.accounts.keyformat import generate_key
 from aichat_gateway.config.settings import Settings
+from tests.tcpproxy import TcpProxy
 
 
 class Clock:
@@ -294,3 +296,26 @@ async def test_a_flush_never_moves_last_used_backwards(
     await cache.flush_last_used()
     stored = await db.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", uuid.UUID(created.key.id))
     assert stored == later
+
+
+async def test_with_postgres_down_a_known_key_is_served_from_its_expired_entry(
+    db: asyncpg.Connection, database_url: str, redis_a: Redis, settings: Settings
+) -> None:
+    _, created = await new_key(db)
+    proxy = await TcpProxy.for_url(database_url).start()
+    pool = await asyncpg.create_pool(proxy.url_through(database_url), min_size=0, max_size=2)
+    clock = Clock()
+    cache = KeyCache(pool, redis_a, settings, clock)
+    try:
+        known = await cache.lookup(created.secret)
+        assert known is not None
+        proxy.cut()
+        clock.now += settings.key_cache_ttl + 1  # expired: it would be checked again, but cannot be
+        assert await cache.lookup(created.secret) == known
+        _, other = await new_key(db)  # never seen by this cache
+        with pytest.raises(StoreUnavailable):
+            await cache.lookup(other.secret)
+    finally:
+        proxy.restore()
+        await pool.close()
+        await proxy.close()
