@@ -333,6 +333,25 @@ class Capacity:
         self._release = LuaScript(redis, "aichat_gateway.marketplace", "capacity_release")
         self._renew = LuaScript(redis, "aichat_gateway.marketplace", "capacity_renew")
 
+    async def restore(self, listing_id: str, used: Usage) -> None:
+        """Seed this window's counters with what Postgres says was used, if Redis has none (it lost
+        its data): SET NX, so counts taken since are never overwritten. In-flight leases are not
+        restored; they were lost with the processes' state and free themselves anyway."""
+        now = self._now_ms()
+        w = windows(now)
+        keys = capacity_keys(self._prefix, listing_id, w)
+        plan = (
+            (keys.rpm, used.rpm, w.minute_end_ms),
+            (keys.tpm, used.tpm, w.minute_end_ms),
+            (keys.daily_tokens, used.daily_tokens, w.day_end_ms),
+            (keys.monthly_tokens, used.monthly_tokens, w.month_end_ms),
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, value, end_ms in plan:
+                if value > 0:
+                    pipe.set(key, value, nx=True, px=end_ms - now + GRACE_MS)
+            await pipe.execute()
+
     @property
     def lease_seconds(self) -> float:
         return self._lease_ms / 1000

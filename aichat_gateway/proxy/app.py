@@ -51,6 +51,7 @@ from aichat_gateway.proxy.edge import exception_handlers, request_context
 from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
+from aichat_gateway.proxy.recovery import Recovery
 from aichat_gateway.proxy.routing import KeyDefaults, SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
@@ -136,6 +137,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         state.key_defaults = KeyDefaults()
         state.rests = Rests(redis, settings.redis_prefix, clock)
         state.hot = HotBalances(redis, settings.redis_prefix, clock=clock)
+        state.recovery = Recovery(state)
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisError
 
 from aichat_gateway.accounts.keys import KeyPrincipal
@@ -65,7 +66,8 @@ async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount
             ttl_s=state.settings.hold_ttl_seconds,
             caps=caps,
         )
-        if result.status is HoldStatus.COLD:  # first request since Redis started: Postgres is the truth
+        if result.status is HoldStatus.COLD:  # not in Redis (new buyer, or Redis lost its data)
+            await state.recovery.ensure()
             await load_balance(state, principal.user_id)
             result = await hot.hold(
                 buyer_id=principal.user_id,
@@ -75,6 +77,11 @@ async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount
                 ttl_s=state.settings.hold_ttl_seconds,
                 caps=caps,
             )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        log.error("balance_not_loaded", error=repr(exc))
+        raise Unavailable(
+            "The gateway cannot load your balance right now; nothing was charged. Please retry shortly."
+        ) from None
     except (RedisError, OSError) as exc:
         log.error("hold_failed", error=repr(exc))
         raise Unavailable(

@@ -7,28 +7,36 @@ The gateway here has a Redis server of its own, so stopping it disturbs no other
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
 import httpx
 import orjson
 import pytest
+import redis as redis_sync
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
 from tests.integration.conftest import (
+    Fakes,
     GatewayFactory,
     Market,
     Proc,
     Processes,
     await_until,
+    create_listing,
     free_port,
     fund,
+    provider_key,
     register_and_login,
+    wait_for_models,
     wait_until,
 )
 
@@ -73,6 +81,14 @@ class OwnRedis:
 
         wait_until(answers, 10, "the test's own Redis to answer")
 
+    def get(self, key: str) -> int | None:
+        client = redis_sync.Redis(port=self.port)
+        try:
+            value = client.get(key)
+        finally:
+            client.close()
+        return int(value) if value is not None else None
+
     def kill(self) -> None:
         assert self.proc is not None
         self.processes.close(only=[self.proc])
@@ -92,11 +108,11 @@ def redis_gateway(gateway_factory: GatewayFactory, own_redis: OwnRedis, market: 
     return gateway_factory.start("gateway-own-redis", REDIS_URL=own_redis.url)
 
 
-async def ask(gateway: Proc, key: str) -> httpx.Response:
+async def ask(gateway: Proc, key: str, model: str = "gpt-4o-mini") -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         return await client.post(
             gateway.base_url + "/chat/completions",
-            content=orjson.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 50}),
+            content=orjson.dumps({"model": model, "messages": MESSAGES, "max_tokens": 50}),
             headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
         )
 
@@ -151,3 +167,59 @@ async def test_redis_down_answers_503_charges_nothing_and_an_empty_redis_is_rebu
         assert await audit(conn) == []
     finally:
         await conn.close()
+
+
+async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
+    redis_gateway: Proc, own_redis: OwnRedis, proxy_settings: Settings, market: Market, fakes: Fakes
+) -> None:
+    model = f"capped-{uuid.uuid4().hex[:8]}"
+    listing = create_listing(
+        redis_gateway,
+        market.seller,
+        {
+            "name": "daily capped",
+            "provider": "openai",
+            "base_url": fakes.main.base_url,
+            "api_key": provider_key(),
+            "models": [{"model": model, "upstream_model": "gpt-4o-mini"}],
+            "pricing": {"input_usd_per_million": "1", "output_usd_per_million": "2"},
+            "limits": {"daily_tokens": 1_000_000},
+            "attest_resale": True,
+        },
+    )
+    buyer = register_and_login(redis_gateway, "capacity-rebuild", "capacity-rebuild-password")
+    fund(proxy_settings, buyer.id, "1")
+    async with httpx.AsyncClient(timeout=10) as client:
+        key = (await client.post(redis_gateway.url + "/api/keys", json={"name": "k"}, headers=buyer.auth)).json()["key"]
+    await asyncio.to_thread(wait_for_models, redis_gateway, key, [model])
+    for _ in range(2):
+        assert (await ask(redis_gateway, key, model)).status_code == 200
+
+    conn = await asyncpg.connect(proxy_settings.database_url)
+    try:
+
+        async def settled_tokens() -> int:
+            value = await conn.fetchval(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_records WHERE listing_id = $1",
+                uuid.UUID(listing["id"]),
+            )
+            return int(value)
+
+        await await_until(lambda: _at_least(settled_tokens, 1), 15, "the capped listing's usage to settle")
+        before = await settled_tokens()
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        counter = f"{{{proxy_settings.redis_prefix}:l:{listing['id']}}}:tpd:{day}"
+        assert own_redis.get(counter) == before  # what capacity counted is what was settled
+
+        own_redis.kill()
+        own_redis.start()  # empty: the day's count would start again at zero
+        answer = await ask(redis_gateway, key, model)  # a cold hold notices the loss and rebuilds first
+        assert answer.status_code == 200, answer.text
+        used = answer.json()["usage"]
+        assert own_redis.get(counter) == before + used["prompt_tokens"] + used["completion_tokens"]
+    finally:
+        await conn.close()
+
+
+async def _at_least(read: Callable[[], Awaitable[int]], floor: int) -> bool:
+    return await read() >= floor

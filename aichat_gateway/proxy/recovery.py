@@ -1,0 +1,83 @@
+"""Rebuilding Redis' state from Postgres after Redis lost its data (restarted without persistence).
+
+What Redis holds is of three kinds. Caches and pub/sub (keys, listings, breakers) refill by
+themselves. Buyers' hot balances are loaded from the ledger on each buyer's first hold (the hold
+answers "cold"). Listings' capacity counters would silently restart at zero, letting a seller's
+daily and monthly caps be exceeded; they are rebuilt here from the settled usage rows.
+
+Detection costs nothing on the hot path: a sentinel key, `<prefix>:state`, is written when this
+rebuild has run. A cold hold (which a lost Redis makes every buyer's first request after it)
+checks the sentinel; if it is gone, Redis lost its data and the rebuild runs once, under a lock,
+before that request (or any other cold one) is admitted. Usage events that were in Redis' stream
+and not yet settled are gone with it: their requests were served and cannot be billed; the
+settlement backlog gauge and the gap in usage rows show the exposure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aichat_gateway.config.logging import get_logger
+from aichat_gateway.marketplace.capacity import Usage, windows
+
+log = get_logger(__name__)
+
+_USED_SQL = """
+SELECT listing_id,
+       count(*) FILTER (WHERE created_at >= $2) AS minute_requests,
+       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= $2), 0) AS minute_tokens,
+       coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE created_at >= $3), 0) AS day_tokens,
+       coalesce(sum(prompt_tokens + completion_tokens), 0) AS month_tokens
+FROM usage_records
+WHERE listing_id = ANY($1) AND created_at >= $4 AND status = 200
+GROUP BY listing_id
+"""
+
+
+def window_starts(now: float) -> tuple[datetime, datetime, datetime]:
+    """The current UTC minute, day and month starts, as the capacity counters count them."""
+    w = windows(int(now * 1000))
+    minute = datetime.fromtimestamp(w.minute * 60, UTC)
+    day = datetime.strptime(w.day, "%Y%m%d").replace(tzinfo=UTC)
+    month = datetime.strptime(w.month, "%Y%m").replace(tzinfo=UTC)
+    return minute, day, month
+
+
+class Recovery:
+    def __init__(self, state: Any) -> None:
+        self._state = state
+        self._lock = asyncio.Lock()
+        self.sentinel = f"{state.settings.redis_prefix}:state"
+
+    async def ensure(self) -> None:
+        """Rebuild what Postgres can rebuild if Redis has lost its data; cheap when it has not."""
+        redis = self._state.redis
+        if await redis.exists(self.sentinel):
+            return
+        async with self._lock:
+            if await redis.exists(self.sentinel):
+                return
+            restored = await self._restore_capacity()
+            await redis.set(self.sentinel, datetime.now(UTC).isoformat())
+            log.warning("redis_state_rebuilt", listings_with_capacity=restored)
+
+    async def _restore_capacity(self) -> int:
+        state = self._state
+        limited = [r.listing_id for routes in state.listings.index.by_model.values() for r in routes if r.limits]
+        ids = sorted(set(limited))
+        if not ids:
+            return 0
+        minute, day, month = window_starts(state.clock())
+        rows = await state.db.fetch(_USED_SQL, [uuid.UUID(i) for i in ids], minute, day, month)
+        for row in rows:
+            used = Usage(
+                rpm=int(row["minute_requests"]),
+                tpm=int(row["minute_tokens"]),
+                daily_tokens=int(row["day_tokens"]),
+                monthly_tokens=int(row["month_tokens"]),
+            )
+            await state.capacity.restore(str(row["listing_id"]), used)
+        return len(rows)
