@@ -130,6 +130,7 @@ async def _settle(settings: Settings, args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             block_ms=args.block_ms,
             claim_idle_ms=args.claim_idle_ms,
+            linger=args.linger,
         )
         await settler.run(stop)
     finally:
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--block-ms", type=int, default=1000, help="how long one read waits for new entries")
     settle.add_argument(
         "--claim-idle-ms", type=int, default=30_000, help="take over a dead worker's entries after this idle time"
+    )
+    settle.add_argument(
+        "--linger", type=float, default=0.25, help="seconds a partial batch waits for more entries (fewer transactions)"
     )
     settle.set_defaults(func=cmd_settle)
 

@@ -565,3 +565,23 @@ async def test_a_stream_deleted_under_the_worker_gets_its_group_back(
         await worker.run_once()
     assert await worker.run_once() == 3
     assert await worker.backlog() == 0
+
+
+async def test_after_a_partial_batch_the_worker_lingers_so_the_next_one_fills_up(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        buyers = await funded_buyers(conn, 1)
+        seller = await new_user(conn)
+    await append(redis, prefix, mixed_events(buyers, [seller], 5))
+    stop = asyncio.Event()
+    naps: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+        stop.set()  # one batch and its linger are all this test needs
+
+    worker = settler(db, redis, prefix, recorder, linger=0.25, sleep=nap, batch_size=100)
+    await asyncio.wait_for(worker.run(stop), timeout=10)
+    assert naps == [0.25]
+    assert await worker.backlog() == 0
