@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aichat_gateway.accounts import errors as acc
+from aichat_gateway.billing import errors as bil
 from aichat_gateway.marketplace import errors as mkt
 from aichat_gateway.proxy import errors as gw
 from aichat_gateway.proxy.edge import exception_handlers, request_context
@@ -27,6 +28,18 @@ ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
     acc.Forbidden: (403, "permission_error"),
     acc.NotFound: (404, "invalid_request_error"),
     acc.TooManyAttempts: (429, "rate_limit_error"),
+    acc.StoreUnavailable: (503, "api_error"),
+}
+BILLING: dict[type[bil.BillingError], tuple[int, str]] = {
+    bil.InvalidBillingInput: (400, "invalid_request_error"),
+    bil.InsufficientFunds: (402, "insufficient_quota"),
+    bil.NotAuthenticated: (401, "authentication_error"),
+    bil.NotPermitted: (403, "permission_error"),
+    bil.BillingNotFound: (404, "invalid_request_error"),
+    bil.Conflict: (409, "invalid_request_error"),
+    bil.WebhookRejected: (400, "invalid_request_error"),
+    bil.PaymentsUnavailable: (503, "api_error"),
+    bil.LedgerError: (500, "server_error"),
 }
 MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.InvalidListing: (400, "invalid_request_error"),
@@ -95,9 +108,19 @@ def error_of(answer: httpx.Response) -> dict[str, object]:
     return error
 
 
-def test_every_accounts_and_marketplace_error_class_is_covered_here() -> None:
+def test_every_accounts_marketplace_and_billing_error_class_is_covered_here() -> None:
     assert all_subclasses(acc.AccountsError) == set(ACCOUNTS)
     assert all_subclasses(mkt.MarketplaceError) == set(MARKETPLACE)
+    assert all_subclasses(bil.BillingError) == set(BILLING)
+
+
+@pytest.mark.parametrize("cls", list(BILLING), ids=lambda c: c.__name__)
+async def test_billing_errors_map_to_their_status(client: httpx.AsyncClient, cls: type[bil.BillingError]) -> None:
+    error = make_error(cls)
+    answer = await answer_for(client, error)
+    status, type_ = BILLING[cls]
+    assert answer.status_code == status
+    assert error_of(answer) == {"message": str(error), "type": type_, "param": "field", "code": cls.code}
 
 
 @pytest.mark.parametrize("cls", list(ACCOUNTS), ids=lambda c: c.__name__)
