@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")
     # How often each process compares hot balances in Redis with Postgres and repairs drift.
     reconcile_interval: float = Field(60.0, alias="GATEWAY_RECONCILE_INTERVAL", gt=0)
+    # A request slower than this (start to last byte) is logged as slow_request with its listing.
+    slow_request_seconds: float = Field(30.0, alias="GATEWAY_SLOW_REQUEST_SECONDS", gt=0)
     # A hold outlives its request by this much at most when a process dies; streams renew theirs.
     hold_ttl_seconds: float = Field(600.0, alias="GATEWAY_HOLD_TTL", gt=0)
     breaker_fail_max: int = Field(5, alias="GATEWAY_BREAKER_FAIL_MAX", ge=1)

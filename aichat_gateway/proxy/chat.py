@@ -281,6 +281,26 @@ def _gateway_headers(attempt: Attempt, route: ListingRoute) -> dict[str, str]:
     return {"x-gateway-listing": route.public_id, "x-gateway-attempts": str(attempt.attempts)}
 
 
+def _log_if_notable(attempt: Attempt, elapsed: float, slow_after: float) -> None:
+    """One line for a request that failed on our or the provider's side, or was slow, naming the
+    listing that served (or last failed) and how many attempts it took; the request id is bound."""
+    if attempt.status < 500 and elapsed < slow_after:
+        return
+    fields = {
+        "listing": attempt.listing.public_id if attempt.listing else None,
+        "attempts": attempt.attempts,
+        "model": attempt.model,
+        "status": attempt.status,
+        "outcome": attempt.outcome,
+        "latency_ms": int(elapsed * 1000),
+        "ttft_ms": int(attempt.ttft_seconds * 1000) if attempt.ttft_seconds is not None else None,
+    }
+    if attempt.status >= 500:
+        log.warning("request_failed", **fields)
+    else:
+        log.warning("slow_request", **fields)
+
+
 async def _finish(request: Request, attempt: Attempt) -> None:
     """Metrics and the usage event, exactly once per request that presented a valid key."""
     state = request.app.state
@@ -291,6 +311,7 @@ async def _finish(request: Request, attempt: Attempt) -> None:
     metrics.child(metrics.latency, attempt.route).observe(elapsed)
     if attempt.stream and attempt.ttft_seconds is not None:
         metrics.child(metrics.ttft, known_model).observe(attempt.ttft_seconds)
+    _log_if_notable(attempt, elapsed, state.settings.slow_request_seconds)
     if attempt.principal is None:
         return
     state.keys.note_used(attempt.principal.key_id)
