@@ -172,7 +172,7 @@ async def transactions(request: Request) -> Response:
 def _describe(kind: str, memo: dict[str, Any]) -> str:
     """A short, secret-free line for a statement; memos hold ids and reasons only."""
     if kind == "usage":
-        return f"request {memo.get('request_id', '')}".strip()
+        return f"{memo.get('model', 'request')} {memo.get('request_id', '')}".strip()
     if kind == "credit":
         return f"credit: {memo.get('reason', '')}".strip()
     return kind.replace("_", " ")

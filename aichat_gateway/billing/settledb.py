@@ -262,6 +262,7 @@ class UsageWriter:
                     seller=accounts[(AccountKind.SELLER, u.seller_id)],
                     platform=platform,
                 ),
+                {"request_id": u.request_id, "model": u.model},  # what a statement line shows
             )
             for u in costed
         ]

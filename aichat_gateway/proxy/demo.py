@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from typing import Any
 
 import asyncpg
@@ -35,13 +36,28 @@ DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 DEMO_FUNDS_MICRO = 10_000_000  # $10: the fake upstream's answers cost fractions of a cent
 
 
+def _derived(settings: Settings, purpose: bytes) -> str:
+    digest = hmac.new(settings.secret_keys[0].encode(), purpose, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def demo_key(settings: Settings) -> str:
-    digest = hmac.new(settings.secret_keys[0].encode(), b"aichat demo buyer key", hashlib.sha256).digest()
-    return "agw-" + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return "agw-" + _derived(settings, b"aichat demo buyer key")
+
+
+def demo_password(settings: Settings, who: str) -> str:
+    """Derived like the key, so no password is written in the code and reruns print the same one."""
+    return "demo-" + _derived(settings, b"aichat demo password " + who.encode())[:20]
 
 
 async def _user_id(db: asyncpg.Pool, passwords: Passwords, email: str, password: str) -> str:
-    user = await get_by_email(db, email) or await create_user(db, passwords, email, password)
+    user = await get_by_email(db, email)
+    if user is None:
+        return (await create_user(db, passwords, email, password)).id
+    # An earlier demo (or another secret) may have set another password: the printed one must work.
+    await db.execute(
+        "UPDATE users SET password_hash = $2 WHERE id = $1", uuid.UUID(user.id), await passwords.hash(password)
+    )
     return user.id
 
 
@@ -52,8 +68,8 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
     db = await create_db_pool(settings)
     try:
         passwords = Passwords()
-        seller_id = await _user_id(db, passwords, SELLER_EMAIL, "demo-seller-password")
-        buyer_id = await _user_id(db, passwords, BUYER_EMAIL, "demo-buyer-password")
+        seller_id = await _user_id(db, passwords, SELLER_EMAIL, demo_password(settings, "seller"))
+        buyer_id = await _user_id(db, passwords, BUYER_EMAIL, demo_password(settings, "buyer"))
         listing_id = await db.fetchval(
             "SELECT id FROM listings WHERE seller_id = $1 AND name = $2 AND deleted_at IS NULL",
             seller_id,
@@ -102,6 +118,7 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
         "model": DEMO_MODELS[0],
         "seller_email": SELLER_EMAIL,
         "buyer_email": BUYER_EMAIL,
+        "buyer_password": demo_password(settings, "buyer"),
         "balance_usd": usd(balance),
     }
 

@@ -79,6 +79,8 @@ AIChat Gateway demo
   base URL : {gateway_url}
   API key  : {key}
   model    : {model}
+  balance  : {demo["balance_usd"]} USD of demo credit (log in as {demo["buyer_email"]} / {demo["buyer_password"]}
+             to see it at {gateway_url[:-3]}/api/billing/balance)
 
 Try it (in another terminal):
   curl -s {gateway_url}/chat/completions -H "Authorization: Bearer {key}" \\
