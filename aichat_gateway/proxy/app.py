@@ -18,6 +18,10 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -34,7 +38,7 @@ from aichat_gateway.billing.meter import Meter
 from aichat_gateway.billing.reconcile import Reconciler
 from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.catalog import load_catalog
-from aichat_gateway.config.logging import configure_logging
+from aichat_gateway.config.logging import configure_logging, get_logger
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.api import routes as marketplace_routes
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
@@ -48,6 +52,7 @@ from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.proxy import chat, ops, quote
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
+from aichat_gateway.proxy.exposure import RecentEvents
 from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
@@ -55,6 +60,8 @@ from aichat_gateway.proxy.recovery import Recovery
 from aichat_gateway.proxy.routing import KeyDefaults, SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
+
+log = get_logger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -122,7 +129,14 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         # redis-py's default pool refuses ("Too many connections") past 100; a blocking pool would
         # wait instead but costs a lock per command (~8 % of streams/s in `make bench`), so the
         # plain pool gets a ceiling no sane process reaches.
-        pool = ConnectionPool.from_url(settings.redis_url, max_connections=settings.redis_max_connections)
+        # One retry on a broken connection: after a Redis restart every pooled connection is dead,
+        # and each would otherwise fail one request. Only connection errors (nothing ran), never
+        # timeouts (the command may have run).
+        pool = ConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
         redis = Redis(connection_pool=pool)
         upstream = create_upstream_client(settings)
         supervisor = Supervisor()
@@ -144,11 +158,16 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         state.rests = Rests(redis, settings.redis_prefix, clock)
         state.hot = HotBalances(redis, settings.redis_prefix, clock=clock)
         state.recovery = Recovery(state)
+        state.recent = RecentEvents()
         state.breaker_view = BreakerView(state.breakers, lambda: state.listings.index.listing_ids())
         state.key_checker = (
             functools.partial(check_provider_key, upstream) if settings.check_listing_keys else skip_key_check
         )
         await state.listings.refresh()
+        try:
+            await state.recovery.start()
+        except (RedisError, OSError) as exc:  # Redis not up yet: the periodic check catches up
+            log.warning("redis_epoch_unknown_at_start", error=repr(exc))
         await asyncio.to_thread(state.tokens.load)  # ~0.2 s once, not on the first request
         supervisor.start("key-revocations", state.keys.listen_for_revocations)
         supervisor.start("listing-changes", state.listings.listen_for_changes)
@@ -157,6 +176,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         supervisor.start("breaker-changes", state.breaker_view.listen)
         supervisor.every("breaker-poll", settings.listing_refresh_interval, state.breaker_view.refresh)
         supervisor.every("hold-sweep", 5.0, state.hot.sweep)  # holds of crashed processes
+        supervisor.every("redis-epoch", 5.0, state.recovery.ensure)  # Redis lost its data? (recovery.py)
         settler = build_settler(settings, db, redis, state.hot)
         supervisor.every("settlement-backlog", 5.0, functools.partial(observe_backlog, settler, app.state.metrics))
         reconciler = Reconciler(db, redis, settings.redis_prefix, state.hot)

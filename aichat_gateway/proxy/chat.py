@@ -368,6 +368,7 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         # The log line is the record of last resort: it carries the whole event.
         log.error("usage_event_not_recorded", error=repr(results[0]), usage_event=event.fields())
         return
+    state.recent.add(event.request_id, event.user_id, event.cost_micro, state.clock())
     if settled is not None:
         await _settled(state, event, settled, results)
     for listing_id, pending in breaker_updates:

@@ -12,7 +12,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import asyncpg
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -168,6 +171,42 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, headers=exc.headers)
 
 
+# Errors of the stores behind the gateway: not the caller's fault, not a bug: 503, retry shortly.
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    RedisError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionRefusedError,
+)
+
+
+async def store_unavailable(app_state: Any, exc: Exception) -> Response:
+    """The answer when Redis or Postgres failed under a request. After a Redis restart every
+    pooled connection is dead and a pipeline is not retried, so the idle ones are dropped at the
+    first failure: one failed request per connection in use, not one per pooled connection."""
+    log.error("store_unavailable", error=repr(exc))
+    if isinstance(exc, RedisConnectionError):
+        redis = getattr(app_state, "redis", None)
+        if redis is not None:
+            await redis.connection_pool.disconnect(inuse_connections=False)
+    store = "Redis" if isinstance(exc, RedisError) else "Postgres"
+    return error_response(
+        503,
+        f"The gateway's {store} is unreachable right now; nothing was changed. Please retry shortly.",
+        "api_error",
+        "service_unavailable",
+    )
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    response = await store_unavailable(request.app.state, exc)
+    request_id = request.scope.get("state", {}).get("request_id")
+    if request_id:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
     # Starlette answers this outside the middleware stack, so the request id header is added here.
@@ -188,5 +227,6 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Any]]:
         mkt.MarketplaceError: _marketplace_error,
         bil.BillingError: _billing_error,
         HTTPException: _http_exception,
+        **dict.fromkeys(STORE_ERRORS, _store_error),
         Exception: _unexpected,
     }

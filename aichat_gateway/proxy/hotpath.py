@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from aichat_gateway.config.logging import get_logger
-from aichat_gateway.proxy.edge import begin_request, error_response
+from aichat_gateway.proxy.edge import STORE_ERRORS, begin_request, error_response, store_unavailable
 from aichat_gateway.proxy.errors import GatewayError, MethodNotAllowed
 
 log = get_logger(__name__)
@@ -47,6 +47,8 @@ class GatewayApp(Starlette):
             response = await handler(Request(scope, receive))
         except GatewayError as exc:
             response = error_response(exc.status, exc.message, exc.type, exc.code, exc.param, exc.headers)
+        except STORE_ERRORS as exc:
+            response = await store_unavailable(self.state, exc)
         except Exception as exc:
             log.error("unhandled_error", path=scope["path"], error=repr(exc), exc_info=exc)
             response = error_response(

@@ -67,6 +67,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.usage_events_lost = Counter(
+            "gateway_usage_events_lost",
+            "Served requests whose usage event Redis lost before it was settled (Redis restarted empty)",
+            registry=r,
+        )
         self.balance_repairs = Counter(
             "gateway_balance_repairs", "Buyer hot balances the reconciler repaired to match Postgres", registry=r
         )

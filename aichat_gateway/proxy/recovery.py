@@ -22,6 +22,7 @@ from typing import Any
 
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.marketplace.capacity import Usage, windows
+from aichat_gateway.proxy.exposure import account_for_loss
 
 log = get_logger(__name__)
 
@@ -51,18 +52,32 @@ class Recovery:
         self._state = state
         self._lock = asyncio.Lock()
         self.sentinel = f"{state.settings.redis_prefix}:state"
+        self._epoch: bytes | None = None  # the sentinel's value this process last saw
+
+    async def start(self) -> None:
+        """At start-up: remember the current epoch (a fresh Redis gets one now)."""
+        await self.ensure()
 
     async def ensure(self) -> None:
-        """Rebuild what Postgres can rebuild if Redis has lost its data; cheap when it has not."""
+        """Rebuild what Postgres can rebuild if Redis has lost its data; cheap when it has not.
+        Called on every cold hold and every few seconds, so each process also accounts for the
+        usage events it recorded that the loss took with it."""
         redis = self._state.redis
-        if await redis.exists(self.sentinel):
+        epoch = await redis.get(self.sentinel)
+        if epoch is not None and epoch == self._epoch:
             return
         async with self._lock:
-            if await redis.exists(self.sentinel):
-                return
-            restored = await self._restore_capacity()
-            await redis.set(self.sentinel, datetime.now(UTC).isoformat())
-            log.warning("redis_state_rebuilt", listings_with_capacity=restored)
+            epoch = await redis.get(self.sentinel)
+            if epoch is None:
+                restored = await self._restore_capacity()
+                epoch = uuid.uuid4().hex.encode()
+                if await redis.set(self.sentinel, epoch, nx=True):
+                    log.warning("redis_state_rebuilt", listings_with_capacity=restored)
+                else:  # another process rebuilt at the same moment: its epoch stands
+                    epoch = await redis.get(self.sentinel)
+            if self._epoch is not None and epoch != self._epoch:
+                await account_for_loss(self._state)  # Redis lost its data since we last looked
+            self._epoch = epoch
 
     async def _restore_capacity(self) -> int:
         state = self._state

@@ -117,6 +117,20 @@ async def ask(gateway: Proc, key: str, model: str = "gpt-4o-mini") -> httpx.Resp
         )
 
 
+async def until_served(gateway: Proc, key: str, model: str = "gpt-4o-mini") -> httpx.Response:
+    """After a Redis restart each pooled connection fails once (503, and the gateway drops the idle
+    ones); ask until an answer comes back."""
+    answers: list[httpx.Response] = []
+
+    async def served() -> bool:
+        answers.append(await ask(gateway, key, model))
+        return answers[-1].status_code == 200
+
+    await await_until(served, 20, "the gateway to serve again once Redis is back", interval=0.1)
+    assert {a.status_code for a in answers} <= {200, 503}, [a.text for a in answers if a.status_code not in (200, 503)]
+    return answers[-1]
+
+
 async def buyer_balance(settings: Settings, buyer_id: str) -> int:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -187,6 +201,7 @@ async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
             "attest_resale": True,
         },
     )
+    await until_served(redis_gateway, market.buyer_key)  # the previous test restarted Redis
     buyer = register_and_login(redis_gateway, "capacity-rebuild", "capacity-rebuild-password")
     fund(proxy_settings, buyer.id, "1")
     async with httpx.AsyncClient(timeout=10) as client:
@@ -205,7 +220,13 @@ async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
             )
             return int(value)
 
-        await await_until(lambda: _at_least(settled_tokens, 1), 15, "the capped listing's usage to settle")
+        async def settled_rows() -> int:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM usage_records WHERE listing_id = $1", uuid.UUID(listing["id"])
+            )
+            return int(count)
+
+        await await_until(lambda: _at_least(settled_rows, 2), 15, "both requests on the capped listing to settle")
         before = await settled_tokens()
         day = datetime.now(UTC).strftime("%Y%m%d")
         counter = f"{{{proxy_settings.redis_prefix}:l:{listing['id']}}}:tpd:{day}"
@@ -213,8 +234,7 @@ async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
 
         own_redis.kill()
         own_redis.start()  # empty: the day's count would start again at zero
-        answer = await ask(redis_gateway, key, model)  # a cold hold notices the loss and rebuilds first
-        assert answer.status_code == 200, answer.text
+        answer = await until_served(redis_gateway, key, model)  # a cold hold notices the loss, rebuilds first
         used = answer.json()["usage"]
         assert own_redis.get(counter) == before + used["prompt_tokens"] + used["completion_tokens"]
     finally:
@@ -223,3 +243,37 @@ async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
 
 async def _at_least(read: Callable[[], Awaitable[int]], floor: int) -> bool:
     return await read() >= floor
+
+
+async def test_usage_events_an_empty_redis_lost_are_logged_and_counted_one_by_one(
+    gateway_factory: GatewayFactory, own_redis: OwnRedis, proxy_settings: Settings, market: Market
+) -> None:
+    """Settlement off on this gateway, so its events wait in the stream when Redis dies with them."""
+    gateway = await asyncio.to_thread(
+        gateway_factory.start,
+        "gateway-lost-usage",
+        REDIS_URL=own_redis.url,
+        GATEWAY_REDIS_PREFIX=f"tlost{uuid.uuid4().hex[:6]}",
+        GATEWAY_SETTLE_IN_SERVE="0",
+    )
+    buyer = register_and_login(gateway, "lost-usage", "lost-usage-password")
+    fund(proxy_settings, buyer.id, "1")
+    async with httpx.AsyncClient(timeout=10) as client:
+        key = (await client.post(gateway.url + "/api/keys", json={"name": "k"}, headers=buyer.auth)).json()["key"]
+    served = [await ask(gateway, key) for _ in range(3)]
+    assert [a.status_code for a in served] == [200, 200, 200]
+    unbilled = {a.headers["x-request-id"]: int(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in served}
+
+    own_redis.kill()
+    own_redis.start()  # empty: the three events are gone
+    await until_served(gateway, key)  # its cold hold notices the loss
+
+    def lost_lines() -> list[dict[str, object]]:
+        lines = [orjson.loads(line) for line in gateway.logs().splitlines() if '"usage_event_lost"' in line]
+        return [line for line in lines if line.get("event") == "usage_event_lost"]
+
+    await await_until(lambda: len(lost_lines()) == 3, 10, "the lost events to be logged")
+    assert {str(line["lost_request_id"]): line["cost_micro"] for line in lost_lines()} == unbilled
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(gateway.url + "/metrics")).text
+    assert "gateway_usage_events_lost_total 3.0" in metrics

@@ -220,3 +220,12 @@ async def test_an_insane_incoming_request_id_is_replaced(client: httpx.AsyncClie
 async def test_error_answers_carry_the_request_id_too(client: httpx.AsyncClient) -> None:
     answer = await answer_for(client, gw.ModelNotFound("no model", param="model"))
     assert answer.headers["x-request-id"].startswith("req_")
+
+
+async def test_a_store_that_is_down_answers_503_not_500(client: httpx.AsyncClient) -> None:
+    from redis.exceptions import RedisError
+
+    answer = await answer_for(client, RedisError("Connection closed by server."))
+    assert answer.status_code == 503
+    assert error_of(answer)["code"] == "service_unavailable"
+    assert "Redis" in str(error_of(answer)["message"])

@@ -1,0 +1,80 @@
+"""Which served requests lost their usage event when Redis lost its data.
+
+Usage events wait in Redis' stream until the settlement worker commits them. A Redis without
+persistence that restarts loses the unsettled ones: those requests were served and cannot be
+billed. Each process remembers the events it recorded recently (`RecentEvents`: request id,
+buyer, cost; bounded by count and age, a few dozen bytes each). When it learns Redis lost its data,
+the ones neither settled in Postgres nor present in the new stream are exactly the lost ones: each
+is logged (`usage_event_lost`, with buyer and cost) and counted
+(`gateway_usage_events_lost_total`), so an operator knows the exposure to the micro-dollar. A
+process that died with Redis takes its memory along; its share is the settlement backlog gauge's
+last value.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aichat_gateway.billing.meter import decode_entry
+from aichat_gateway.config.logging import get_logger
+
+log = get_logger(__name__)
+
+KEEP_SECONDS = 1800.0  # longer than any settlement backlog worth surviving
+KEEP_EVENTS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    request_id: str
+    buyer_id: str
+    cost_micro: int
+    at: float
+
+
+class RecentEvents:
+    def __init__(self, max_events: int = KEEP_EVENTS, max_age: float = KEEP_SECONDS) -> None:
+        self._events: collections.deque[Recorded] = collections.deque(maxlen=max_events)
+        self._max_age = max_age
+
+    def add(self, request_id: str, buyer_id: str, cost_micro: int, at: float) -> None:
+        self._events.append(Recorded(request_id, buyer_id, cost_micro, at))
+
+    def take(self, now: float) -> list[Recorded]:
+        """Everything remembered and young enough to matter; forgets it all."""
+        kept = [e for e in self._events if now - e.at <= self._max_age]
+        self._events.clear()
+        return kept
+
+
+def lost(recorded: Sequence[Recorded], settled: Iterable[str], in_new_stream: Iterable[str]) -> list[Recorded]:
+    """Pure: the recorded events that reached neither Postgres nor the new stream."""
+    safe = set(settled) | set(in_new_stream)
+    return [e for e in recorded if e.request_id not in safe]
+
+
+async def account_for_loss(state: Any) -> list[Recorded]:
+    """Find, log and count this process's events that Redis lost."""
+    recorded = state.recent.take(state.clock())
+    if not recorded:
+        return []
+    ids = [e.request_id for e in recorded]
+    rows = await state.db.fetch("SELECT request_id FROM usage_records WHERE request_id = ANY($1)", ids)
+    entries = await state.redis.xrange(state.meter.stream, count=len(ids) + 10_000)
+    present = [decode_entry(fields).get("request_id", "") for _, fields in entries]
+    gone = lost(recorded, (r["request_id"] for r in rows), present)
+    for event in gone:
+        log.error(
+            "usage_event_lost", lost_request_id=event.request_id, buyer_id=event.buyer_id, cost_micro=event.cost_micro
+        )
+    state.metrics.usage_events_lost.inc(len(gone))
+    log.warning(
+        "usage_loss_accounted",
+        checked=len(recorded),
+        lost=len(gone),
+        lost_cost_micro=sum(e.cost_micro for e in gone),
+    )
+    return gone
