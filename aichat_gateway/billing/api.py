@@ -30,6 +30,7 @@ from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated,
 
 _MAX_BODY = 16 * 1024
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
 
 
 def _user(request: Request) -> str:
@@ -59,13 +60,23 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """ASCII digits only, within [low, high]; None otherwise. str.isdigit() alone lets "²" (int()
+    raises) and "١٢" (int() accepts) through, and the length guard keeps int() off huge inputs."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def page_size(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    size = whole_number(raw, 1, MAX_PAGE)
+    if size is None:
         raise InvalidBillingInput(f"limit must be a whole number from 1 to {MAX_PAGE}", param="limit")
-    return int(raw)
+    return size
 
 
 def encode_cursor(*parts: str) -> str:
@@ -77,9 +88,21 @@ def decode_cursor(text: str, arity: int) -> list[str]:
         parts = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().split("\x1f")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
-    if len(parts) != arity:
+    # NUL: Postgres refuses it in text, so a tampered cursor would otherwise fail the query (500).
+    if len(parts) != arity or any("\x00" in part for part in parts):
         raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
     return parts
+
+
+def _utc(text: str) -> datetime | None:
+    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None if it is not one.
+    Converting here, not in asyncpg, turns "9999-12-31T23:59-05:00" (past datetime.max in UTC)
+    into a refusal instead of a failed query."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _iso(value: datetime) -> str:
@@ -90,11 +113,17 @@ def _timestamp(request: Request, name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = _utc(raw)
+    if value is None:
+        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name)
+    return value
+
+
+def _text(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is not None and "\x00" in raw:  # Postgres text cannot hold NUL: refuse, not fail the query
+        raise InvalidBillingInput(f"{name} must not contain NUL characters", param=name)
+    return raw
 
 
 def _uuid(request: Request, name: str) -> uuid.UUID | None:
@@ -149,9 +178,9 @@ async def transactions(request: Request) -> Response:
     before = None
     if cursor:
         [raw] = decode_cursor(cursor, 1)
-        if not raw.isdigit():
+        before = whole_number(raw, 1, MAX_ENTRY_ID)
+        if before is None:
             raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
-        before = int(raw)
     rows = await request.app.state.db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
     page = rows[:limit]
     data = [
@@ -203,15 +232,14 @@ async def usage(request: Request) -> Response:
     cursor = request.query_params.get("cursor")
     if cursor:
         at, after_id = decode_cursor(cursor, 2)
-        try:
-            after_at = datetime.fromisoformat(at)
-        except ValueError:
-            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
+        after_at = _utc(at)
+        if after_at is None:
+            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
     rows = await request.app.state.db.fetch(
         _USAGE_SQL,
         uuid.UUID(user),
         _uuid(request, "key_id"),
-        request.query_params.get("model"),
+        _text(request, "model"),
         _timestamp(request, "since"),
         _timestamp(request, "until"),
         after_at,
@@ -264,13 +292,13 @@ async def create_credit(request: Request) -> Response:
     )
     return JSONResponse(
         {
-            "id": str(credit.transfer_id) if credit.transfer_id is not None else None,
+            "id": str(credit.transfer_id),
             "user_id": credit.user_id,
             "amount_usd": usd(credit.amount_micro),
             "balance_usd": usd(credit.balance_micro),
-            "replayed": credit.transfer_id is None,
+            "replayed": credit.replayed,
         },
-        status_code=201 if credit.transfer_id is not None else 200,
+        status_code=200 if credit.replayed else 201,
     )
 
 
