@@ -39,6 +39,7 @@ lint: setup
 bench: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python loadtests/bench.py
+	$(BIN)/python loadtests/memory.py
 
 # Regenerate the lock after editing pyproject.toml (needs `pip install uv`).
 lock:
