@@ -10,6 +10,13 @@ Behaviour is steered by `FakeUpstreamConfig` and, per request, by headers (heade
 `x-fake-report-usage` (0/1) and `x-fake-retry-after` (adds Retry-After to injected errors). So one server
 serves a whole test session.
 
+Faults (for the gateway's fault tests): `x-fake-trickle-ms` sends a 200 answer one byte at a time, that many ms
+apart (each stream frame, or the whole body of a plain answer); `x-fake-abort-after` closes the connection after
+that many stream frames (plain answers: bytes of the body), so the answer never ends: no `[DONE]`, no end of the
+chunked or content-length body (uvicorn logs "ASGI callable returned without completing response"; the stream
+counts as cancelled); `x-fake-garbage` (0/1) answers 200 with a body that is not JSON, or a stream of malformed
+SSE lines that never sends `[DONE]`. Errors injected by `error_rate` come first and are never garbled.
+
 Replies are "fake reply word1 word2 ...", one word per stream chunk, `chunks` words in all; completion_tokens
 is the number of words (a tool call counts as 1) and prompt_tokens is the characters of the message contents
 // 4 + 1. A request with `tools` (and tool_choice other than "none") gets a call to the first tool (or the
@@ -62,6 +69,15 @@ CONFIG_ENV = "AICHAT_FAKE_UPSTREAM_CONFIG"  # how serve() hands the config to wo
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
+# What a broken provider (or a proxy in front of one) sends with a 200: not JSON, and not an event stream
+# an OpenAI client can read (a line that is no SSE field, cut JSON, HTML), ending without `[DONE]`.
+_GARBAGE_BODY = b"<html><body><h1>It works!</h1> this is not JSON</body></html>\n"
+_GARBAGE_FRAMES = (
+    b"this line is not server-sent events\n\n",
+    b'data: {"id":"chatcmpl-garbage","object":"chat.completion.chunk","choices":[{"delta":{"content":\n\n',
+    b"data: <html><body>502 Bad Gateway</body></html>\n\n",
+)
+_GARBAGE_LAST = b'data: {"choices": [}\n\n'
 # Every stream frame is _HEAD % (id, created, model) + a tail that closes the JSON object (see _tail).
 _HEAD = b'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,'
 _HEAD += b'"system_fingerprint":"fp_fake",'
@@ -95,11 +111,16 @@ class FakeUpstreamConfig:
     require_key: str | None = None
     seed: int = 0
     retry_after: int | None = None
+    trickle_ms: float = 0.0
+    abort_after: int | None = None
+    garbage: bool = False
 
     def __post_init__(self) -> None:
         checks = {
             "latency_ms >= 0": self.latency_ms >= 0,
             "chunk_interval_ms >= 0": self.chunk_interval_ms >= 0,
+            "trickle_ms >= 0": self.trickle_ms >= 0,
+            "abort_after >= 0": self.abort_after is None or self.abort_after >= 0,
             f"0 <= chunks <= {MAX_CHUNKS}": 0 <= self.chunks <= MAX_CHUNKS,
             "0 <= error_rate <= 1": 0 <= self.error_rate <= 1,
             "400 <= error_status <= 599": 400 <= self.error_status <= 599,
@@ -121,6 +142,9 @@ _KNOBS: dict[str, Callable[[str], Any]] = {
     "error_status": int,
     "report_usage": _flag,
     "retry_after": int,
+    "trickle_ms": float,
+    "abort_after": int,
+    "garbage": _flag,
 }
 _HEADER_KNOBS = {b"x-fake-" + name.replace("_", "-").encode(): (name, parse) for name, parse in _KNOBS.items()}
 
@@ -184,6 +208,42 @@ async def _send_bytes(send: Send, status: int, body: bytes, headers: list[tuple[
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _write(send: Send, data: bytes, trickle_ms: float, watcher: asyncio.Task[None] | None, more: bool) -> bool:
+    """Send `data` as one body message, or one byte every `trickle_ms` (False if the client left)."""
+    if trickle_ms <= 0:
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+        return True
+    for i in range(len(data)):
+        if watcher is not None:
+            if i:
+                await asyncio.wait({watcher}, timeout=trickle_ms / 1000)
+            if watcher.done():
+                return False
+        await send({"type": "http.response.body", "body": data[i : i + 1], "more_body": True})
+    if not more:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return True
+
+
+async def _send_answer(knobs: FakeUpstreamConfig, receive: Receive, send: Send, body: bytes) -> None:
+    """A 200 plain answer as the fault knobs make it: garbage instead of JSON, trickled, cut short."""
+    if knobs.garbage:
+        body = _GARBAGE_BODY
+    if knobs.trickle_ms <= 0 and knobs.abort_after is None:
+        return await _send_bytes(send, 200, body, _JSON)
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        if knobs.abort_after is not None and knobs.abort_after < len(body):
+            # Returning before the declared length makes uvicorn close the connection.
+            await _write(send, body[: knobs.abort_after], knobs.trickle_ms, watcher, more=True)
+        else:
+            await _write(send, body, knobs.trickle_ms, watcher, more=False)
+    finally:
+        watcher.cancel()
 
 
 async def _read_json(receive: Receive) -> Any:
@@ -388,13 +448,13 @@ class FakeUpstream:
         if path == "/v1/embeddings":
             answer = self._embeddings(body)
             await self._delay_and_maybe_fail(knobs, None)
-            return await _send_bytes(send, 200, answer, _JSON)
+            return await _send_answer(knobs, receive, send, answer)
         if not isinstance(body.get("messages"), list):
             raise Reject(400, "'messages' must be a list.", param="messages")
         if body.get("stream") is True:
             return await self._stream(knobs, receive, send, lambda: self._openai_frames(knobs, body))
         await self._delay_and_maybe_fail(knobs, None)
-        await _send_bytes(send, 200, self._completion(knobs, body), _JSON)
+        await _send_answer(knobs, receive, send, self._completion(knobs, body))
 
     async def _delay_and_maybe_fail(self, knobs: FakeUpstreamConfig, watcher: asyncio.Task[None] | None) -> bool:
         """Sleep latency_ms (False if the client left meanwhile), then maybe raise the injected error."""
@@ -443,31 +503,34 @@ class FakeUpstream:
         frames: Callable[[], tuple[Iterable[bytes], bytes]],
     ) -> None:
         """Send `frames()` (built after the latency and the injected error): each paced by the chunk
-        interval, then the last one, which ends the body."""
-        # A paced stream (latency or chunk interval) waits on the client going away; an unpaced one is
-        # written in one go (uvicorn's send only yields under back-pressure), so it skips the watcher task.
-        paced = knobs.latency_ms > 0 or knobs.chunk_interval_ms > 0
+        interval, then the last one, which ends the body. `abort_after` frames in, it stops instead."""
+        # A paced stream (latency, chunk interval or trickle) waits on the client going away; an unpaced
+        # one is written in one go (uvicorn's send only yields under back-pressure), so it skips the watcher.
+        paced = knobs.latency_ms > 0 or knobs.chunk_interval_ms > 0 or knobs.trickle_ms > 0
         watcher = asyncio.ensure_future(_wait_disconnect(receive)) if paced else None
         stats, started, finished = self.stats, False, False
         try:
             if not await self._delay_and_maybe_fail(knobs, watcher):
                 return
-            parts, last = frames()
+            parts, last = (_GARBAGE_FRAMES, _GARBAGE_LAST) if knobs.garbage else frames()
             stats.streams_started += 1
             started = True
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-            interval = knobs.chunk_interval_ms / 1000
-            for i, part in enumerate(parts):
+            interval, sent = knobs.chunk_interval_ms / 1000, 0
+            for part in parts:
+                if sent == knobs.abort_after:
+                    return  # returning mid-body makes uvicorn close the connection
                 if watcher is not None:
-                    if i and interval > 0:
+                    if sent and interval > 0:
                         await asyncio.wait({watcher}, timeout=interval)
                     if watcher.done():
                         return
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-            if watcher is not None and watcher.done():
+                if not await _write(send, part, knobs.trickle_ms, watcher, more=True):
+                    return
+                sent += 1
+            if sent == knobs.abort_after or (watcher is not None and watcher.done()):
                 return
-            await send({"type": "http.response.body", "body": last, "more_body": False})
-            finished = True
+            finished = await _write(send, last, knobs.trickle_ms, watcher, more=False)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -518,7 +581,7 @@ class FakeUpstream:
         message = _anthropic_message(answer_id, body["model"], [block], stop)
         if knobs.report_usage:
             message["usage"] = {"input_tokens": _anthropic_prompt_tokens(body), "output_tokens": completion}
-        await _send_bytes(send, 200, orjson.dumps(message), _JSON)
+        await _send_answer(knobs, receive, send, orjson.dumps(message))
 
     def _anthropic_frames(self, knobs: FakeUpstreamConfig, body: dict[str, Any]) -> tuple[Iterable[bytes], bytes]:
         """message_start + content_block_start + ping, one content_block_delta per word (or the tool
@@ -584,14 +647,14 @@ def serve(config: FakeUpstreamConfig, host: str = "127.0.0.1", port: int = 9100,
 
 
 _CLI_KNOBS: dict[str, Callable[[str], Any]] = {
-    **{k: v for k, v in _KNOBS.items() if k != "report_usage"},
+    **{k: v for k, v in _KNOBS.items() if k not in ("report_usage", "garbage")},
     "seed": int,
     "require_key": str,
 }
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The knobs, --no-usage, and --host --port --workers unless the caller's parser already has them."""
+    """The knobs, --no-usage, --garbage, and --host --port --workers unless the caller's parser already has them."""
     for flag, kind, default in (("--host", str, "127.0.0.1"), ("--port", int, 9100), ("--workers", int, 1)):
         try:
             parser.add_argument(flag, type=kind, default=default)
@@ -601,10 +664,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         flag, default = "--" + name.replace("_", "-"), getattr(FakeUpstreamConfig, name)
         parser.add_argument(flag, type=parse, default=default, help=f"default: {default}")
     parser.add_argument("--no-usage", action="store_true", help="never report usage")
+    parser.add_argument("--garbage", action="store_true", help="answer 200 with garbage (not JSON, bad SSE)")
 
 
 def config_from_args(ns: argparse.Namespace) -> FakeUpstreamConfig:
-    return FakeUpstreamConfig(report_usage=not ns.no_usage, **{name: getattr(ns, name) for name in _CLI_KNOBS})
+    knobs = {name: getattr(ns, name) for name in _CLI_KNOBS}
+    return FakeUpstreamConfig(report_usage=not ns.no_usage, garbage=ns.garbage, **knobs)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

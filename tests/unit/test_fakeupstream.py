@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from aichat_gateway.fakeupstream import (
+    FakeUpstream,
     FakeUpstreamConfig,
     add_cli_arguments,
     config_from_args,
@@ -490,3 +492,114 @@ async def test_stats_keep_only_the_last_four_characters_of_x_api_key(client: htt
     last = (await client.get("/_fake/stats")).json()["last_request"]
     assert last["headers"]["x-api-key"] == "9876"
     assert last["body"] == CLAUDE
+
+
+# --- Fault knobs: trickle, abort, garbage ---
+
+
+async def raw_exchange(app: FakeUpstream, body: dict[str, Any], **knobs: str) -> list[dict[str, Any]]:
+    """The ASGI messages the app sends for one POST /v1/chat/completions (a client that never leaves)."""
+    pending = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await asyncio.Event().wait()  # the client stays: the app's disconnect watcher waits here
+        raise AssertionError("unreachable")
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    headers = [(b"x-fake-" + k.replace("_", "-").encode(), v.encode()) for k, v in knobs.items()]
+    scope = {"type": "http", "method": "POST", "path": CHAT, "headers": headers}
+    await app(scope, receive, send)
+    return sent
+
+
+def body_of(messages: list[dict[str, Any]]) -> bytes:
+    return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+
+
+async def test_the_trickle_header_sends_a_plain_answer_one_byte_at_a_time() -> None:
+    messages = await raw_exchange(create_app(FakeUpstreamConfig()), HELLO, trickle_ms="0.01", chunks="2")
+    pieces = [m["body"] for m in messages[1:] if m["body"]]
+    assert {len(p) for p in pieces} == {1}
+    assert orjson.loads(b"".join(pieces))["choices"][0]["message"]["content"] == "fake reply"
+    assert messages[-1]["more_body"] is False
+
+
+async def test_a_trickled_stream_still_ends_with_done() -> None:
+    app = create_app(FakeUpstreamConfig(trickle_ms=0.01))
+    messages = await raw_exchange(app, {**HELLO, "stream": True}, chunks="2")
+    assert {len(m["body"]) for m in messages[1:-1]} == {1}
+    assert body_of(messages).endswith(b"data: [DONE]\n\n")
+    assert messages[-1]["more_body"] is False
+
+
+async def test_abort_after_ends_a_stream_after_that_many_frames_without_done() -> None:
+    messages = await raw_exchange(create_app(FakeUpstreamConfig()), {**HELLO, "stream": True}, abort_after="3")
+    events = sse_events(body_of(messages).decode())
+    assert [e["choices"][0]["delta"] for e in events] == [
+        {"role": "assistant", "content": ""},
+        {"content": "fake"},
+        {"content": " reply"},
+    ]
+    assert messages[-1]["more_body"] is True, "the answer must never be completed"
+
+
+async def test_abort_after_cuts_a_plain_answer_short_of_its_content_length() -> None:
+    messages = await raw_exchange(create_app(FakeUpstreamConfig(abort_after=10)), HELLO)
+    declared = int(dict(messages[0]["headers"])[b"content-length"])
+    assert len(body_of(messages)) == 10 < declared
+    assert messages[-1]["more_body"] is True
+
+
+async def test_an_aborted_stream_counts_as_started_but_not_completed() -> None:
+    app = create_app(FakeUpstreamConfig(abort_after=2))
+    await raw_exchange(app, {**HELLO, "stream": True})
+    stats = app.stats.snapshot()
+    assert (stats["streams_started"], stats["streams_completed"], stats["streams_cancelled"]) == (1, 0, 1)
+
+
+async def test_the_garbage_header_answers_200_with_a_body_that_is_not_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(CHAT, json=HELLO, headers={"x-fake-garbage": "1"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(response.content)
+
+
+async def test_a_garbage_stream_sends_malformed_events_and_no_done(client: httpx.AsyncClient) -> None:
+    response = await client.post(CHAT, json={**HELLO, "stream": True}, headers={"x-fake-garbage": "1"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    data = [line.removeprefix("data: ") for line in response.text.split("\n") if line.startswith("data: ")]
+    assert data and "[DONE]" not in data
+    for payload in data:
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(payload)
+
+
+async def test_an_injected_error_is_answered_before_any_garbage() -> None:
+    async with client_for(FakeUpstreamConfig(garbage=True, error_rate=1.0)) as client:
+        response = await client.post(CHAT, json=HELLO)
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "server_error"
+
+
+def test_a_config_with_a_negative_trickle_is_refused() -> None:
+    with pytest.raises(ValueError, match="trickle_ms"):
+        FakeUpstreamConfig(trickle_ms=-1)
+
+
+def test_a_config_with_a_negative_abort_after_is_refused() -> None:
+    with pytest.raises(ValueError, match="abort_after"):
+        FakeUpstreamConfig(abort_after=-1)
+
+
+def test_cli_arguments_set_the_fault_knobs() -> None:
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    ns = parser.parse_args(["--trickle-ms", "50", "--abort-after", "4", "--garbage"])
+    assert config_from_args(ns) == FakeUpstreamConfig(trickle_ms=50, abort_after=4, garbage=True)
