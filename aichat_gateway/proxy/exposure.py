@@ -2,8 +2,8 @@
 
 Usage events wait in Redis' stream until the settlement worker commits them. A Redis without
 persistence that restarts loses the unsettled ones: those requests were served and cannot be
-billed. Each process remembers the events it recorded recently (`RecentEvents`: request id,
-buyer, cost; bounded by count and age, a few dozen bytes each). When it learns Redis lost its data,
+billed. Each process remembers the events it recorded in the last minute (`RecentEvents`: request
+id, buyer, cost; bounded by age and count, about 200 bytes each). When it learns Redis lost its data,
 the ones neither settled in Postgres nor present in the new stream are exactly the lost ones: each
 is logged (`usage_event_lost`, with buyer and cost) and counted
 (`gateway_usage_events_lost_total`), so an operator knows the exposure to the micro-dollar. A
@@ -23,8 +23,11 @@ from aichat_gateway.config.logging import get_logger
 
 log = get_logger(__name__)
 
-KEEP_SECONDS = 1800.0  # longer than any settlement backlog worth surviving
-KEEP_EVENTS = 200_000
+# Settlement normally commits an event within a second; a minute covers any ordinary backlog while
+# keeping memory at (requests per second x 60) small records. A longer backlog (Postgres down) is
+# what `gateway_settlement_backlog` shows.
+KEEP_SECONDS = 60.0
+KEEP_EVENTS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,13 @@ class RecentEvents:
         self._max_age = max_age
 
     def add(self, request_id: str, buyer_id: str, cost_micro: int, at: float) -> None:
-        self._events.append(Recorded(request_id, buyer_id, cost_micro, at))
+        events = self._events
+        while events and at - events[0].at > self._max_age:  # forget as we go: memory stays flat
+            events.popleft()
+        events.append(Recorded(request_id, buyer_id, cost_micro, at))
+
+    def __len__(self) -> int:
+        return len(self._events)
 
     def take(self, now: float) -> list[Recorded]:
         """Everything remembered and young enough to matter; forgets it all."""

@@ -28,3 +28,10 @@ def test_the_memory_is_bounded_by_count() -> None:
     for i in range(5):
         recent.add(str(i), "b", 1, at=0.0)
     assert [e.request_id for e in recent.take(now=1.0)] == ["3", "4"]
+
+
+def test_old_events_are_forgotten_as_new_ones_arrive() -> None:
+    recent = RecentEvents(max_events=100, max_age=60.0)
+    recent.add("first", "b", 1, at=0.0)
+    recent.add("second", "b", 1, at=61.0)
+    assert len(recent) == 1
