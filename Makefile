@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GATEWAY_SECRET_KEY ?= dev-only-secret-change-me-0123456789abcdef
 export GATEWAY_ALLOW_PRIVATE_UPSTREAMS ?= 1
 
-.PHONY: setup run test test-unit test-integration lint bench lock clean
+.PHONY: setup run test test-unit test-integration lint bench loadtest lock clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ bench: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python loadtests/bench.py
 	$(BIN)/python loadtests/memory.py
+
+# Locust personas, headless, against a fake upstream + gateway started for the run (loadtests/README.md).
+# LOCUST_USERS (50), LOCUST_SPAWN_RATE (10), LOCUST_RUN_TIME (60s) size it; reports in loadtests/results/.
+loadtest: setup
+	$(BIN)/python loadtests/run_locust.py
 
 # Regenerate the lock after editing pyproject.toml (needs `pip install uv`).
 lock:
