@@ -9,6 +9,10 @@
   request that fails this is anonymous with the scope `csrf_rejected`; `require_user` answers it
   with 403, and any route that checks `"authenticated" in request.auth.scopes` refuses it anyway.
 
+A valid signature is not enough: with `role_of` (the app wires `stored_role`), the user must still
+exist and their role is the stored one, so a deleted account's tokens stop working at once (401,
+not a session whose writes fail on foreign keys) and a demoted admin loses the role at once.
+
 Other packages read only standard Starlette fields: `request.user.identity` (the user id),
 `request.user.is_authenticated` and `request.auth.scopes` (`"authenticated"` plus the role).
 """
@@ -16,9 +20,10 @@ Other packages read only standard Starlette fields: `request.user.identity` (the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+import asyncpg
 import orjson
 from starlette.authentication import (
     AuthCredentials,
@@ -30,7 +35,8 @@ from starlette.authentication import (
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from aichat_gateway.accounts.errors import AccountsError, Forbidden, InvalidCredentials
+from aichat_gateway.accounts import users
+from aichat_gateway.accounts.errors import AccountsError, Forbidden, InvalidCredentials, StoreUnavailable
 from aichat_gateway.accounts.tokens import SessionClaims, SessionTokens
 from aichat_gateway.config.settings import Settings
 
@@ -40,6 +46,18 @@ CSRF_HEADER = "x-csrf-token"
 AUTHENTICATED = "authenticated"
 CSRF_REJECTED = "csrf_rejected"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# The stored role of a token's user, None if there is no such user any more.
+RoleLookup = Callable[[HTTPConnection, str], Awaitable[str | None]]
+
+
+async def stored_role(conn: HTTPConnection, user_id: str) -> str | None:
+    """RoleLookup on the database of the app serving the request (one primary-key read)."""
+    try:
+        user = await users.get_by_id(conn.app.state.db, user_id)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise SessionAuthError(StoreUnavailable("cannot check the session right now; please retry shortly")) from exc
+    return user.role if user is not None else None
 
 
 class SessionUser(BaseUser):
@@ -99,8 +117,11 @@ def bearer_token(authorization: str) -> str:
 
 
 class SessionBackend(AuthenticationBackend):
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Callable[[], float] = time.time, role_of: RoleLookup | None = None
+    ) -> None:
         self._tokens = SessionTokens.from_settings(settings, clock=clock)
+        self._role_of = role_of
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         authorization = conn.headers.get("authorization")
@@ -110,7 +131,10 @@ class SessionBackend(AuthenticationBackend):
                 claims = self._tokens.decode(token)
             except InvalidCredentials as exc:
                 raise SessionAuthError(exc) from None
-            return _authenticated(claims)
+            role = await self._current_role(conn, claims)
+            if role is None:
+                raise SessionAuthError(InvalidCredentials("this account no longer exists"))
+            return _authenticated(claims, role)
 
         cookie = conn.cookies.get(SESSION_COOKIE)
         if not cookie:
@@ -121,7 +145,15 @@ class SessionBackend(AuthenticationBackend):
             return None  # stale cookie: anonymous, so /auth/login still works
         if not self._cookie_request_is_same_site(conn, claims):
             return AuthCredentials([CSRF_REJECTED]), UnauthenticatedUser()
-        return _authenticated(claims)
+        role = await self._current_role(conn, claims)
+        if role is None:
+            return None  # the account is gone: as stale as an expired cookie
+        return _authenticated(claims, role)
+
+    async def _current_role(self, conn: HTTPConnection, claims: SessionClaims) -> str | None:
+        if self._role_of is None:
+            return claims.role
+        return await self._role_of(conn, claims.user_id)
 
     def _cookie_request_is_same_site(self, conn: HTTPConnection, claims: SessionClaims) -> bool:
         if conn.scope["type"] == "websocket":
@@ -134,13 +166,15 @@ class SessionBackend(AuthenticationBackend):
         return bool(header) and header == cookie and self._tokens.csrf_matches(claims, header)
 
 
-def _authenticated(claims: SessionClaims) -> tuple[AuthCredentials, BaseUser]:
-    return AuthCredentials([AUTHENTICATED, claims.role]), SessionUser(claims.user_id, claims.role)
+def _authenticated(claims: SessionClaims, role: str) -> tuple[AuthCredentials, BaseUser]:
+    return AuthCredentials([AUTHENTICATED, role]), SessionUser(claims.user_id, role)
 
 
 def _status_of(error: AccountsError) -> tuple[int, str]:
     if isinstance(error, Forbidden):
         return 403, "permission_error"
+    if isinstance(error, StoreUnavailable):
+        return 503, "api_error"
     return 401, "authentication_error"
 
 

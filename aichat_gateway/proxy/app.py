@@ -28,7 +28,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route
 
 from aichat_gateway.accounts.api import routes as account_routes
-from aichat_gateway.accounts.backend import SessionBackend, auth_error_response
+from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, stored_role
 from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
 from aichat_gateway.billing import seller_api, topups
@@ -208,7 +208,11 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
             *seller_api.routes(),
         ],
         middleware=[
-            Middleware(AuthenticationMiddleware, backend=SessionBackend(settings), on_error=auth_error_response)
+            Middleware(
+                AuthenticationMiddleware,
+                backend=SessionBackend(settings, role_of=stored_role),
+                on_error=auth_error_response,
+            )
         ],
         exception_handlers=exception_handlers(),
     )
