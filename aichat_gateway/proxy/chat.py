@@ -84,6 +84,7 @@ async def chat_completions(request: Request) -> Response:
             _gateway_headers(attempt, opened.route),
             renew=functools.partial(_renew_leases, request, attempt),
             renew_every=min(state.settings.hold_ttl_seconds, state.capacity.lease_seconds) / 3,
+            stall_after=state.settings.upstream_read_timeout,
         )
 
 
@@ -269,7 +270,9 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
         counter = request.app.state.tokens
         attempt.prompt_tokens = meter.usage.prompt_tokens if meter.usage else counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
-    if attempt.listing is not None:
+    # A provider that failed before generating anything delivered nothing: like a failed request,
+    # that costs nothing (a buyer who leaves early still pays for the prompt).
+    if attempt.listing is not None and (result.outcome != "upstream_error" or meter.text_parts):
         attempt.cost_micro = _cost(attempt, attempt.listing)
 
 

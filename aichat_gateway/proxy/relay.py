@@ -5,6 +5,12 @@ picks out the usage chunk (forwarded only if the buyer asked for it) and keeps t
 for counting when the provider sends no usage. `RelayStream` is the thin I/O shell: it sends
 chunks as they arrive, watches for the client going away (and then closes the upstream request at
 once), and always runs its completion callback exactly once, shielded from cancellation.
+
+A stream is complete only when the provider ended its answer (`saw_done`: OpenAI's `[DONE]`,
+Anthropic's `message_stop`). One that breaks, stalls or just stops before that ends with an error
+event and outcome `upstream_error`. "Stalls" covers a provider trickling bytes: each read then
+stays under the read timeout, so the relay also ends a stream that forwarded nothing for
+`stall_after` seconds (the read timeout) while bytes kept coming.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class StreamMeter:
         self.usage: Usage | None = None
         self.text_parts: list[str] = []
         self.saw_done = False
+        self.error: str | None = None  # OpenAI-compatible streams are relayed as they are: never set
 
     def feed(self, data: bytes) -> bytes:
         """Observe upstream bytes; return what the buyer should receive for them."""
@@ -98,6 +105,18 @@ def _encode(event: SSEEvent) -> bytes:
     head = f"event: {event.event}\n" if event.event and event.event != "message" else ""
     lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
     return (head + lines + "\n").encode()
+
+
+class _Stalled(Exception):
+    """Bytes kept coming but nothing could be forwarded for `stall_after` seconds."""
+
+
+_CUT_MESSAGES: dict[type[Exception], str] = {
+    SSEError: "The upstream sent a malformed stream; the answer is incomplete.",
+    _Stalled: "The upstream stream stalled mid-way; the answer is incomplete.",
+}
+_FAILED_MESSAGE = "The upstream stream failed mid-way; the answer is incomplete."
+_UNFINISHED_MESSAGE = "The upstream stream ended before the answer was complete."
 
 
 def error_event(message: str, code: str) -> bytes:
@@ -171,6 +190,7 @@ class RelayStream(Response):
         *,
         renew: Callable[[], Awaitable[None]] | None = None,
         renew_every: float = 40.0,
+        stall_after: float | None = None,
     ) -> None:
         # Response.__init__ is skipped on purpose: it would add `content-length: 0` for the empty body.
         self.status_code = 200
@@ -188,6 +208,7 @@ class RelayStream(Response):
         # are renewed between chunks, checked with one clock read per chunk.
         self._renew = renew
         self._renew_every = renew_every
+        self._stall_after = stall_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "ok"
@@ -200,6 +221,8 @@ class RelayStream(Response):
             nonlocal outcome, ttft, renewed
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             pending: bytes | None = self._first
+            forwarded = started  # when the buyer last got something: the stall check's reference
+            cut: str | None = None
             try:
                 while True:
                     if pending is None:
@@ -208,25 +231,27 @@ class RelayStream(Response):
                             break
                     out = self._meter.feed(pending)
                     pending = None
+                    now = self._clock()
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
+                        forwarded = now
                         if ttft is None:
                             ttft = self._clock() - started
+                    elif self._stall_after is not None and now - forwarded > self._stall_after:
+                        raise _Stalled
                     if self._renew is not None and self._clock() - renewed >= self._renew_every:
                         renewed = self._clock()
                         await self._renew()
-            except (httpx.HTTPError, SSEError) as exc:
+                if not self._meter.saw_done:
+                    cut = _UNFINISHED_MESSAGE
+            except (httpx.HTTPError, SSEError, _Stalled) as exc:
+                cut = _CUT_MESSAGES.get(type(exc), _FAILED_MESSAGE)
+            if cut is not None:
                 outcome = "upstream_error"
-                message = "The upstream stream failed mid-way; the answer is incomplete."
-                if isinstance(exc, SSEError):
-                    message = "The upstream sent a malformed stream; the answer is incomplete."
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": error_event(message, "upstream_error"),
-                        "more_body": True,
-                    }
-                )
+                if self._meter.error is None:  # else the translator already relayed the provider's error
+                    await send(
+                        {"type": "http.response.body", "body": error_event(cut, "upstream_error"), "more_body": True}
+                    )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:

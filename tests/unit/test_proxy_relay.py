@@ -11,6 +11,8 @@ import httpx
 import orjson
 import pytest
 
+from aichat_gateway.proxy.adapters.anthropic import AnthropicStreamTranslator
+from aichat_gateway.proxy.adapters.base import StreamTranslator
 from aichat_gateway.proxy.relay import ClientWatch, RelayStream, StreamMeter, StreamResult, error_event
 from aichat_gateway.proxy.sse import SSEParser, Usage
 
@@ -358,3 +360,75 @@ async def test_a_short_stream_never_renews() -> None:
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
     await asyncio.wait_for(response(scope, wire.receive, wire.send), timeout=5)
     assert renewals == []
+
+
+# ---- streams that end badly: no [DONE], a trickle, the provider's own error event --------------------
+
+
+async def relay_with(
+    translator: StreamTranslator, parts: list[bytes], clock: StepClock, stall_after: float | None = None
+) -> tuple[StreamResult, Wire]:
+    results: list[StreamResult] = []
+    wire = Wire()
+
+    async def on_done(result: StreamResult) -> None:
+        results.append(result)
+
+    response = RelayStream(
+        Upstream(),  # type: ignore[arg-type]
+        parts[0],
+        from_list(parts[1:]),
+        translator,
+        ClientWatch(wire.receive),  # type: ignore[arg-type]
+        on_done,
+        {},
+        clock,
+        stall_after=stall_after,
+    )
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    await asyncio.wait_for(response(scope, wire.receive, wire.send), timeout=5)
+    [result] = results
+    return result, wire
+
+
+def error_codes(body: bytes) -> list[str]:
+    return [orjson.loads(d)["error"]["code"] for d in datas(body) if d.startswith('{"error"')]
+
+
+async def test_a_stream_that_ends_without_done_ends_with_an_error_event_and_outcome_upstream_error() -> None:
+    result, wire = await relay_with(StreamMeter(False), CONTENT_FRAMES[:3], StepClock(0.001))
+    assert result.outcome == "upstream_error"
+    assert datas(wire.body)[:-1] == datas(b"".join(CONTENT_FRAMES[:3]))
+    assert error_codes(wire.body) == ["upstream_error"]
+    assert "ended before the answer was complete" in datas(wire.body)[-1]
+    assert wire.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_a_trickle_that_forwards_nothing_for_stall_after_seconds_is_cut_with_an_error_event() -> None:
+    """One byte per read, each read 0.3 "seconds" apart: no read times out, but the first event
+    would take ~60 s; the relay gives up once 1 s passed with nothing to forward."""
+    result, wire = await relay_with(StreamMeter(False), split(STREAM, 1), StepClock(0.3), stall_after=1.0)
+    assert result.outcome == "upstream_error"
+    assert datas(wire.body) == [datas(wire.body)[-1]]  # nothing of the half-received event went out
+    assert "stalled" in datas(wire.body)[-1]
+    assert error_codes(wire.body) == ["upstream_error"]
+
+
+async def test_a_slow_stream_that_completes_an_event_within_stall_after_is_relayed_whole() -> None:
+    parts = [*CONTENT_FRAMES, USAGE_FRAME, DONE]
+    result, wire = await relay_with(StreamMeter(False), parts, StepClock(0.9), stall_after=1.0)
+    assert result.outcome == "ok"
+    assert datas(wire.body)[-1] == "[DONE]" and error_codes(wire.body) == []
+
+
+async def test_a_providers_own_error_event_is_relayed_once_and_the_outcome_is_upstream_error() -> None:
+    translator = AnthropicStreamTranslator("claude-buyer", False, created=1234)
+    start = {"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 5, "output_tokens": 1}}}
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    parts = [
+        b"event: message_start\ndata: " + orjson.dumps(start) + b"\n\n",
+        b"event: error\ndata: " + orjson.dumps(error) + b"\n\n",
+    ]
+    result, wire = await relay_with(translator, parts, StepClock(0.001))
+    assert result.outcome == "upstream_error"
+    assert error_codes(wire.body) == ["overloaded_error"]

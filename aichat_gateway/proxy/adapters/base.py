@@ -74,13 +74,15 @@ class StreamTranslator(Protocol):
     `usage` is the provider's final token usage once it has reported it (None until then, and for
     a cut stream); `text_parts` is the generated text delivered so far (content, tool names and
     arguments), for counting when there is no usage; `saw_done` turns True when the provider ended
-    the answer normally. `feed` raises only `sse.SSEError` (a line over the parser's limit): a
-    malformed or unknown event is skipped, never fatal.
+    the answer normally; `error` is set once the provider's own error event has been translated into
+    an error event for the buyer (the relay then adds none of its own). `feed` raises only
+    `sse.SSEError` (a line over the parser's limit): a malformed or unknown event is skipped, never fatal.
     """
 
     usage: Usage | None
     text_parts: list[str]
     saw_done: bool
+    error: str | None
 
     def feed(self, data: bytes) -> bytes: ...
 
