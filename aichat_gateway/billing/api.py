@@ -34,6 +34,8 @@ MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
 
 
 def _user(request: Request) -> str:
+    if "csrf_rejected" in request.auth.scopes:  # a session cookie on an unsafe method, without its token
+        raise NotPermitted("missing or wrong CSRF token (header x-csrf-token)")
     if not request.user.is_authenticated:
         raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
     identity: str = request.user.identity

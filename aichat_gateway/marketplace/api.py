@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.marketplace import listings
 from aichat_gateway.marketplace.changes import parse_changes
-from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated
+from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
 from aichat_gateway.marketplace.offers import list_offers
 from aichat_gateway.marketplace.pricing import usd
 from aichat_gateway.marketplace.resting import shown_status
@@ -29,6 +29,8 @@ _MAX_BODY = 64 * 1024
 
 def _seller(request: Request) -> tuple[str, bool]:
     """(user id, is admin)."""
+    if "csrf_rejected" in request.auth.scopes:  # a session cookie on an unsafe method, without its token
+        raise NotPermitted("missing or wrong CSRF token (header x-csrf-token)")
     if not request.user.is_authenticated:
         raise NotAuthenticated("authentication required: send Authorization: Bearer <access_token>")
     return request.user.identity, "admin" in request.auth.scopes

@@ -7,7 +7,8 @@ MarketplaceError
 ├── UpstreamRefused    the provider rejected the key or answered unusably when we checked it
 ├── DuplicateKey       this provider key is already listed
 ├── ListingNotFound    no such listing *for this seller* (another seller's looks absent too)
-└── NotAuthenticated   the caller presented no valid session
+├── NotAuthenticated   the caller presented no valid session
+└── NotPermitted       a session cookie without its CSRF token on an unsafe method
 """
 
 from __future__ import annotations
@@ -50,3 +51,7 @@ class ListingNotFound(MarketplaceError):
 
 class NotAuthenticated(MarketplaceError):
     code = "authentication_required"
+
+
+class NotPermitted(MarketplaceError):
+    code = "forbidden"

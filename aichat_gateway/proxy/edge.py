@@ -111,6 +111,7 @@ _MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.DuplicateKey: (409, "invalid_request_error"),
     mkt.ListingNotFound: (404, "invalid_request_error"),
     mkt.NotAuthenticated: (401, "authentication_error"),
+    mkt.NotPermitted: (403, "permission_error"),
 }
 _BILLING: dict[type[bil.BillingError], tuple[int, str]] = {
     bil.InvalidBillingInput: (400, "invalid_request_error"),

@@ -49,6 +49,7 @@ MARKETPLACE: dict[type[mkt.MarketplaceError], tuple[int, str]] = {
     mkt.DuplicateKey: (409, "invalid_request_error"),
     mkt.ListingNotFound: (404, "invalid_request_error"),
     mkt.NotAuthenticated: (401, "authentication_error"),
+    mkt.NotPermitted: (403, "permission_error"),
 }
 SECRET_IN_A_BUG = "sk-live-should-never-be-shown-0000"
 
