@@ -1,23 +1,72 @@
-"""Fixtures of the attack suite: the root conftest's in-process app (`app`, `client`, `db`, with a
-fresh database and Redis prefix per run), wrapped in a `Gateway` that signs people up and lists
-endpoints over the public API. Shared helpers live in support.py (see there for why)."""
+"""Fixtures of the attack suite: one in-process app per test module, on the run's database and Redis
+prefix (the root conftest's `database_url` and `redis_prefix`), wrapped in a `Gateway` that makes
+users, keys and listings. Shared helpers live in support.py (see there for why).
+
+`settings`, `app` and `client` override the root conftest's per-test ones with per-module ones:
+starting and stopping an app costs ~0.5 s, and an attack suite is many short tests. So every test
+module here runs its tests in one module-wide event loop (`pytest.mark.asyncio(loop_scope="module")`
+in its `pytestmark`), the loop the app's pools live in; data stays apart by fresh users per test.
+A module may override `settings` to attack another configuration (production mode, Stripe on).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
+import pytest_asyncio
+from argon2 import PasswordHasher
 from starlette.applications import Starlette
 
-from tests.security.support import Gateway
+from aichat_gateway.config.settings import Settings, load_settings
+from tests.scratch import TEST_REDIS_URL
+from tests.security.support import PASSWORD, Gateway
+
+TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 
 
-@pytest.fixture
-def gateway(app: Starlette, client: httpx.AsyncClient) -> Gateway:
-    """The provider-key check (tested with a real fake provider elsewhere) accepts every key here:
-    these tests attack the gateway, not a provider."""
+@pytest.fixture(scope="module")
+def settings(database_url: str, redis_prefix: str) -> Settings:
+    """The root conftest's settings, once per module."""
+    return load_settings(
+        DATABASE_URL=database_url,
+        REDIS_URL=TEST_REDIS_URL,
+        GATEWAY_SECRET_KEY=TEST_SECRET,
+        GATEWAY_REDIS_PREFIX=redis_prefix,
+        GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
+        GATEWAY_LOG_JSON=True,
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    from aichat_gateway.proxy.app import create_app
+
+    application = create_app(settings)
 
     async def accept(provider: str, base_url: str, api_key: str) -> None:
         return None
 
-    app.state.key_checker = accept
-    return Gateway(app, client)
+    async with application.router.lifespan_context(application):
+        # The provider-key check (tested against a real fake provider elsewhere) accepts every key:
+        # these tests attack the gateway, not a provider.
+        application.state.key_checker = accept
+        yield application
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    return PasswordHasher().hash(PASSWORD)
+
+
+@pytest.fixture
+def gateway(app: Starlette, client: httpx.AsyncClient, password_hash: str) -> Gateway:
+    client.cookies.clear()  # a test's browser session never leaks into the next test
+    return Gateway(app, client, password_hash)

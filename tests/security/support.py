@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from aichat_gateway.accounts import users
+from aichat_gateway.accounts.tokens import SessionTokens
 
 PASSWORD = "attack-suite-" + secrets.token_hex(8)
 # Every table the migrations create: an injection that dropped one would show here.
@@ -83,21 +83,33 @@ def listing_body(**overrides: Any) -> dict[str, Any]:
 class Gateway:
     """The in-process app and a client for it, with the steps every attack starts from."""
 
-    def __init__(self, app: Starlette, client: httpx.AsyncClient) -> None:
+    def __init__(self, app: Starlette, client: httpx.AsyncClient, password_hash: str) -> None:
         self.app = app
         self.client = client
+        self.password_hash = password_hash  # of PASSWORD, made once: argon2 costs ~0.2 s a time
+
+    async def user(self, tag: str = "attack", role: str = "user") -> Account:
+        """A user stored directly, with the session token login would give: fast, for attacks that
+        start after login. Logging in with PASSWORD works too."""
+        email = unique_email(tag)
+        user_id = await self.app.state.db.fetchval(
+            "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
+            email,
+            self.password_hash,
+            role,
+        )
+        token = SessionTokens.from_settings(self.app.state.settings).issue(str(user_id), role).token
+        return Account(str(user_id), email, token, role)
+
+    async def admin(self) -> Account:
+        return await self.user("admin", role="admin")
 
     async def sign_up(self, tag: str = "attack") -> Account:
-        """A new user, logged in with a bearer token (the client keeps no cookies)."""
+        """A new user through the API (register, then log in with a bearer token; no cookies kept)."""
         email = unique_email(tag)
         created = await self.client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
         assert created.status_code == 201, created.text
         return await self.log_in(email, created.json()["id"])
-
-    async def admin(self) -> Account:
-        email = unique_email("admin")
-        user = await users.create_admin(self.app.state.db, email, PASSWORD)
-        return await self.log_in(email, user.id, role="admin")
 
     async def log_in(self, email: str, user_id: str, role: str = "user") -> Account:
         answer = await self.client.post("/api/auth/login", json={"email": email, "password": PASSWORD})

@@ -15,7 +15,7 @@ import pytest
 
 from tests.security.support import PASSWORD, Account, Gateway, assert_error, listing_body
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Browser:
 
 async def browser_session(gateway: Gateway) -> Browser:
     """A user with a key and a listing (made with the bearer token), then logged in with cookies."""
-    account = await gateway.sign_up("browser")
+    account = await gateway.user("browser")
     key = await gateway.create_key(account)
     listing = await gateway.create_listing(account)
     answer = await gateway.client.post("/api/auth/login", json={"email": account.email, "password": PASSWORD})
@@ -123,7 +123,7 @@ async def test_reads_with_the_session_cookie_need_no_csrf_header(gateway: Gatewa
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"])
 async def test_a_cross_site_form_cannot_log_the_browser_in(gateway: Gateway, content_type: str) -> None:
     """Login CSRF: a hostile form posting the attacker's credentials, with a type that needs no preflight."""
-    account = await gateway.sign_up("login-csrf")
+    account = await gateway.user("login-csrf")
     body = f'{{"email": "{account.email}", "password": "{PASSWORD}"}}'
     answer = await gateway.client.post("/api/auth/login", content=body, headers={"content-type": content_type})
     assert_error(answer, 400)

@@ -15,7 +15,7 @@ import pytest
 from aichat_gateway.accounts.tokens import SessionTokens, derive_key
 from tests.security.support import Account, Gateway, assert_error
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 
 PROTECTED = (("GET", "/api/auth/me"), ("GET", "/api/keys"), ("GET", "/api/billing/balance"))
 
@@ -55,46 +55,46 @@ async def assert_refused_everywhere(gateway: Gateway, token: str) -> None:
 
 
 async def test_a_token_whose_payload_was_edited_to_say_admin_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     header, _, signature = user.token.split(".")
     forged = b64(orjson.dumps({**claims_of(user.token), "role": "admin"}))
     await assert_refused_everywhere(gateway, f"{header}.{forged}.{signature}")
 
 
 async def test_a_token_naming_another_user_with_the_original_signature_is_refused(gateway: Gateway) -> None:
-    mallory, victim = await gateway.sign_up("mallory"), await gateway.sign_up("victim")
+    mallory, victim = await gateway.user("mallory"), await gateway.user("victim")
     header, _, signature = mallory.token.split(".")
     forged = b64(orjson.dumps({**claims_of(mallory.token), "sub": victim.id}))
     await assert_refused_everywhere(gateway, f"{header}.{forged}.{signature}")
 
 
 async def test_a_token_signed_with_another_key_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     other = SessionTokens(["another-secret-key-" + "y" * 32], 600)
     await assert_refused_everywhere(gateway, other.issue(user.id, "admin").token)
 
 
 async def test_a_token_signed_with_the_master_secret_itself_is_refused(gateway: Gateway) -> None:
     """Session keys are derived from the master secret (HKDF); the raw secret signs nothing valid."""
-    user = await gateway.sign_up()
+    user = await gateway.user()
     master = gateway.app.state.settings.secret_keys[0].encode()
     await assert_refused_everywhere(gateway, hs256({"alg": "HS256", "typ": "JWT"}, fresh_claims(user), master))
 
 
 async def test_a_token_signed_with_the_key_of_another_purpose_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     csrf_key = derive_key(gateway.app.state.settings.secret_keys[0], "session-csrf")
     await assert_refused_everywhere(gateway, hs256({"alg": "HS256", "typ": "JWT"}, fresh_claims(user), csrf_key))
 
 
 async def test_a_token_signed_with_an_empty_key_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     await assert_refused_everywhere(gateway, hs256({"alg": "HS256", "typ": "JWT"}, fresh_claims(user), b""))
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 async def test_an_unsigned_alg_none_token_is_refused(gateway: Gateway, alg: str) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     header = b64(orjson.dumps({"alg": alg, "typ": "JWT"}))
     payload = b64(orjson.dumps(fresh_claims(user, role="admin")))
     for token in (f"{header}.{payload}.", f"{header}.{payload}", f"{header}.{payload}.{user.token.split('.')[2]}"):
@@ -103,27 +103,27 @@ async def test_an_unsigned_alg_none_token_is_refused(gateway: Gateway, alg: str)
 
 @pytest.mark.parametrize("alg", ["HS384", "HS512", "RS256", "ES256"])
 async def test_a_token_claiming_another_algorithm_is_refused(gateway: Gateway, alg: str) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     key = derive_key(gateway.app.state.settings.secret_keys[0], "session-jwt")
     await assert_refused_everywhere(gateway, hs256({"alg": alg, "typ": "JWT"}, fresh_claims(user), key))
 
 
 async def test_an_expired_token_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     an_hour_ago = time.time() - 3600
     expired = SessionTokens(gateway.app.state.settings.secret_keys, 60, clock=lambda: an_hour_ago)
     await assert_refused_everywhere(gateway, expired.issue(user.id, "user").token)
 
 
 async def test_a_token_issued_in_the_future_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     tomorrow = time.time() + 86_400
     future = SessionTokens(gateway.app.state.settings.secret_keys, 3600, clock=lambda: tomorrow)
     await assert_refused_everywhere(gateway, future.issue(user.id, "user").token)
 
 
 async def test_a_token_with_an_unknown_role_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     key = derive_key(gateway.app.state.settings.secret_keys[0], "session-jwt")
     await assert_refused_everywhere(gateway, hs256({"alg": "HS256"}, fresh_claims(user, role="superuser"), key))
 
@@ -138,7 +138,7 @@ async def test_a_malformed_token_is_a_401_not_a_500(gateway: Gateway, garbage: s
 
 
 async def test_a_token_of_a_deleted_user_is_refused(gateway: Gateway) -> None:
-    user = await gateway.sign_up("deleted")
+    user = await gateway.user("deleted")
     await gateway.app.state.db.execute("DELETE FROM users WHERE id = $1::uuid", user.id)
     await assert_refused_everywhere(gateway, user.token)
     created = await gateway.client.post("/api/keys", json={"name": "ghost"}, headers=user.auth)
@@ -146,7 +146,7 @@ async def test_a_token_of_a_deleted_user_is_refused(gateway: Gateway) -> None:
 
 
 async def test_a_forged_session_cookie_is_anonymous_not_a_session(gateway: Gateway) -> None:
-    user = await gateway.sign_up()
+    user = await gateway.user()
     header, _, signature = user.token.split(".")
     forged = f"{header}.{b64(orjson.dumps({**claims_of(user.token), 'role': 'admin'}))}.{signature}"
     gateway.client.cookies.set("aichat_session", forged)
