@@ -97,6 +97,17 @@ class Settings(BaseSettings):
             raise ValueError(f"every GATEWAY_SECRET_KEY entry must be >= 32 characters; {_DEV_SECRET_HINT}")
         return value
 
+    @field_validator("stripe_secret_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        """An empty or blank Stripe secret means "not configured". Taken as a secret, an empty
+        webhook secret would make every forged signature valid (HMAC with an empty key)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url_is_postgres(cls, value: str) -> str:

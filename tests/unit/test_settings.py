@@ -111,3 +111,10 @@ def test_a_broken_toml_file_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("GATEWAY_CONFIG_FILE", str(config))
     with pytest.raises(SettingsError, match="TOML"):
         load_settings()
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_stripe_secret_means_stripe_is_not_configured(blank: str) -> None:
+    """An empty webhook secret taken as a key would make every forged signature valid."""
+    settings = load_settings(GATEWAY_SECRET_KEY="x" * 40, STRIPE_WEBHOOK_SECRET=blank, STRIPE_SECRET_KEY=blank)
+    assert settings.stripe_webhook_secret is None and settings.stripe_secret_key is None
