@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GATEWAY_SECRET_KEY ?= dev-only-secret-change-me-0123456789abcdef
 export GATEWAY_ALLOW_PRIVATE_UPSTREAMS ?= 1
 
-.PHONY: setup run test test-unit test-integration lint bench loadtest lock clean
+.PHONY: setup run test test-unit test-integration test-faults lint bench loadtest lock clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+# Fault injection only: tests/faults (broken upstreams, Redis restarts, a killed gateway) and the
+# outage, crash and stall tests elsewhere marked `faults`. `make test` runs them too.
+test-faults: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults tests/integration
 
 lint: setup
 	$(BIN)/ruff check aichat_gateway tests loadtests

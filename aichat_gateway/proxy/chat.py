@@ -8,6 +8,7 @@ event in a `finally`. Steady state: no Postgres query, one Redis round trip (the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -15,7 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,6 +45,8 @@ from aichat_gateway.proxy.relay import RelayStream, StreamResult
 from aichat_gateway.redislua import Pending
 
 log = get_logger(__name__)
+# What `_finish` queues on its pipeline: the hold's settle, capacity releases, breaker updates.
+_Queued = tuple[Pending[int] | None, list[Pending[Any]], list[tuple[str, Pending[Any]]]]
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
 DEFAULT_ANSWER_TOKENS = 4096  # a model outside the catalog, asked without max_tokens
 
@@ -338,42 +343,53 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         cost_micro=attempt.cost_micro,
         held_micro=attempt.held_micro or 0,
     )
-    pipe = state.redis.pipeline(transaction=False)
-    state.meter.record_in(pipe, event)
-    settled = None
-    if attempt.held_micro is not None:
-        settled = state.hot.settle_in(
-            pipe, buyer_id=event.user_id, request_id=event.request_id, cost_micro=attempt.cost_micro
-        )
-    if attempt.listing is not None:
-        if attempt.outcome == "ok" and event.ttft_ms >= 0:
-            state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
-        state.stats.record_in(
-            pipe, attempt.listing.listing_id, state.clock(), attempt.outcome == "ok", event.latency_ms, event.ttft_ms
-        )
-    releases = []
-    for ticket in attempt.tickets:
-        served = attempt.outcome in ("ok", "client_disconnected") and ticket.listing_id == _listing_id(attempt)
-        used = attempt.prompt_tokens + attempt.completion_tokens if served else 0
-        releases.append(state.capacity.release_in(pipe, ticket, used))
+    if attempt.listing is not None and attempt.outcome == "ok" and event.ttft_ms >= 0:
+        state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
     view = state.breaker_view
-    breaker_updates = [
-        (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
+    health = [
+        (listing_id, healthy, probe)
         for listing_id, healthy, probe in attempt.health
         if not healthy or probe or view.success_worth_recording(listing_id)
     ]
-    try:
-        results = await pipe.execute(raise_on_error=False)
-    except (RedisError, OSError) as exc:
-        results = [exc]
+
+    def queue(pipe: Any) -> _Queued:
+        state.meter.record_in(pipe, event)
+        settled = None
+        if attempt.held_micro is not None:
+            settled = state.hot.settle_in(
+                pipe, buyer_id=event.user_id, request_id=event.request_id, cost_micro=attempt.cost_micro
+            )
+        if attempt.listing is not None:
+            state.stats.record_in(
+                pipe,
+                attempt.listing.listing_id,
+                state.clock(),
+                attempt.outcome == "ok",
+                event.latency_ms,
+                event.ttft_ms,
+            )
+        releases = []
+        for ticket in attempt.tickets:
+            served = attempt.outcome in ("ok", "client_disconnected") and ticket.listing_id == _listing_id(attempt)
+            used = attempt.prompt_tokens + attempt.completion_tokens if served else 0
+            releases.append(state.capacity.release_in(pipe, ticket, used))
+        breaker_updates = [
+            (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
+            for listing_id, healthy, probe in health
+        ]
+        return settled, releases, breaker_updates
+
+    # Only a charge is worth waiting for, and a request with one has had its answer sent already.
+    retry_for = FINISH_RETRY_SECONDS if event.cost_micro > 0 else 0.0
+    results, tries, (settled, releases, breaker_updates) = await _execute_retrying(state, queue, retry_for)
     if isinstance(results[0], Exception):
         state.metrics.usage_events_failed.inc()
         # The log line is the record of last resort: it carries the whole event.
-        log.error("usage_event_not_recorded", error=repr(results[0]), usage_event=event.fields())
+        log.error("usage_event_not_recorded", error=repr(results[0]), tries=tries, usage_event=event.fields())
         return
     state.recent.add(event.request_id, event.user_id, event.cost_micro, state.clock())
     if settled is not None:
-        await _settled(state, event, settled, results)
+        await _settled(state, event, settled, results, retried=tries > 1)
     for listing_id, pending in breaker_updates:
         try:
             state.breaker_view.apply_state(listing_id, await pending.resolve(results))
@@ -384,6 +400,40 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             await release.resolve(results)  # retries a script Redis forgot (NOSCRIPT) with EVAL
         except (RedisError, OSError) as exc:
             log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
+
+
+# While Redis is unreachable (restarting: refused, reset, still LOADING its data) the finishing
+# pipeline of a charged request is tried again for this long: a usage event not written is a
+# request served and never billed, and its hold stays reserved until swept.
+FINISH_RETRY_SECONDS = 15.0
+_FINISH_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # then 1 s apart
+
+
+def redis_unreachable(result: Any) -> bool:
+    """Did the pipeline fail for want of Redis (worth trying again), rather than on a command?"""
+    return isinstance(result, RedisConnectionError | RedisTimeoutError | OSError)
+
+
+async def _execute_retrying(
+    state: Any, queue: Callable[[Any], _Queued], retry_for: float
+) -> tuple[list[Any], int, _Queued]:
+    """Queue the finishing commands on a fresh pipeline and run it, again while Redis is
+    unreachable, for up to `retry_for` seconds. Every command in it is safe to repeat: the hold
+    settles at most once and settlement takes one usage row per request id."""
+    give_up = time.monotonic() + retry_for
+    tries = 0
+    while True:
+        pipe = state.redis.pipeline(transaction=False)
+        queued = queue(pipe)
+        tries += 1
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            results = [exc]
+        pause = _FINISH_PAUSES[tries - 1] if tries <= len(_FINISH_PAUSES) else 1.0
+        if not redis_unreachable(results[0]) or time.monotonic() + pause > give_up:
+            return results, tries, queued
+        await asyncio.sleep(pause)
 
 
 async def _renew_leases(request: Request, attempt: Attempt) -> None:
@@ -410,13 +460,17 @@ async def _renew_leases(request: Request, attempt: Attempt) -> None:
             log.warning("leases_not_renewed", error=repr(exc))
 
 
-async def _settled(state: Any, event: UsageEvent, settled: Pending[int], results: list[Any]) -> None:
+async def _settled(
+    state: Any, event: UsageEvent, settled: Pending[int], results: list[Any], retried: bool = False
+) -> None:
     """Check the hold's settle. If the hold was gone (expired and swept: the process stalled past
     its TTL), the charge still stands (the event carries it to Postgres), so the hot view is
-    debited here instead, keeping it equal to Postgres once the event settles."""
+    debited here instead, keeping it equal to Postgres once the event settles. After a retry the
+    hold was most likely settled by the try whose answer was lost: no debit (the reconciler
+    repairs the rare swept case)."""
     try:
         charged = await settled.resolve(results)
-        if charged < 0 and event.cost_micro > 0:
+        if charged < 0 and event.cost_micro > 0 and not retried:
             log.warning("hold_gone_before_settle", cost_micro=event.cost_micro)
             await state.hot.credit(event.user_id, -event.cost_micro)
     except (RedisError, OSError) as exc:

@@ -29,7 +29,7 @@ OUTAGE_SECONDS = 30.0  # the issue's figure
 WORKERS = 4
 FUNDS_USD = "5"
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(OUTAGE_SECONDS + 60)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(OUTAGE_SECONDS + 60)]
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

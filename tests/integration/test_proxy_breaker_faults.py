@@ -29,7 +29,7 @@ from tests.integration.conftest import (
 )
 from tests.scratch import redis_prefix
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(60)]
 
 FAIL_MAX = 3
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -9,7 +9,7 @@ import pytest
 from conftest import FAKE_REPLY, Fakes, Gateways, Market, Proc, UsageEvents, request_id
 from openai import APIError, AsyncOpenAI
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

@@ -42,6 +42,7 @@ from tests.integration.conftest import (
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.faults,
     pytest.mark.timeout(90),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary"),
 ]

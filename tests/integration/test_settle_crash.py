@@ -38,7 +38,7 @@ from tests.settlekit import (
     usage_totals,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(150)]
 
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 EVENTS = 20_000

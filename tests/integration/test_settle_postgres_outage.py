@@ -39,7 +39,7 @@ from tests.tcpproxy import TcpProxy
 OUTAGE_SECONDS = 30.0
 BACKOFF_CEILING = 5.0
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(OUTAGE_SECONDS + 40)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(OUTAGE_SECONDS + 40)]
 
 
 @pytest.fixture
