@@ -106,7 +106,8 @@ class AccountsApi:
     async def login(self, request: Request) -> Response:
         body = await read_object(request, _CREDENTIAL_FIELDS)
         email, password = str(body["email"]).strip(), str(body["password"])
-        if not email or len(email) > users.MAX_EMAIL_CHARS:
+        # NUL: Postgres text cannot hold it, so the look-up would fail (500) rather than find nobody.
+        if not email or len(email) > users.MAX_EMAIL_CHARS or "\x00" in email:
             raise InvalidInput("email is not a valid e-mail address", param="email")
         d = deps(request)
         limiter = LoginLimiter(d.redis, d.settings.redis_prefix)

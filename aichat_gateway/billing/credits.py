@@ -90,7 +90,8 @@ WHERE t.idempotency_key = $1
 
 
 async def user_id_for_email(db: asyncpg.Pool, email: object) -> str:
-    if not isinstance(email, str) or "@" not in email:
+    # NUL: Postgres text cannot hold it, so the look-up would fail (500) rather than find nobody.
+    if not isinstance(email, str) or "@" not in email or "\x00" in email:
         raise InvalidBillingInput("email must be the buyer's e-mail address", param="email")
     found = await db.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email.strip())
     if found is None:

@@ -68,8 +68,10 @@ def parse_changes(
                 f"this listing is {current_status} ({_LOCKED_FOR_SELLER[current_status]})", param="status"
             )
     reason = body.get("status_reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
-        raise InvalidListing("status_reason must be a string of at most 500 characters", param="status_reason")
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500 or "\x00" in reason):
+        raise InvalidListing(
+            "status_reason must be a string of at most 500 characters, without NUL", param="status_reason"
+        )
     return ListingChanges(
         name=required_string(body, "name", 100) if "name" in body else None,
         base_url=required_string(body, "base_url", 2048) if "base_url" in body else None,

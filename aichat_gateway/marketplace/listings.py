@@ -80,6 +80,10 @@ def required_string(body: dict[str, Any], key: str, max_len: int) -> str:
         raise InvalidListing(f"{key} is required and must be a non-empty string", param=key)
     if len(value) > max_len:
         raise InvalidListing(f"{key} is longer than {max_len} characters", param=key)
+    # NUL cannot be stored in Postgres text (the insert would fail: 500), and a line break in an
+    # API key would end up inside the Authorization header sent upstream.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
+        raise InvalidListing(f"{key} must not contain control characters", param=key)
     return value.strip()
 
 
