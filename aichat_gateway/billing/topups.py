@@ -69,6 +69,9 @@ def parse_topup_amount(body: object, limits: TopupLimits) -> int:
     """`{"amount_usd": "20.00"}` → micro-USD: a decimal string, whole cents, within the limits."""
     if not isinstance(body, dict):
         raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "20.00"}')
+    unknown = sorted(set(body) - {"amount_usd"})
+    if unknown:  # refused, not ignored, like every other body of this API
+        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
     amount = parse_usd(body.get("amount_usd"), "amount_usd")
     if amount % MICRO_PER_CENT:
         raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")

@@ -8,12 +8,11 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import respx
-from conftest import Fakes
 from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings
@@ -21,6 +20,9 @@ from aichat_gateway.marketplace.errors import UpstreamRefused
 from aichat_gateway.proxy.app import create_app
 from aichat_gateway.proxy.keycheck import check_provider_key
 from aichat_gateway.proxy.upstream import UpstreamClient, create_upstream_client, is_timeout
+
+if TYPE_CHECKING:  # only an annotation: tests/security imports UNSAFE from here, under its own conftest
+    from conftest import Fakes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -1,0 +1,235 @@
+"""SSRF: where can a caller make the gateway send a request? Only to a listing's validated base URL.
+
+The app runs in production mode (GATEWAY_ALLOW_PRIVATE_UPSTREAMS off). tests/integration/
+test_listing_ssrf.py refuses its UNSAFE list at listing time, a redirecting provider at key-check
+time, and a name that turns private when connecting; here the same list is refused on PATCH too,
+with more address spellings, and no other field (request bodies, key routing, top-ups) can point a
+request anywhere. The provider is an httpx mock transport in place of the app's upstream client:
+it records every request the hot path sends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from aichat_gateway.billing.credits import grant_credit
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.proxy.upstream import UpstreamClient
+from tests.integration.test_listing_ssrf import UNSAFE
+from tests.security.support import Account, Gateway, assert_error, listing_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
+
+PUBLIC = "https://93.184.216.34/v1"  # a literal public address: nothing to resolve, never called
+MORE_UNSAFE = [
+    "https://2130706433/v1",  # 127.0.0.1 as one decimal number
+    "https://0x7f000001/v1",  # ... in hex
+    "https://0177.0.0.1/v1",  # ... in octal
+    "https://127.1/v1",  # ... shortened
+    "https://[::]/v1",
+    "https://[0:0:0:0:0:ffff:7f00:1]/v1",  # IPv4-mapped loopback, long form
+    "https://[::ffff:169.254.169.254]/v1",
+    "https://api.openai.com@127.0.0.1/v1",  # credentials trick: the host is 127.0.0.1
+    "https://user:pass@api.openai.com/v1",
+    "https://93.184.216.34/v1?next=http://127.0.0.1/",
+    "https://93.184.216.34/v1#@127.0.0.1",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:6379/_FLUSHALL",
+    "ftp://93.184.216.34/",
+    "//127.0.0.1/v1",
+    "https:/127.0.0.1/v1",
+    " http://127.0.0.1/v1",
+    "HTTP://127.0.0.1/v1",
+    "https://127.0.0.1\\@93.184.216.34/v1",
+    "https://[fe80::1%25eth0]/v1",
+    "https://metadata.google.internal/computeMetadata/v1",
+    "https://localhost./v1",
+]
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"allow_private_upstreams": False})
+
+
+class Body(httpx.AsyncByteStream):
+    """An unread body: the hot path streams what providers send (a plain `content=` arrives read)."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.content
+
+
+class Provider:
+    """Records what the hot path sends and answers like an OpenAI provider (or as told)."""
+
+    def __init__(self) -> None:
+        self.seen: list[httpx.Request] = []
+        self.status = 200
+        self.headers: dict[str, str] = {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if self.status != 200:
+            return httpx.Response(self.status, headers=self.headers, stream=Body(b""))
+        answer = {
+            "id": "chatcmpl-ssrf",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=Body(orjson.dumps(answer)))
+
+
+@pytest.fixture
+def provider(app: Starlette) -> Iterator[Provider]:
+    fake = Provider()
+    real = app.state.upstream
+    app.state.upstream = UpstreamClient(
+        httpx.MockTransport(fake.handle), {"connect": 1, "read": 1, "write": 1, "pool": 1}
+    )
+    try:
+        yield fake
+    finally:
+        app.state.upstream = real
+
+
+async def listed(gateway: Gateway) -> tuple[Account, dict[str, Any]]:
+    seller = await gateway.user("ssrf-seller")
+    return seller, await gateway.create_listing(seller, base_url=PUBLIC)
+
+
+async def test_every_unsafe_base_url_is_refused_when_a_listing_is_changed(gateway: Gateway) -> None:
+    seller, listing = await listed(gateway)
+    path = f"/api/marketplace/listings/{listing['id']}"
+    for url in [*UNSAFE, *MORE_UNSAFE]:
+        answer = await gateway.client.patch(path, json={"base_url": url}, headers=seller.auth)
+        error = assert_error(answer, 400)
+        assert error["param"] == "base_url", (url, error)
+    shown = (await gateway.client.get(path, headers=seller.auth)).json()
+    assert shown["base_url"] == PUBLIC
+
+
+@pytest.mark.parametrize("url", MORE_UNSAFE)
+async def test_an_unsafe_spelling_of_an_address_is_refused_at_listing_time(gateway: Gateway, url: str) -> None:
+    seller = await gateway.user("ssrf-seller")
+    body = {"base_url": url, "api_key": "sk-" + uuid.uuid4().hex}
+    answer = await gateway.client.post("/api/marketplace/listings", json=listing_body(**body), headers=seller.auth)
+    assert_error(answer, 400, param="base_url")
+    assert (await gateway.client.get("/api/marketplace/listings", headers=seller.auth)).json()["data"] == []
+
+
+URL_FIELDS: list[dict[str, Any]] = [
+    {"base_url": "http://169.254.169.254/latest/meta-data"},
+    {"api_base": "http://127.0.0.1:6379/"},
+    {"url": "http://127.0.0.1:5432/"},
+    {"endpoint": "http://10.0.0.1/"},
+    {"user": "http://127.0.0.1/"},
+    {"extra_headers": {"Host": "169.254.169.254"}},
+    {"metadata": {"base_url": "http://127.0.0.1/"}},
+]
+
+
+async def buyer_with_funds(gateway: Gateway, routing: dict[str, Any] | None = None) -> tuple[Account, str]:
+    buyer = await gateway.user("ssrf-buyer")
+    await grant_credit(
+        gateway.app.state.db,
+        user_id=buyer.id,
+        amount_micro=5_000_000,
+        reason="ssrf",
+        granted_by=None,
+        idempotency_key=None,
+        on_balance_change=gateway.app.state.hot.credit,
+    )
+    body: dict[str, Any] = {"name": "ssrf"} | ({"routing": routing} if routing else {})
+    answer = await gateway.client.post("/api/keys", json=body, headers=buyer.auth)
+    assert answer.status_code == 201, answer.text
+    return buyer, answer.json()["key"]
+
+
+async def model_on_public_listing(gateway: Gateway) -> tuple[str, dict[str, Any]]:
+    """A model only one listing serves, on PUBLIC; the snapshot is refreshed at once."""
+    model = f"ssrf-model-{uuid.uuid4().hex[:8]}"
+    seller = await gateway.user("ssrf-seller")
+    listing = await gateway.create_listing(
+        seller,
+        base_url=PUBLIC,
+        models=[{"model": model, "upstream_model": "gpt-4o-mini"}],
+        pricing={"input_usd_per_million": "1", "output_usd_per_million": "2"},
+    )
+    await gateway.app.state.listings.refresh()
+    return model, listing
+
+
+async def test_no_request_body_field_can_send_a_chat_request_anywhere_but_the_listing(
+    gateway: Gateway, provider: Provider
+) -> None:
+    model, _ = await model_on_public_listing(gateway)
+    _, key = await buyer_with_funds(gateway)
+    auth = {"Authorization": f"Bearer {key}", "Host": "169.254.169.254", "X-Forwarded-Host": "127.0.0.1"}
+    for extra in URL_FIELDS:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+        answer = await gateway.client.post("/v1/chat/completions", json=body, headers=auth)
+        assert answer.status_code in (200, 400), answer.text
+    assert provider.seen, "the listing answered at least once"
+    assert {str(request.url) for request in provider.seen} == {PUBLIC + "/chat/completions"}
+
+
+async def test_routing_preferences_naming_urls_cannot_redirect_a_request(gateway: Gateway, provider: Provider) -> None:
+    model, _ = await model_on_public_listing(gateway)
+    _, key = await buyer_with_funds(gateway)
+    for provider_field in (
+        {"order": ["http://169.254.169.254/"]},
+        {"only": ["127.0.0.1"]},
+        {"order": ["lst_does_not_exist"], "allow_fallbacks": True},
+    ):
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "provider": provider_field}
+        answer = await gateway.client.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code in (200, 400, 404), answer.text
+    assert {str(request.url) for request in provider.seen} <= {PUBLIC + "/chat/completions"}
+    refused = await gateway.client.post(
+        "/api/keys",
+        json={"name": "r", "routing": {"base_url": "http://127.0.0.1/"}},
+        headers=(await gateway.user()).auth,
+    )
+    assert_error(refused, 400)
+
+
+async def test_a_provider_redirect_is_never_followed_on_the_hot_path(gateway: Gateway, provider: Provider) -> None:
+    model, _ = await model_on_public_listing(gateway)
+    _, key = await buyer_with_funds(gateway)
+    provider.status, provider.headers = 302, {"location": "http://169.254.169.254/latest/meta-data/"}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    answer = await gateway.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code >= 400
+    assert "169.254.169.254" not in answer.text
+    assert [str(request.url) for request in provider.seen] == [PUBLIC + "/chat/completions"]
+
+
+async def test_a_top_up_cannot_choose_where_stripe_is(gateway: Gateway) -> None:
+    buyer = await gateway.user("ssrf-buyer")
+    for field in ("stripe_api_base", "api_base", "return_url", "url"):
+        body = {"amount_usd": "20.00", field: "http://169.254.169.254/"}
+        answer = await gateway.client.post("/api/billing/topups", json=body, headers=buyer.auth)
+        assert_error(answer, 400, param=field)
+
+
+async def test_payout_accounts_are_stripe_ids_not_urls(gateway: Gateway) -> None:
+    seller = await gateway.user("ssrf-seller")
+    for value in ("http://169.254.169.254/", "acct_1/../../v1/charges", "acct_1?x=http://127.0.0.1"):
+        answer = await gateway.client.put(
+            "/api/seller/payout-account", json={"stripe_account_id": value}, headers=seller.auth
+        )
+        assert_error(answer, 400, param="stripe_account_id")
