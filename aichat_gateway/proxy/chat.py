@@ -265,7 +265,8 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
     meter = result.meter
     attempt.status = 200
     attempt.outcome = result.outcome
-    attempt.ttft_seconds = result.ttft_seconds
+    if attempt.ttft_seconds is None:  # measured when the first chunk arrived (failover.open_routes)
+        attempt.ttft_seconds = result.ttft_seconds
     # A cut stream is charged for what was delivered: the provider's usage only covers a full answer.
     if meter.usage is not None and result.outcome == "ok":
         attempt.prompt_tokens = meter.usage.prompt_tokens

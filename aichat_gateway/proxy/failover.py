@@ -171,6 +171,9 @@ async def open_routes(
                 # The transport's own byte stream: httpx's aiter_raw adds a generator layer per chunk.
                 chunks = aiter(response.stream)  # type: ignore[arg-type]
                 first = await anext(chunks, b"")
+                # Time to first token is the buyer's wait: from the request's start (failover
+                # included) to the provider's first bytes, which the relay forwards at once.
+                attempt.ttft_seconds = time.perf_counter() - attempt.started
                 if first:
                     attempt.health.append((route.listing_id, True, probe))
                     return Opened(route, adapter, response, first, chunks)

@@ -162,3 +162,17 @@ async def test_a_request_with_a_bad_key_records_no_event(
     assert (await post(http, marker, model="gpt-4o-mini")).status_code == 200
     await usage_events.wait_for(marker)
     assert usage_events.for_request(rid) == []
+
+
+async def test_a_streams_time_to_first_token_includes_the_providers_wait(
+    http: httpx.AsyncClient, market: Market, usage_events: UsageEvents
+) -> None:
+    """sleepy-model's provider waits 3 s before its first byte: that is the buyer's time to first
+    token, not the few microseconds the relay takes once the first chunk is in hand."""
+    rid = request_id()
+    body = {"model": "sleepy-model", "messages": MESSAGES, "stream": True}
+    async with http.stream("POST", "/chat/completions", headers={"x-request-id": rid}, json=body) as answer:
+        assert answer.status_code == 200
+        await answer.aread()
+    [event] = await usage_events.wait_for(rid)
+    assert 2_900 <= int(event["ttft_ms"]) <= int(event["latency_ms"])
