@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.amounts import parse_usd, usd
 from aichat_gateway.billing.credits import grant_credit, user_id_for_email
-from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
+from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
 
 _MAX_BODY = 16 * 1024
 DEFAULT_PAGE, MAX_PAGE = 50, 200
@@ -49,10 +49,24 @@ def _admin(request: Request) -> str:
     return user
 
 
+async def read_capped(request: Request, max_bytes: int, *, error: type[BillingError] = InvalidBillingInput) -> bytes:
+    """The raw body, refused (`error`) as soon as its declared length or the bytes read so far
+    pass `max_bytes`: a huge body is never buffered whole before it is refused."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise error("request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise error("request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > _MAX_BODY:
-        raise InvalidBillingInput("request body too large")
+    raw = await read_capped(request, _MAX_BODY)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:

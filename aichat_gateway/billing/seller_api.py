@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.billing.amounts import usd
-from aichat_gateway.billing.api import decode_cursor, encode_cursor, page_size
+from aichat_gateway.billing.api import decode_cursor, encode_cursor, page_size, read_capped
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.payouts import Payout, Payouts, parse_payout_request, parse_reference, parse_stripe_account
 
@@ -99,9 +99,7 @@ def _admin(request: Request) -> str:
 
 async def _json_body(request: Request) -> Any:
     """The body as JSON; an empty body is `{}` (a payout of everything available)."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidBillingInput("request body too large")
+    raw = await read_capped(request, MAX_BODY)
     if not raw.strip():
         return {}
     try:

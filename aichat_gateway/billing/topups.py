@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.billing.amounts import parse_usd, usd
+from aichat_gateway.billing.api import read_capped
 from aichat_gateway.billing.errors import (
     BillingNotFound,
     InvalidBillingInput,
@@ -182,9 +183,7 @@ def _buyer(request: Request) -> str:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidBillingInput("request body too large")
+    raw = await read_capped(request, MAX_BODY)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -234,10 +233,8 @@ async def stripe_webhook(request: Request) -> Response:
     settings: Settings = state.settings
     if settings.stripe_webhook_secret is None:
         raise PaymentsUnavailable("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is unset)")
-    raw = await request.body()
     try:
-        if len(raw) > MAX_WEBHOOK_BODY:
-            raise WebhookRejected("webhook body too large")
+        raw = await read_capped(request, MAX_WEBHOOK_BODY, error=WebhookRejected)
         now: float = getattr(state, "clock", time.time)()
         verify_signature(
             raw,

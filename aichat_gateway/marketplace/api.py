@@ -36,10 +36,24 @@ def _seller(request: Request) -> tuple[str, bool]:
     return request.user.identity, "admin" in request.auth.scopes
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > _MAX_BODY:
+async def _read_capped(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refused as soon as its declared length or the bytes read so far pass
+    `max_bytes`: a huge body is never buffered whole before it is refused."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise InvalidListing("request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise InvalidListing("request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await _read_capped(request, _MAX_BODY)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

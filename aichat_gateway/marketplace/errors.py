@@ -13,6 +13,27 @@ MarketplaceError
 
 from __future__ import annotations
 
+_SHOWN_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """A caller's value as an error message may quote it: a short string's repr, else its type.
+    Never the repr of an arbitrary value: a list nested 1,000 deep (valid JSON) makes repr() raise
+    RecursionError, and a long one would echo the whole body back."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…")
+    return f"a JSON {_JSON_TYPES.get(type(value), 'value')}"
+
+
+_JSON_TYPES: dict[type, str] = {
+    dict: "object",
+    list: "array",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
 
 class MarketplaceError(Exception):
     code = "marketplace_error"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from aichat_gateway.config.catalog import Catalog
-from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound
+from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound, shown
 from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_usd
 from aichat_gateway.marketplace.vault import Vault, last4
 
@@ -96,9 +96,9 @@ def _models(value: object) -> tuple[tuple[str, str], ...]:
             raise InvalidListing('each models entry is {"model", "upstream_model"?}', param="models")
         model, upstream = item.get("model"), item.get("upstream_model", item.get("model"))
         if not isinstance(model, str) or not _MODEL_NAME.match(model):
-            raise InvalidListing(f"model name {model!r} is not valid", param="models")
+            raise InvalidListing(f"model name {shown(model)} is not valid", param="models")
         if not isinstance(upstream, str) or not _MODEL_NAME.match(upstream):
-            raise InvalidListing(f"upstream_model {upstream!r} is not valid", param="models")
+            raise InvalidListing(f"upstream_model {shown(upstream)} is not valid", param="models")
         if model in seen:
             raise InvalidListing(f"model {model!r} is listed twice", param="models")
         seen[model] = upstream

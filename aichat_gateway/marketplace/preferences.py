@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aichat_gateway.marketplace.errors import InvalidPreferences
+from aichat_gateway.marketplace.errors import InvalidPreferences, shown
 from aichat_gateway.marketplace.pricing import PriceError, parse_usd, usd
 
 MAX_LISTED_IDS = 256
@@ -168,9 +168,9 @@ def _ids(value: object, name: str) -> tuple[str, ...] | None:
     seen: dict[str, None] = {}
     for item in value:
         if not isinstance(item, str) or not _ID.match(item):
-            raise InvalidPreferences(f"{param} holds {item!r}, which is not a listing id", param=param)
+            raise InvalidPreferences(f"{param} holds {shown(item)}, which is not a listing id", param=param)
         if item in seen:
-            raise InvalidPreferences(f"{param} names {item!r} twice", param=param)
+            raise InvalidPreferences(f"{param} names {shown(item)} twice", param=param)
         seen[item] = None
     return tuple(seen)
 

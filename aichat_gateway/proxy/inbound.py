@@ -22,7 +22,8 @@ GATEWAY_FIELDS = ("provider",)
 
 async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    # isascii: "²" is a digit to str.isdigit() but not to int() (a 500 instead of a refusal).
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"Request body is larger than the {max_bytes}-byte limit.")
     chunks: list[bytes] = []
     size = 0
@@ -124,10 +125,14 @@ def _bounded_int(body: dict[str, Any], name: str, low: int, high: int) -> int | 
     return value
 
 
-def upstream_body(body: dict[str, Any], upstream_model: str, stream: bool) -> bytes:
+def upstream_payload(body: dict[str, Any], upstream_model: str, stream: bool) -> dict[str, Any]:
     """The body sent to the provider: the buyer's, with the provider's model name and usage asked for."""
     outgoing = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
     outgoing["model"] = upstream_model
     if stream:
         outgoing["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    return orjson.dumps(outgoing)
+    return outgoing
+
+
+def upstream_body(body: dict[str, Any], upstream_model: str, stream: bool) -> bytes:
+    return orjson.dumps(upstream_payload(body, upstream_model, stream))

@@ -11,7 +11,7 @@ A module may override `settings` to attack another configuration (production mod
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -20,8 +20,9 @@ from argon2 import PasswordHasher
 from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings, load_settings
+from aichat_gateway.proxy.upstream import UpstreamClient
 from tests.scratch import TEST_REDIS_URL
-from tests.security.support import PASSWORD, Gateway
+from tests.security.support import PASSWORD, Gateway, Provider
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 
@@ -70,3 +71,16 @@ def password_hash() -> str:
 def gateway(app: Starlette, client: httpx.AsyncClient, password_hash: str) -> Gateway:
     client.cookies.clear()  # a test's browser session never leaks into the next test
     return Gateway(app, client, password_hash)
+
+
+@pytest.fixture
+def provider(app: Starlette) -> Iterator[Provider]:
+    """Every upstream request of this test goes to a recording fake provider (no sockets)."""
+    fake = Provider()
+    real = app.state.upstream
+    timeouts = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
+    app.state.upstream = UpstreamClient(httpx.MockTransport(fake.handle), timeouts)
+    try:
+        yield fake
+    finally:
+        app.state.upstream = real

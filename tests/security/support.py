@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 from starlette.applications import Starlette
 
 from aichat_gateway.accounts.tokens import SessionTokens
+from aichat_gateway.billing.credits import grant_credit
 
 PASSWORD = "attack-suite-" + secrets.token_hex(8)
 # Every table the migrations create: an injection that dropped one would show here.
@@ -130,6 +133,65 @@ class Gateway:
         assert answer.status_code == 201, answer.text
         created: dict[str, Any] = answer.json()
         return created
+
+    async def routable_model(self, base_url: str = "http://127.0.0.1:9/v1") -> str:
+        """A model only one (new) listing serves, on `base_url`; the app's snapshot has it at once."""
+        model = f"attack-model-{uuid.uuid4().hex[:8]}"
+        await self.create_listing(
+            await self.user("seller"),
+            base_url=base_url,
+            models=[{"model": model, "upstream_model": "gpt-4o-mini"}],
+            pricing={"input_usd_per_million": "1", "output_usd_per_million": "2"},
+        )
+        await self.app.state.listings.refresh()
+        return model
+
+    async def funded_key(self, usd: int = 5) -> tuple[Account, str]:
+        """A buyer with `usd` of promotional credit and a gateway key: (buyer, key secret)."""
+        buyer = await self.user("buyer")
+        await grant_credit(
+            self.app.state.db,
+            user_id=buyer.id,
+            amount_micro=usd * 1_000_000,
+            reason="attack suite",
+            granted_by=None,
+            idempotency_key=None,
+            on_balance_change=self.app.state.hot.credit,
+        )
+        return buyer, (await self.create_key(buyer))["key"]
+
+
+class Body(httpx.AsyncByteStream):
+    """An unread body: the hot path streams what providers send (a plain `content=` arrives read)."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.content
+
+
+class Provider:
+    """Stands in for every provider (an httpx transport under the app's upstream client): records
+    what the hot path sends and answers like an OpenAI provider, or with `status` and `headers`."""
+
+    def __init__(self) -> None:
+        self.seen: list[httpx.Request] = []
+        self.status = 200
+        self.headers: dict[str, str] = {}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        if self.status != 200:
+            return httpx.Response(self.status, headers=self.headers, stream=Body(b""))
+        answer = {
+            "id": "chatcmpl-attack",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=Body(orjson.dumps(answer)))
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:

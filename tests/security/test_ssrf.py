@@ -11,19 +11,13 @@ it records every request the hot path sends.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
-import orjson
 import pytest
-from starlette.applications import Starlette
 
-from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.proxy.upstream import UpstreamClient
 from tests.integration.test_listing_ssrf import UNSAFE
-from tests.security.support import Account, Gateway, assert_error, listing_body
+from tests.security.support import Account, Gateway, Provider, assert_error, listing_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,51 +51,6 @@ MORE_UNSAFE = [
 @pytest.fixture(scope="module")
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"allow_private_upstreams": False})
-
-
-class Body(httpx.AsyncByteStream):
-    """An unread body: the hot path streams what providers send (a plain `content=` arrives read)."""
-
-    def __init__(self, content: bytes) -> None:
-        self.content = content
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self.content
-
-
-class Provider:
-    """Records what the hot path sends and answers like an OpenAI provider (or as told)."""
-
-    def __init__(self) -> None:
-        self.seen: list[httpx.Request] = []
-        self.status = 200
-        self.headers: dict[str, str] = {}
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(request)
-        if self.status != 200:
-            return httpx.Response(self.status, headers=self.headers, stream=Body(b""))
-        answer = {
-            "id": "chatcmpl-ssrf",
-            "object": "chat.completion",
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-        }
-        return httpx.Response(200, headers={"content-type": "application/json"}, stream=Body(orjson.dumps(answer)))
-
-
-@pytest.fixture
-def provider(app: Starlette) -> Iterator[Provider]:
-    fake = Provider()
-    real = app.state.upstream
-    app.state.upstream = UpstreamClient(
-        httpx.MockTransport(fake.handle), {"connect": 1, "read": 1, "write": 1, "pool": 1}
-    )
-    try:
-        yield fake
-    finally:
-        app.state.upstream = real
 
 
 async def listed(gateway: Gateway) -> tuple[Account, dict[str, Any]]:
@@ -140,42 +89,11 @@ URL_FIELDS: list[dict[str, Any]] = [
 ]
 
 
-async def buyer_with_funds(gateway: Gateway, routing: dict[str, Any] | None = None) -> tuple[Account, str]:
-    buyer = await gateway.user("ssrf-buyer")
-    await grant_credit(
-        gateway.app.state.db,
-        user_id=buyer.id,
-        amount_micro=5_000_000,
-        reason="ssrf",
-        granted_by=None,
-        idempotency_key=None,
-        on_balance_change=gateway.app.state.hot.credit,
-    )
-    body: dict[str, Any] = {"name": "ssrf"} | ({"routing": routing} if routing else {})
-    answer = await gateway.client.post("/api/keys", json=body, headers=buyer.auth)
-    assert answer.status_code == 201, answer.text
-    return buyer, answer.json()["key"]
-
-
-async def model_on_public_listing(gateway: Gateway) -> tuple[str, dict[str, Any]]:
-    """A model only one listing serves, on PUBLIC; the snapshot is refreshed at once."""
-    model = f"ssrf-model-{uuid.uuid4().hex[:8]}"
-    seller = await gateway.user("ssrf-seller")
-    listing = await gateway.create_listing(
-        seller,
-        base_url=PUBLIC,
-        models=[{"model": model, "upstream_model": "gpt-4o-mini"}],
-        pricing={"input_usd_per_million": "1", "output_usd_per_million": "2"},
-    )
-    await gateway.app.state.listings.refresh()
-    return model, listing
-
-
 async def test_no_request_body_field_can_send_a_chat_request_anywhere_but_the_listing(
     gateway: Gateway, provider: Provider
 ) -> None:
-    model, _ = await model_on_public_listing(gateway)
-    _, key = await buyer_with_funds(gateway)
+    model = await gateway.routable_model(PUBLIC)
+    _, key = await gateway.funded_key()
     auth = {"Authorization": f"Bearer {key}", "Host": "169.254.169.254", "X-Forwarded-Host": "127.0.0.1"}
     for extra in URL_FIELDS:
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
@@ -186,8 +104,8 @@ async def test_no_request_body_field_can_send_a_chat_request_anywhere_but_the_li
 
 
 async def test_routing_preferences_naming_urls_cannot_redirect_a_request(gateway: Gateway, provider: Provider) -> None:
-    model, _ = await model_on_public_listing(gateway)
-    _, key = await buyer_with_funds(gateway)
+    model = await gateway.routable_model(PUBLIC)
+    _, key = await gateway.funded_key()
     for provider_field in (
         {"order": ["http://169.254.169.254/"]},
         {"only": ["127.0.0.1"]},
@@ -208,8 +126,8 @@ async def test_routing_preferences_naming_urls_cannot_redirect_a_request(gateway
 
 
 async def test_a_provider_redirect_is_never_followed_on_the_hot_path(gateway: Gateway, provider: Provider) -> None:
-    model, _ = await model_on_public_listing(gateway)
-    _, key = await buyer_with_funds(gateway)
+    model = await gateway.routable_model(PUBLIC)
+    _, key = await gateway.funded_key()
     provider.status, provider.headers = 302, {"location": "http://169.254.169.254/latest/meta-data/"}
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     answer = await gateway.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})

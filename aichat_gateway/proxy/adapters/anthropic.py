@@ -34,7 +34,12 @@ from typing import Any
 import orjson
 
 from aichat_gateway.proxy.adapters.anthropic_request import DEFAULT_MAX_TOKENS, messages_body
-from aichat_gateway.proxy.adapters.base import UnsupportedRequest, UntranslatableResponse, UpstreamRequest
+from aichat_gateway.proxy.adapters.base import (
+    UnsupportedRequest,
+    UntranslatableResponse,
+    UpstreamRequest,
+    encode_body,
+)
 from aichat_gateway.proxy.relay import error_event
 from aichat_gateway.proxy.sse import SSEEvent, SSEParser, Usage
 
@@ -182,7 +187,7 @@ class AnthropicAdapter:
         payload = messages_body(body, upstream_model, stream)
         accept = b"text/event-stream" if stream else _JSON
         url = api_root(base_url) + "/v1/messages"
-        return UpstreamRequest("POST", url, _headers(api_key, accept, with_body=True), orjson.dumps(payload))
+        return UpstreamRequest("POST", url, _headers(api_key, accept, with_body=True), encode_body(payload))
 
     def embeddings_request(
         self, body: dict[str, Any], upstream_model: str, base_url: str, api_key: str

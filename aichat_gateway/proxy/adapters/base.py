@@ -18,9 +18,11 @@ AdapterError                  (has `message` and `param`, like the gateway's own
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from aichat_gateway.proxy.sse import Usage
 
@@ -33,6 +35,7 @@ __all__ = [
     "UntranslatableResponse",
     "UpstreamRequest",
     "Usage",
+    "encode_body",
 ]
 
 
@@ -55,6 +58,16 @@ class UntranslatableResponse(AdapterError):
 
 class UnknownProvider(AdapterError):
     """No adapter is registered for this provider kind."""
+
+
+def encode_body(payload: Mapping[str, Any]) -> bytes:
+    """A provider request body as JSON. orjson reads 1024 levels of nesting but writes only 254, so a
+    deeper value in an accepted body is refused here (400 naming the problem), not a 500."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        message = f"The request cannot be forwarded ({exc}): JSON nested deeper than 254 levels."
+        raise UnsupportedRequest(message) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ This is exactly what the hot path did before adapters existed, so wiring it in c
   (`https://api.openai.com/v1`); paths are appended to it (`/chat/completions`, `/embeddings`,
   `/models`).
 - The body is the buyer's, minus the gateway's own fields, with the provider's model name, and for
-  streams `stream_options.include_usage` forced on (`inbound.upstream_body`).
+  streams `stream_options.include_usage` forced on (`inbound.upstream_payload`).
 - The key goes in `Authorization: Bearer`.
 - Answers pass through byte for byte (the caller still checks and masks them as before), and the
   stream translator is the relay's `StreamMeter`, which forwards the provider's bytes untouched
@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from aichat_gateway.proxy.adapters.base import UpstreamRequest
-from aichat_gateway.proxy.inbound import GATEWAY_FIELDS, upstream_body
+from aichat_gateway.proxy.adapters.base import UpstreamRequest, encode_body
+from aichat_gateway.proxy.inbound import GATEWAY_FIELDS, upstream_payload
 from aichat_gateway.proxy.relay import CostOf, StreamMeter
 from aichat_gateway.proxy.sse import Usage
 
@@ -53,7 +53,7 @@ class OpenAIAdapter:
             "POST",
             base_url + "/chat/completions",
             _headers(api_key, _SSE if stream else _JSON),
-            upstream_body(body, upstream_model, stream),
+            encode_body(upstream_payload(body, upstream_model, stream)),
         )
 
     def embeddings_request(
@@ -61,7 +61,7 @@ class OpenAIAdapter:
     ) -> UpstreamRequest:
         forwarded = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
         forwarded["model"] = upstream_model
-        return UpstreamRequest("POST", base_url + "/embeddings", _headers(api_key, _JSON), orjson.dumps(forwarded))
+        return UpstreamRequest("POST", base_url + "/embeddings", _headers(api_key, _JSON), encode_body(forwarded))
 
     def chat_response(self, status: int, content: bytes, model: str) -> bytes:
         """Pass-through: the provider already speaks OpenAI (the caller masks error bodies)."""
