@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
+from aichat_gateway.billing.holdplan import buyer_tag
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.pricing import Price, cost_micro
@@ -199,7 +200,11 @@ async def assert_books_balance(settings: Settings, buyer: Buyer, charged_micro: 
             view = await hot.view(buyer.id)
             return view is not None and (view.balance_micro, view.unsettled_micro, view.held_micro) == expected
 
-        await await_until(hot_view_settled, 5, "the hot view to show nothing held and the settled balance")
+        try:
+            await await_until(hot_view_settled, 5, "the hot view to show nothing held and the settled balance")
+        except AssertionError as exc:
+            holds = await redis.hgetall(f"{buyer_tag(settings.redis_prefix, buyer.id)}:holds")
+            raise AssertionError(f"{exc}: {await hot.view(buyer.id)}, open holds {holds}") from None
         assert [f"{b.invariant}: {b.detail}" for b in await audit(conn)] == []
     finally:
         await redis.aclose()

@@ -1,7 +1,8 @@
 """Redis restarted under light load, with persistence (appendonly yes, appendfsync always): nothing is
 lost. Every request the buyer was served has its usage row once settled, with the cost the buyer
-was shown; requests refused while Redis was away (503, "nothing was charged") cost nothing; the
-gateway counts no lost usage event; the books balance.
+was shown; requests refused while Redis was away (503, "nothing was charged") cost nothing (a hold
+Redis kept but never acknowledged stays reserved until its deadline, then is swept); the gateway
+counts no lost usage event; the books balance.
 
 Redis without persistence loses what it held when it restarts; that case (the loss noticed, counted
 per request, capacity counters and balances rebuilt) is tests/integration/test_redis_outage.py.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from aichat_gateway.billing.holdplan import buyer_tag
+from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
 from tests.faults.conftest import (
     MESSAGES,
@@ -194,7 +198,22 @@ async def assert_nothing_lost(load: Load, buyer: Buyer, gateway: Proc, settings:
     assert {rid for rid, row in rows.items() if row["status"] != 200} <= {a.headers["x-request-id"] for a in refused}
     assert all(row["cost_micro"] == 0 for row in rows.values() if row["status"] != 200)
     assert await lost_events_counted(gateway) == 0.0
+    await void_holds_left_by_refused_requests(settings, buyer, {a.headers["x-request-id"] for a in refused})
     await assert_books_balance(settings, buyer, sum(shown.values()))
+
+
+async def void_holds_left_by_refused_requests(settings: Settings, buyer: Buyer, refused_ids: set[str]) -> None:
+    """A hold Redis wrote to disk but died before acknowledging was refused to the buyer (503,
+    nothing charged) and is still reserved: only such holds may be open, and they are voided once
+    their deadline passes, like those of a crashed gateway (swept here with a clock past it)."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        held = await redis.hkeys(f"{buyer_tag(settings.redis_prefix, buyer.id)}:holds")
+        assert {h.decode() for h in held} <= refused_ids, "a served request's hold is still open"
+        later = HotBalances(redis, settings.redis_prefix, clock=lambda: time.time() + settings.hold_ttl_seconds + 1)
+        assert await later.sweep() == len(held)
+    finally:
+        await redis.aclose()
 
 
 async def test_a_graceful_redis_restart_under_load_loses_no_usage_and_balances_the_books(
