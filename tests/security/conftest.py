@@ -11,6 +11,7 @@ A module may override `settings` to attack another configuration (production mod
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -22,7 +23,7 @@ from starlette.applications import Starlette
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.proxy.upstream import UpstreamClient
 from tests.scratch import TEST_REDIS_URL
-from tests.security.support import PASSWORD, Gateway, Provider
+from tests.security.support import PASSWORD, Clock, Gateway, Provider
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 
@@ -40,11 +41,16 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
+async def app(settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
     from aichat_gateway.proxy.app import create_app
 
-    application = create_app(settings)
+    application = create_app(settings, clock=clock)
 
     async def accept(provider: str, base_url: str, api_key: str) -> None:
         return None
@@ -84,3 +90,13 @@ def provider(app: Starlette) -> Iterator[Provider]:
         yield fake
     finally:
         app.state.upstream = real
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stranger(app: Starlette) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A client on a client address of its own, and that address: its login attempts count against
+    no one else's per-address limit (the run shares one Redis prefix with every other suite)."""
+    address = f"203.0.113.{uuid.uuid4().int % 250 + 1}-{uuid.uuid4().hex[:6]}"
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        yield client, address

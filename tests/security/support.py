@@ -7,6 +7,7 @@ suite is imported as the module `conftest`, and which one that is depends on col
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ INJECTIONS = (
 
 def unique_email(tag: str = "attack") -> str:
     return f"{tag}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+class Clock:
+    """The app's wall clock: real time plus `offset` seconds a test may move (and must put back)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
 
 @dataclass(frozen=True)

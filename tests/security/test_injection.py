@@ -162,13 +162,15 @@ async def test_an_injection_in_any_string_field_of_a_body_neither_fails_nor_leak
 
 
 @pytest.mark.parametrize("text", INJECTIONS, ids=range(len(INJECTIONS)))
-async def test_an_injection_as_login_email_or_password_logs_nobody_in(gateway: Gateway, text: str) -> None:
+async def test_an_injection_as_login_email_or_password_logs_nobody_in(
+    gateway: Gateway, stranger: tuple[httpx.AsyncClient, str], text: str
+) -> None:
     s = await scene(gateway)
+    client, _ = stranger
     for body in ({"email": text, "password": "whatever-long"}, {"email": s.victim.email, "password": text}):
-        answer = await gateway.client.post("/api/auth/login", json=body)
-        assert answer.status_code in (400, 401, 429), answer.text
+        answer = await client.post("/api/auth/login", json=body)
+        assert answer.status_code in (400, 401), answer.text
         assert "access_token" not in answer.text
-    gateway.client.cookies.clear()
 
 
 async def test_every_table_is_still_there_after_the_injections(gateway: Gateway) -> None:
