@@ -49,7 +49,7 @@ from aichat_gateway.marketplace.resting import Rests
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
 from aichat_gateway.marketplace.stats import ListingStatsStore
 from aichat_gateway.marketplace.vault import Vault
-from aichat_gateway.proxy import chat, ops, quote
+from aichat_gateway.proxy import chat, openapi, ops, quote
 from aichat_gateway.proxy.background import Supervisor
 from aichat_gateway.proxy.edge import exception_handlers, request_context
 from aichat_gateway.proxy.exposure import RecentEvents
@@ -222,6 +222,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
             Route("/healthz", ops.healthz),
             Route("/readyz", ops.readyz),
             Route("/metrics", metrics_endpoint),
+            Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
             Mount("/api", app=api),
         ],
         middleware=[Middleware(request_context)],

@@ -1,0 +1,95 @@
+"""`/openapi.json`: served, a valid OpenAPI 3.1 document, and describing exactly the app's /api routes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import schemathesis
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+
+from aichat_gateway.proxy.openapi import openapi_document
+from tests.security.support import Gateway
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+in_the_modules_loop = pytest.mark.asyncio(loop_scope="module")  # the loop of conftest's app
+
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def api_routes(app: Starlette) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves under /api (HEAD comes with GET, not counted)."""
+    [api] = [route for route in app.routes if isinstance(route, Mount) and route.path == "/api"]
+    found = set()
+    for route in api.routes:
+        assert isinstance(route, Route), route
+        for method in route.methods or ():
+            if method != "HEAD":
+                found.add((method.lower(), "/api" + route.path))
+    return found
+
+
+def documented(document: dict[str, object]) -> set[tuple[str, str]]:
+    paths = document["paths"]
+    assert isinstance(paths, dict)
+    return {(method, path) for path, item in paths.items() for method in item if method in METHODS}
+
+
+@in_the_modules_loop
+async def test_the_document_is_served_as_json(gateway: Gateway) -> None:
+    answer = await gateway.client.get("/openapi.json")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
+    assert answer.json() == openapi_document()
+    assert answer.json()["openapi"] == "3.1.0"
+
+
+@in_the_modules_loop
+async def test_the_document_needs_no_session(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://other.test") as c:
+        assert (await c.get("/openapi.json")).status_code == 200
+
+
+def test_the_document_is_valid_openapi_3_1_and_schemathesis_loads_every_operation() -> None:
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    schema.validate()  # against the OpenAPI 3.1 meta-schema
+    operations = [result.ok() for result in schema.get_all_operations()]  # .ok() raises on an invalid one
+    assert {(o.method.lower(), o.path) for o in operations} == documented(openapi_document())
+
+
+@in_the_modules_loop
+async def test_the_document_lists_every_api_route_the_app_has_and_no_other(gateway: Gateway) -> None:
+    assert documented(openapi_document()) == api_routes(gateway.app)
+
+
+def test_every_reference_in_the_document_resolves() -> None:
+    document = openapi_document()
+    components = document["components"]
+    refs: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("$ref"), str):
+                refs.append(value["$ref"])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(document)
+    assert refs
+    for reference in refs:
+        _, section, name = reference.removeprefix("#/").split("/")
+        assert name in components[section], reference
+
+
+def test_every_operation_names_its_errors_in_the_error_shape() -> None:
+    document = openapi_document()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            statuses = [int(status) for status in operation["responses"]]
+            assert any(status < 300 for status in statuses), (method, path)
+            public = operation["security"] == []
+            if not public:
+                assert {401, 403} <= set(statuses), (method, path)
