@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry  # not redis.retry's: the asyncio client awaits what it returns
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from aichat_gateway.billing.holdplan import buyer_tag
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.proxy.app import create_app
 from tests.faults.conftest import (
     MESSAGES,
     Buyer,
@@ -236,3 +237,20 @@ async def test_a_killed_redis_restarted_under_load_loses_no_usage_and_balances_t
 
     load, buyer = await restart_under_load(persistent_gateway, redis_settings, fault_market, "redis-sigkill", restart)
     await assert_nothing_lost(load, buyer, persistent_gateway, redis_settings)
+
+
+async def test_after_a_redis_restart_the_gateways_client_reconnects_each_dead_pooled_connection(
+    persistent_redis: PersistentRedis, redis_settings: Settings
+) -> None:
+    """Every connection in the pool dies with the restart; the first command on each fails on the
+    dead socket and must be retried on a new one (the one retry app.py configures), not fail a
+    request. In-process, and the restart blocks the loop, so no background task touches the pool
+    in between."""
+    app = create_app(redis_settings)
+    async with app.router.lifespan_context(app):
+        redis = app.state.redis
+        await asyncio.gather(*(redis.ping() for _ in range(8)))
+        persistent_redis.kill()
+        persistent_redis.start()
+        answers = await asyncio.gather(*(redis.ping() for _ in range(8)), return_exceptions=True)
+    assert answers == [True] * 8

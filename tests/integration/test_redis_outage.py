@@ -250,11 +250,12 @@ async def test_usage_events_an_empty_redis_lost_are_logged_and_counted_one_by_on
     gateway_factory: GatewayFactory, own_redis: OwnRedis, proxy_settings: Settings, market: Market
 ) -> None:
     """Settlement off on this gateway, so its events wait in the stream when Redis dies with them."""
+    prefix = f"tlost{uuid.uuid4().hex[:6]}"
     gateway = await asyncio.to_thread(
         gateway_factory.start,
         "gateway-lost-usage",
         REDIS_URL=own_redis.url,
-        GATEWAY_REDIS_PREFIX=f"tlost{uuid.uuid4().hex[:6]}",
+        GATEWAY_REDIS_PREFIX=prefix,
         GATEWAY_SETTLE_IN_SERVE="0",
     )
     buyer = register_and_login(gateway, "lost-usage", "lost-usage-password")
@@ -264,6 +265,12 @@ async def test_usage_events_an_empty_redis_lost_are_logged_and_counted_one_by_on
     served = [await ask(gateway, key) for _ in range(3)]
     assert [a.status_code for a in served] == [200, 200, 200]
     unbilled = {a.headers["x-request-id"]: int(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in served}
+    # Each event is written just after its answer went out: all three must be in Redis before it dies.
+    events = redis_sync.Redis(port=own_redis.port)
+    try:
+        wait_until(lambda: events.xlen(f"{prefix}:usage") == 3, 5, "the three usage events to be written")
+    finally:
+        events.close()
 
     own_redis.kill()
     own_redis.start()  # empty: the three events are gone
