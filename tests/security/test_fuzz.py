@@ -1,0 +1,148 @@
+"""Schemathesis fuzzes every operation of /openapi.json against the in-process app: no 5xx, ever.
+
+The app is loaded with `schemathesis.openapi.from_asgi`, which also runs its lifespan in
+schemathesis' own event-loop thread, so this module's tests are synchronous and do not use the
+conftest's (module-loop) app. Every operation is called as an admin (admins pass every role check,
+so the handlers behind them run too) with a modest number of positive and negative examples each.
+Stripe is localstripe, so top-ups are created for real; the production URL rules apply (no private
+upstreams) and listing keys are not checked with the provider (there is no internet here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from pydantic import SecretStr
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi
+from schemathesis.specs.openapi.schemas import OpenApiSchema
+
+from aichat_gateway.accounts.tokens import SessionTokens
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.proxy.app import create_app
+from aichat_gateway.proxy.openapi import openapi_document
+from tests.integration.test_seller_payouts import earn
+from tests.localstripe import LocalStripe, running_localstripe
+from tests.security.support import Account, listing_body, unique_email
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+# Examples per operation and generation mode (positive, negative); fewer where each costs an argon2 run.
+EXAMPLES = {"*": 10, "register": 5, "login": 5}
+STRIPE_KEY = "sk_test_" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def stripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    with running_localstripe(Path(tmp_path_factory.mktemp("fuzz-stripe")), STRIPE_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fuzz_settings(settings: Settings, stripe: LocalStripe) -> Settings:
+    return settings.model_copy(
+        update={
+            "allow_private_upstreams": False,
+            "check_listing_keys": False,
+            "stripe_secret_key": SecretStr(STRIPE_KEY),
+            "stripe_webhook_secret": SecretStr("whsec-fuzz-" + uuid.uuid4().hex),
+            "stripe_api_base": stripe.url,
+            "log_level": "warning",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_settings: Settings) -> Iterator[OpenApiSchema]:
+    app = create_app(fuzz_settings)
+    try:
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    finally:
+        asgi.shutdown_lifespans()  # the app's pools and background tasks, in schemathesis' loop
+
+
+@pytest.fixture(scope="module")
+def admin(fuzz_settings: Settings, api_schema: OpenApiSchema, password_hash: str) -> Account:
+    """An admin stored directly, with the session token login would give."""
+    email = unique_email("fuzz-admin")
+
+    async def create() -> str:
+        conn = await asyncpg.connect(fuzz_settings.database_url)
+        try:
+            query = "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin') RETURNING id"
+            return str(await conn.fetchval(query, email, password_hash))
+        finally:
+            await conn.close()
+
+    admin_id = asyncio.run(create())
+    return Account(admin_id, email, SessionTokens.from_settings(fuzz_settings).issue(admin_id, "admin").token, "admin")
+
+
+@pytest.fixture(scope="module")
+def own_ids(api_schema: OpenApiSchema, admin: Account, fuzz_settings: Settings) -> dict[str, str]:
+    """Real ids of the admin's own key, listing, top-up and payout, by path parameter name: fuzzed
+    bodies on real objects reach the code behind the 404 that a random id gets."""
+    with asgi.get_client(api_schema.app) as client:
+
+        def created(path: str, body: dict[str, Any]) -> str:
+            answer = client.post(path, json=body, headers=admin.auth)
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["id"])
+
+        ids = {
+            "key_id": created("/api/keys", {"name": "fuzzed"}),
+            "listing_id": created("/api/marketplace/listings", listing_body(base_url="https://93.184.216.34/v1")),
+            "topup_id": created("/api/billing/topups", {"amount_usd": "20.00"}),
+        }
+
+        async def earnings() -> None:
+            conn = await asyncpg.connect(fuzz_settings.database_url)
+            try:
+                await earn(conn, admin.id, 50_000_000, listing_id=ids["listing_id"], at=datetime.now(UTC))
+            finally:
+                await conn.close()
+
+        asyncio.run(earnings())
+        ids["payout_id"] = created("/api/seller/payouts", {"amount_usd": "20.00"})
+    return ids
+
+
+def operation_ids() -> list[str]:
+    return [op["operationId"] for item in openapi_document()["paths"].values() for op in item.values()]
+
+
+@pytest.mark.parametrize("operation_id", operation_ids())
+def test_no_operation_answers_a_server_error(
+    api_schema: OpenApiSchema, admin: Account, own_ids: dict[str, str], operation_id: str
+) -> None:
+    operation = api_schema.find_operation_by_id(operation_id)
+    names = [parameter.name for parameter in operation.path_parameters]
+    rounds: list[dict[str, str] | None] = [None] + ([{name: own_ids[name] for name in names}] if names else [])
+    fuzzable = bool(operation.body) or any(True for _ in operation.iter_parameters())
+    modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if fuzzable else [])
+    for path_parameters, mode in itertools.product(rounds, modes):
+
+        @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
+        @settings(
+            max_examples=EXAMPLES.get(operation_id, EXAMPLES["*"]),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        )
+        def no_server_error(case: schemathesis.Case[Any]) -> None:
+            response = case.call(headers=admin.auth)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        no_server_error()
