@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GATEWAY_SECRET_KEY ?= dev-only-secret-change-me-0123456789abcdef
 export GATEWAY_ALLOW_PRIVATE_UPSTREAMS ?= 1
 
-.PHONY: setup run test test-unit test-integration test-faults lint bench loadtest lock clean
+.PHONY: setup run test test-unit test-integration test-faults test-security lint bench loadtest lock clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ test-integration: setup
 # outage, crash and stall tests elsewhere marked `faults`. `make test` runs them too.
 test-faults: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults tests/integration
+
+# The attack suite: injection, SSRF, BOLA, mass assignment, JWT, CSRF, limits, forged webhooks,
+# login brute force, and schemathesis fuzzing every /api operation of /openapi.json (~1 minute).
+test-security: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/security
 
 lint: setup
 	$(BIN)/ruff check aichat_gateway tests loadtests
