@@ -35,11 +35,14 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from aichat_gateway.accounts.tokens import SessionTokens
+from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.proxy.app import create_app
 from aichat_gateway.proxy.openapi import openapi_document
 from tests.integration.test_seller_payouts import earn
 from tests.localstripe import LocalStripe, running_localstripe
+from tests.scratch import migrated_database
+from tests.scratch import redis_prefix as scratch_redis_prefix
 from tests.security.support import Account, listing_body, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -57,17 +60,42 @@ def stripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_settings(settings: Settings, stripe: LocalStripe) -> Settings:
-    return settings.model_copy(
-        update={
-            "allow_private_upstreams": False,
-            "check_listing_keys": False,
-            "stripe_secret_key": SecretStr(STRIPE_KEY),
-            "stripe_webhook_secret": SecretStr("whsec-fuzz-" + uuid.uuid4().hex),
-            "stripe_api_base": stripe.url,
-            "log_level": "warning",
-        }
-    )
+def fuzz_database() -> Iterator[str]:
+    """A database of its own: fuzzing leaves listings and users that no other test should route to
+    or count, and the ledger audit at the end covers exactly what the fuzzing did."""
+    with migrated_database("fuzz") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def fuzz_settings(settings: Settings, stripe: LocalStripe, fuzz_database: str) -> Iterator[Settings]:
+    with scratch_redis_prefix("fz") as prefix:
+        yield settings.model_copy(
+            update={
+                "database_url": fuzz_database,
+                "redis_prefix": prefix,
+                "allow_private_upstreams": False,
+                "check_listing_keys": False,
+                "stripe_secret_key": SecretStr(STRIPE_KEY),
+                "stripe_webhook_secret": SecretStr("whsec-fuzz-" + uuid.uuid4().hex),
+                "stripe_api_base": stripe.url,
+                "log_level": "warning",
+            }
+        )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def the_ledger_still_balances_afterwards(fuzz_database: str) -> Iterator[None]:
+    yield
+
+    async def breaches() -> list[str]:
+        conn = await asyncpg.connect(fuzz_database)
+        try:
+            return [str(breach) for breach in await audit(conn)]
+        finally:
+            await conn.close()
+
+    assert asyncio.run(breaches()) == []
 
 
 @pytest.fixture(scope="module")

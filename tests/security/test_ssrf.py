@@ -54,8 +54,12 @@ def settings(settings: Settings) -> Settings:
 
 
 async def listed(gateway: Gateway) -> tuple[Account, dict[str, Any]]:
+    """A listing on PUBLIC, for a model of its own: the run's other tests share this database and
+    must never be routed to an address that cannot answer."""
     seller = await gateway.user("ssrf-seller")
-    return seller, await gateway.create_listing(seller, base_url=PUBLIC)
+    models = [{"model": f"ssrf-{uuid.uuid4().hex[:8]}", "upstream_model": "gpt-4o-mini"}]
+    price = {"input_usd_per_million": "1", "output_usd_per_million": "2"}
+    return seller, await gateway.create_listing(seller, base_url=PUBLIC, models=models, pricing=price)
 
 
 async def test_every_unsafe_base_url_is_refused_when_a_listing_is_changed(gateway: Gateway) -> None:
