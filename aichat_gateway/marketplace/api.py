@@ -148,7 +148,8 @@ async def delete_listing(request: Request) -> Response:
 
 def listing_json(row: asyncpg.Record) -> dict[str, Any]:
     if row["price_multiplier"] is not None:
-        pricing: dict[str, str] = {"multiplier": str(row["price_multiplier"].normalize())}
+        # format "f": str() of a normalised 10 is "1E+1"
+        pricing: dict[str, str] = {"multiplier": format(row["price_multiplier"].normalize(), "f")}
     else:
         pricing = {
             "input_usd_per_million": usd(row["input_micro_per_million"]),

@@ -221,8 +221,13 @@ def _schemas() -> dict[str, Schema]:
                 "base_url": STRING,
                 "key_last4": STRING,
                 "models": {"type": "array", "items": answer({"model": STRING, "upstream_model": STRING})},
-                "pricing": {"type": "object"},
-                "limits": {"type": "object"},
+                "pricing": {
+                    "oneOf": [
+                        answer({"multiplier": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}}),
+                        answer({"input_usd_per_million": USD, "output_usd_per_million": USD}),
+                    ]
+                },
+                "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "status": STRING,
                 "status_reason": nullable(STRING),
                 "attested_at": nullable(TIME),

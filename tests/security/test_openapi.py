@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from aichat_gateway.proxy.openapi import openapi_document
-from tests.security.support import Gateway
+from tests.security.support import Gateway, listing_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 in_the_modules_loop = pytest.mark.asyncio(loop_scope="module")  # the loop of conftest's app
@@ -97,3 +97,26 @@ def test_every_operation_names_its_errors_in_the_error_shape() -> None:
             public = operation["security"] == []
             if not public:
                 assert {401, 403} <= set(statuses), (method, path)
+
+
+@in_the_modules_loop
+@pytest.mark.parametrize(
+    "pricing",
+    [
+        {"multiplier": "10"},
+        {"multiplier": "0.8"},
+        {"multiplier": "100"},
+        {"input_usd_per_million": "0.15", "output_usd_per_million": "10000"},
+    ],
+)
+async def test_a_listing_is_shown_as_documented(gateway: Gateway, pricing: dict[str, str]) -> None:
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    seller = await gateway.user("documented")
+    created = await gateway.client.post(
+        "/api/marketplace/listings", json=listing_body(pricing=pricing), headers=seller.auth
+    )
+    schema.find_operation_by_id("createListing").validate_response(created)
+    shown = await gateway.client.get(f"/api/marketplace/listings/{created.json()['id']}", headers=seller.auth)
+    schema.find_operation_by_id("getListing").validate_response(shown)
+    if "multiplier" in pricing:
+        assert shown.json()["pricing"] == pricing, "a plain decimal, as it was given"
