@@ -172,6 +172,18 @@ class Gateway:
         return buyer, (await self.create_key(buyer))["key"]
 
 
+class Counted:
+    """A request body sent in chunks, counting how many the server pulled."""
+
+    def __init__(self, chunk: bytes, chunks: int) -> None:
+        self.chunk, self.chunks, self.pulled = chunk, chunks, 0
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.pulled += 1
+            yield self.chunk
+
+
 class Body(httpx.AsyncByteStream):
     """An unread body: the hot path streams what providers send (a plain `content=` arrives read)."""
 

@@ -4,30 +4,25 @@ cleanly (4xx naming the problem), never a crash, a RecursionError or a 500."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.security.support import Account, Gateway, Provider, assert_error, assert_not_server_error, listing_body
+from tests.security.support import (
+    Account,
+    Counted,
+    Gateway,
+    Provider,
+    assert_error,
+    assert_not_server_error,
+    listing_body,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.asyncio(loop_scope="module")]
 
 CHAT = "/v1/chat/completions"
 MIB = 1024 * 1024
-
-
-class Counted:
-    """A request body sent in chunks, counting how many the server pulled."""
-
-    def __init__(self, chunk: bytes, chunks: int) -> None:
-        self.chunk, self.chunks, self.pulled = chunk, chunks, 0
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        for _ in range(self.chunks):
-            self.pulled += 1
-            yield self.chunk
 
 
 async def buyer(gateway: Gateway) -> tuple[Account, dict[str, str]]:

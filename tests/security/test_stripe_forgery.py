@@ -18,7 +18,7 @@ from aichat_gateway.billing import ledger
 from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.settings import Settings
 from tests.integration.test_stripe_webhooks import event_body, signed
-from tests.security.support import Clock, Gateway, assert_error
+from tests.security.support import Clock, Counted, Gateway, assert_error
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 
@@ -163,3 +163,11 @@ async def test_a_forged_event_leaves_no_trace_in_the_event_log(gateway: Gateway,
     body = event_body("payment_intent.succeeded", obj, event_id)
     assert_error(await post(gateway, body, signed(body, clock(), "whsec-guessed")), 400)
     assert await gateway.app.state.db.fetchval("SELECT count(*) FROM stripe_events WHERE event_id = $1", event_id) == 0
+
+
+async def test_an_oversized_event_is_refused_without_being_read_to_the_end(gateway: Gateway, clock: Clock) -> None:
+    body = Counted(b" " * 65536, 64)  # 4 MiB, undeclared (chunked); Stripe's events are far smaller
+    headers = {"Stripe-Signature": f"t={int(clock())},v1={'0' * 64}", "Content-Type": "application/json"}
+    answer = await gateway.client.post("/api/webhooks/stripe", content=body.stream(), headers=headers)
+    assert_error(answer, 400)
+    assert body.pulled < body.chunks
