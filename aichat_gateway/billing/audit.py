@@ -87,7 +87,9 @@ CHECKS: Final[Sequence[Check]] = (
     ),
     Check(
         # Only a refund or dispute may take a buyer below zero; usage is admitted against a hold,
-        # so a usage debit may leave a buyer negative only if they were negative already.
+        # so a usage debit may leave a buyer negative only if they were negative already, or if a
+        # refund or dispute was posted between the request and its settlement: a request held while
+        # the money was there and settled after a refund took it away is the refund's doing.
         "usage_never_overdraws",
         """SELECT e.id, e.transfer_id, a.owner_id, e.amount_micro, e.balance_after_micro
            FROM ledger_entries e
@@ -95,6 +97,13 @@ CHECKS: Final[Sequence[Check]] = (
            JOIN transfers t ON t.id = e.transfer_id AND t.kind = 'usage'
            WHERE e.amount_micro < 0 AND e.balance_after_micro < 0
              AND e.balance_after_micro - e.amount_micro >= 0
+             AND NOT EXISTS (
+                 SELECT 1 FROM ledger_entries r
+                 JOIN transfers rt ON rt.id = r.transfer_id AND rt.kind IN ('refund', 'dispute')
+                 JOIN usage_records ur ON 'usage:' || ur.request_id = t.idempotency_key
+                 WHERE r.account_id = e.account_id AND r.id < e.id AND r.amount_micro < 0
+                   -- posted while the request could have been in flight (a day bounds any request)
+                   AND r.created_at >= ur.created_at - interval '1 day')
            ORDER BY e.id LIMIT $1""",
         lambda r: (
             f"usage entry {r['id']} (transfer {r['transfer_id']}) took buyer {r['owner_id']} from "

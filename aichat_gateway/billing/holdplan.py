@@ -280,7 +280,7 @@ def parse_hold(raw: Sequence[Any], plan: HoldPlan) -> HoldResult:
 
 
 def plan_settle(
-    prefix: str, buyer_id: str, request_id: str, cost_micro: int, now_ms: int
+    prefix: str, buyer_id: str, request_id: str, cost_micro: int, now_ms: int, late_cap_micro: int | None = None
 ) -> tuple[tuple[str, ...], tuple[str | int, ...]]:
     """KEYS and ARGV of hold_settle.lua. The spend lands in the key's windows of the settle, not of
     the hold: a request straddling midnight counts for the day it finished in."""
@@ -288,7 +288,8 @@ def plan_settle(
     w = spend_windows(now_ms)
     k = buyer_keys(prefix, buyer_id, w)
     keys = (k.view, k.deadlines, k.holds, k.key_holds, k.unsettled, k.spend_day, k.spend_month)
-    args = (request_id, cost_micro, w.day_end_ms - now_ms + GRACE_MS, w.month_end_ms - now_ms + GRACE_MS)
+    late = -1 if late_cap_micro is None else late_cap_micro
+    args = (request_id, cost_micro, w.day_end_ms - now_ms + GRACE_MS, w.month_end_ms - now_ms + GRACE_MS, late)
     return keys, args
 
 

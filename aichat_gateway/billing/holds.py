@@ -142,9 +142,13 @@ class HotBalances:
 
         return Pending(resolve)
 
-    def settle_in(self, pipe: Pipeline, *, buyer_id: str, request_id: str, cost_micro: int) -> Pending[int]:
-        """Queue: resolve the hold, charging min(cost, held). Returns the charge, -1 if not open."""
-        keys, args = plan_settle(self._prefix, buyer_id, request_id, cost_micro, self._now_ms())
+    def settle_in(
+        self, pipe: Pipeline, *, buyer_id: str, request_id: str, cost_micro: int, late_cap_micro: int | None = None
+    ) -> Pending[int]:
+        """Queue: resolve the hold, charging min(cost, held). Returns the charge, -1 if not open.
+        With `late_cap_micro` (what the request held) a hold already swept is charged anyway, as
+        an unsettled charge, once: the request was served and its usage event bills it."""
+        keys, args = plan_settle(self._prefix, buyer_id, request_id, cost_micro, self._now_ms(), late_cap_micro)
         return self._settle.queue(pipe, keys, args, parse_settle)
 
     def void_in(self, pipe: Pipeline, *, buyer_id: str, request_id: str) -> Pending[bool]:

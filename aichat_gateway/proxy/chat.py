@@ -354,11 +354,17 @@ async def _finish(request: Request, attempt: Attempt) -> None:
     ]
 
     def queue(pipe: Any) -> _Queued:
-        state.meter.record_in(pipe, event)
+        state.meter.record_in(pipe, event)  # first: `results[0]` says whether the event was written
         settled = None
         if attempt.held_micro is not None:
+            # Redis runs one connection's pipelined commands back to back: no settlement worker
+            # sees the event before this settle has recorded its charge.
             settled = state.hot.settle_in(
-                pipe, buyer_id=event.user_id, request_id=event.request_id, cost_micro=attempt.cost_micro
+                pipe,
+                buyer_id=event.user_id,
+                request_id=event.request_id,
+                cost_micro=attempt.cost_micro,
+                late_cap_micro=attempt.held_micro,
             )
         if attempt.listing is not None:
             state.stats.record_in(
@@ -464,16 +470,13 @@ async def _renew_leases(request: Request, attempt: Attempt) -> None:
 async def _settled(
     state: Any, event: UsageEvent, settled: Pending[int], results: list[Any], retried: bool = False
 ) -> None:
-    """Check the hold's settle. If the hold was gone (expired and swept: the process stalled past
-    its TTL), the charge still stands (the event carries it to Postgres), so the hot view is
-    debited here instead, keeping it equal to Postgres once the event settles. After a retry the
-    hold was most likely settled by the try whose answer was lost: no debit (the reconciler
-    repairs the rare swept case)."""
+    """Check the hold's settle. A hold swept before the request finished (it outlived its TTL) is
+    charged anyway by the same script, as an unsettled charge (`late_cap_micro`), so nothing is
+    left to do here but notice it."""
     try:
         charged = await settled.resolve(results)
         if charged < 0 and event.cost_micro > 0 and not retried:
-            log.warning("hold_gone_before_settle", cost_micro=event.cost_micro)
-            await state.hot.credit(event.user_id, -event.cost_micro)
+            log.warning("hold_not_charged", cost_micro=event.cost_micro)
     except (RedisError, OSError) as exc:
         # The hold expires and is swept; the usage event (recorded) still charges the buyer.
         log.error("hold_not_settled", error=repr(exc), cost_micro=event.cost_micro)

@@ -604,3 +604,26 @@ async def test_every_key_a_script_touches_carries_the_buyers_hash_tag(
     touched = [command for _, commands in seen for command in commands]
     for command in touched:
         assert command.split(" ")[1].startswith(tag), command
+
+
+async def test_a_swept_hold_is_charged_late_once_as_an_unsettled_charge(redis_a: Redis, prefix: str) -> None:
+    """A request that outlived its hold was still served: its charge is recorded as unsettled (so
+    settlement's `applied` and the reconciler both see it), once, capped by what it held."""
+    clock = Clock()
+    hot = HotBalances(redis_a, prefix, clock=clock)
+    await hot.load("B", 1_000)
+    assert (await hot.hold(buyer_id="B", request_id="r1", amount_micro=300, key_id="k", ttl_s=1)).ok
+    clock.now += 5
+    await hot.sweep()
+    assert await hot.settle(buyer_id="B", request_id="r1", cost_micro=200) == -1  # no late charge asked
+    pipe = redis_a.pipeline(transaction=False)
+    late = hot.settle_in(pipe, buyer_id="B", request_id="r1", cost_micro=200, late_cap_micro=300)
+    again = hot.settle_in(pipe, buyer_id="B", request_id="r1", cost_micro=200, late_cap_micro=300)
+    results = await pipe.execute(raise_on_error=False)
+    assert (await late.resolve(results), await again.resolve(results)) == (200, -1)
+    view = await hot.view("B")
+    assert view is not None and (view.unsettled_micro, view.held_micro) == (200, 0)
+    assert await hot.reconcile("B", 1_000) is None  # the record backs it: nothing to "repair"
+    await hot.applied([("B", "r1")])
+    view = await hot.view("B")
+    assert view is not None and (view.balance_micro, view.unsettled_micro) == (800, 0)

@@ -275,13 +275,18 @@ def test_a_settle_plan_charges_the_keys_spend_in_the_windows_of_the_settle() -> 
         "{p:b:B}:spend:d:20240531",
         "{p:b:B}:spend:m:202405",
     )
-    assert args == ("req-1", 120, 30_000 + GRACE_MS, 30_000 + GRACE_MS)
+    assert args == ("req-1", 120, 30_000 + GRACE_MS, 30_000 + GRACE_MS, -1)
+
+
+def test_a_settle_plan_may_allow_a_late_charge_up_to_what_was_held() -> None:
+    _, args = plan_settle("p", "B", "req-1", 120, NOW, late_cap_micro=500)
+    assert args[-1] == 500
 
 
 def test_a_settle_just_after_midnight_counts_for_the_new_day_and_month() -> None:
     keys, args = plan_settle("p", "B", "r", 1, ms("2024-06-01T00:00:00"))
     assert keys[-2:] == ("{p:b:B}:spend:d:20240601", "{p:b:B}:spend:m:202406")
-    assert args[2:] == (DAY_MS + GRACE_MS, 30 * DAY_MS + GRACE_MS)
+    assert args[2:4] == (DAY_MS + GRACE_MS, 30 * DAY_MS + GRACE_MS)
 
 
 def test_a_negative_cost_is_a_bug() -> None:

@@ -8,12 +8,28 @@
 --
 -- KEYS  1 view hash, 2 deadlines zset, 3 holds hash, 4 key holds hash, 5 unsettled hash
 --       (request id -> charged), 6 key spend this UTC day, 7 key spend this UTC month
--- ARGV  1 request id, 2 cost, 3 day counter ttl (ms), 4 month counter ttl (ms)
--- Reply the amount charged, or -1 if the hold was not open
+-- ARGV  1 request id, 2 cost, 3 day counter ttl (ms), 4 month counter ttl (ms),
+--       5 late cap: -1, or what the request had held, to charge even if its hold was swept
+-- Reply the amount charged, or -1 if the hold was not open (and no late charge was asked for)
+--
+-- A late charge: the request outlived its hold's deadline and the sweeper voided it, yet it was
+-- served and its usage event bills it. Recording the charge as unsettled (once per request id)
+-- keeps the hot view equal to Postgres through settlement and reconciliation alike.
 local function s(n) return string.format('%d', n) end
 
 local record = redis.call('HGET', KEYS[3], ARGV[1])
 if not record then
+  local cap = tonumber(ARGV[5] or '-1')
+  if cap < 0 then
+    return -1
+  end
+  local late = math.min(tonumber(ARGV[2]), cap)
+  if late > 0 and redis.call('HSETNX', KEYS[5], ARGV[1], s(late)) == 1 then
+    if redis.call('HEXISTS', KEYS[1], 'bal') == 1 then
+      redis.call('HINCRBY', KEYS[1], 'uns', s(late))
+    end
+    return late
+  end
   return -1
 end
 local amount, key = string.match(record, '^(%d+):(.*)$')
