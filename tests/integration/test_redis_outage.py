@@ -237,7 +237,10 @@ async def test_an_empty_redis_gets_capacity_counters_rebuilt_from_settled_usage(
         own_redis.start()  # empty: the day's count would start again at zero
         answer = await until_served(redis_gateway, key, model)  # a cold hold notices the loss, rebuilds first
         used = answer.json()["usage"]
-        assert own_redis.get(counter) == before + used["prompt_tokens"] + used["completion_tokens"]
+        # Rebuilt: without it the day would restart near zero. (At least, not exactly: a request
+        # that failed on a dead pooled connection right after the restart may have taken capacity
+        # whose release was lost with it; that errs on the seller's side, never past a cap.)
+        assert own_redis.get(counter) >= before + used["prompt_tokens"] + used["completion_tokens"]
     finally:
         await conn.close()
 
