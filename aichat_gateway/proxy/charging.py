@@ -23,6 +23,7 @@ from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.holds import HoldStatus, KeyCaps
 from aichat_gateway.config.logging import get_logger
+from aichat_gateway.config.money import usd
 from aichat_gateway.marketplace.pricing import Price, cost_micro
 from aichat_gateway.marketplace.snapshot import Route
 from aichat_gateway.proxy.errors import InsufficientQuota, Unavailable
@@ -43,13 +44,13 @@ def charge(price: Price, prompt_tokens: int, completion_tokens: int, held_micro:
 def refusal(status: HoldStatus, amount_micro: int, available_micro: int) -> InsufficientQuota:
     if status is HoldStatus.SHORT:
         return InsufficientQuota(
-            f"Your balance is too low for this request: it may cost up to {_usd(amount_micro)} USD and "
-            f"{_usd(max(available_micro, 0))} USD is available. Add funds, or lower max_tokens."
+            f"Your balance is too low for this request: it may cost up to {usd(amount_micro)} USD and "
+            f"{usd(max(available_micro, 0))} USD is available. Add funds, or lower max_tokens."
         )
     window = "daily" if status is HoldStatus.KEY_DAILY_CAP else "monthly"
     return InsufficientQuota(
         f"This API key's {window} spend cap would be exceeded: this request may cost up to "
-        f"{_usd(amount_micro)} USD. Raise the cap on /api/keys or wait for the next {window[:-2]}."
+        f"{usd(amount_micro)} USD. Raise the cap on /api/keys or wait for the next {window[:-2]}."
     )
 
 
@@ -97,8 +98,3 @@ async def load_balance(state: Any, buyer_id: str) -> None:
     async with state.db.acquire() as conn:
         balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, buyer_id)
     await state.hot.load(buyer_id, balance)
-
-
-def _usd(micro: int) -> str:
-    whole, frac = divmod(micro, 1_000_000)
-    return f"{whole}.{frac:06d}"
