@@ -60,7 +60,7 @@ def parse_changes(
     status = body.get("status")
     if status is not None:
         statuses = ADMIN_STATUSES if is_admin else SELLER_STATUSES
-        if status not in statuses:
+        if not isinstance(status, str) or status not in statuses:
             raise InvalidListing(f"status must be one of {', '.join(sorted(statuses))}", param="status")
     if not is_admin and current_status in _LOCKED_FOR_SELLER and status is not None:
         if not (current_status == "invalid" and "api_key" in body):
