@@ -3,6 +3,8 @@ billing (holds), which may not import each other.
 
 The hot path has a budget of two Redis round trips per request, so scripts are queued on the
 caller's pipeline and each returns a `Pending` that turns the pipeline's results into a value.
+The hot path's pipelines are `Batch`es: the same commands on the wire as redis-py's `Pipeline`,
+without the per-call machinery around them.
 """
 
 from __future__ import annotations
@@ -10,14 +12,97 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 
 T = TypeVar("T")
 U = TypeVar("U")
+
+
+class Queue(Protocol):
+    """What scripts and commands are queued on: a `Batch`, or a redis-py `Pipeline`."""
+
+    def __len__(self) -> int: ...
+
+    def execute_command(self, *args: Any) -> Any: ...
+
+
+class Batch:
+    """Commands sent in one write on one pooled connection, replies read in order: one round trip.
+
+    What redis-py's `Pipeline(transaction=False).execute(raise_on_error=False)` does, without what
+    the hot path never uses (transactions, WATCH, registered scripts, per-command reply callbacks,
+    timing hooks): measured ~70 µs less CPU per execute, two executes per request (`make bench`).
+    Replies are as Redis sent them (hiredis-parsed: ints, bytes, lists); an error reply, NOSCRIPT
+    included, stands in its command's place. A connection error is tried once more on a fresh
+    connection (after a Redis restart every pooled socket is dead), as the pool's own `Retry` does
+    for a Pipeline; a timeout is not. So queue only what is safe to run twice: the scripts here
+    are keyed by request id, and settlement stores one usage row per request id.
+    """
+
+    __slots__ = ("_commands", "_redis")
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._commands: list[tuple[Any, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def execute_command(self, *args: Any) -> None:
+        self._commands.append(args)
+
+    async def execute(self) -> list[Any]:
+        if not self._commands:
+            return []
+        pool = self._redis.connection_pool
+        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            try:
+                return await self._send_and_read(conn)
+            except RedisConnectionError:
+                await conn.disconnect()
+                return await self._send_and_read(conn)  # reconnects
+        finally:
+            # read_response and send_packed_command drop the socket themselves on any error or
+            # cancellation, so a connection with unread replies never goes back into the pool.
+            await pool.release(conn)
+
+    async def _send_and_read(self, conn: AbstractConnection) -> list[Any]:
+        await conn.send_packed_command(pack_commands(self._commands))
+        replies: list[Any] = []
+        for _ in self._commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+
+def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
+    """Pure: commands in the Redis protocol (RESP arrays of bulk strings), as redis-py's
+    `Connection.pack_commands` writes them for the argument types it accepts; about a third of its
+    cost, which on the hot path was 5 % of a request's CPU."""
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int) and not isinstance(arg, bool):
+                data = b"%d" % arg
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                raise DataError(f"Invalid input of type {type(arg).__name__!r} for a Redis command")
+            parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
 
 
 class Pending(Generic[T]):
@@ -68,7 +153,7 @@ class LuaScript:
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
     def queue(
-        self, pipe: Pipeline, keys: Sequence[str], args: Sequence[str | int], parse: Callable[[Any], T]
+        self, pipe: Queue, keys: Sequence[str], args: Sequence[str | int], parse: Callable[[Any], T]
     ) -> Pending[T]:
         index = len(pipe)
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
@@ -87,12 +172,11 @@ class LuaScript:
         return await self.redis.eval(self.source, len(keys), *keys, *args)
 
 
-async def run_one(redis: Redis, queue: Callable[[Pipeline], Pending[T]]) -> T:
-    """Queue on a pipeline of its own and resolve: the call path outside the hot path."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pending = queue(pipe)
-        results = await pipe.execute(raise_on_error=False)
-    return await pending.resolve(results)
+async def run_one(redis: Redis, queue: Callable[[Batch], Pending[T]]) -> T:
+    """Queue on a batch of its own, run it and resolve."""
+    batch = Batch(redis)
+    pending = queue(batch)
+    return await pending.resolve(await batch.execute())
 
 
 def as_int(value: Any) -> int:

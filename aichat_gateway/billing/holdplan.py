@@ -7,6 +7,7 @@ Redis shell that glues the two together. See `holds` for the model (what bal, un
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,7 +102,12 @@ class SpendWindows:
 
 
 def spend_windows(now_ms: int) -> SpendWindows:
-    day_index = now_ms // DAY_MS
+    return _windows_of_day(now_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=4)
+def _windows_of_day(day_index: int) -> SpendWindows:
+    """Every hold and settle asks; the answer changes once a day (formatting dates is not free)."""
     date = datetime.fromtimestamp(day_index * DAY_MS / 1000, UTC)
     next_month = datetime(date.year + date.month // 12, date.month % 12 + 1, 1, tzinfo=UTC)
     return SpendWindows(

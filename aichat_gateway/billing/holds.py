@@ -50,7 +50,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from aichat_gateway.billing.holdplan import (
     NOT_OPEN,
@@ -76,7 +75,7 @@ from aichat_gateway.billing.holdplan import (
     ttl_ms,
     view_key,
 )
-from aichat_gateway.redislua import LuaScript, Pending, as_int, run_one
+from aichat_gateway.redislua import LuaScript, Pending, Queue, as_int, run_one
 
 __all__ = ["HoldResult", "HoldStatus", "HotBalances", "HotView", "KeyCaps", "Repair"]
 
@@ -116,7 +115,7 @@ class HotBalances:
 
     def hold_in(
         self,
-        pipe: Pipeline,
+        pipe: Queue,
         *,
         buyer_id: str,
         request_id: str,
@@ -132,7 +131,7 @@ class HotBalances:
         plan = plan_hold(self._prefix, buyer_id, request_id, amount_micro, key_id, self._now_ms(), ttl_ms(ttl_s), caps)
         held = self._take.queue(pipe, plan.keys, plan.args, lambda raw: parse_hold(raw, plan))
         index = len(pipe)
-        pipe.zadd(self._holders, {buyer_id: plan.deadline_ms}, lt=True)
+        pipe.execute_command("ZADD", self._holders, "LT", plan.deadline_ms, buyer_id)
 
         async def resolve(results: Sequence[Any]) -> HoldResult:
             result = await held.resolve(results)
@@ -143,7 +142,7 @@ class HotBalances:
         return Pending(resolve)
 
     def settle_in(
-        self, pipe: Pipeline, *, buyer_id: str, request_id: str, cost_micro: int, late_cap_micro: int | None = None
+        self, pipe: Queue, *, buyer_id: str, request_id: str, cost_micro: int, late_cap_micro: int | None = None
     ) -> Pending[int]:
         """Queue: resolve the hold, charging min(cost, held). Returns the charge, -1 if not open.
         With `late_cap_micro` (what the request held) a hold already swept is charged anyway, as
@@ -151,12 +150,12 @@ class HotBalances:
         keys, args = plan_settle(self._prefix, buyer_id, request_id, cost_micro, self._now_ms(), late_cap_micro)
         return self._settle.queue(pipe, keys, args, parse_settle)
 
-    def void_in(self, pipe: Pipeline, *, buyer_id: str, request_id: str) -> Pending[bool]:
+    def void_in(self, pipe: Queue, *, buyer_id: str, request_id: str) -> Pending[bool]:
         """Queue: release the hold without charging (the request failed or never went out)."""
         settled = self.settle_in(pipe, buyer_id=buyer_id, request_id=request_id, cost_micro=0)
         return settled.map(lambda charged: charged != NOT_OPEN)
 
-    def renew_in(self, pipe: Pipeline, *, buyer_id: str, request_id: str, ttl_s: float) -> Pending[bool]:
+    def renew_in(self, pipe: Queue, *, buyer_id: str, request_id: str, ttl_s: float) -> Pending[bool]:
         """Queue: push an open hold's deadline to now + ttl_s (never earlier). False if not open."""
         keys, args = plan_renew(self._prefix, buyer_id, request_id, self._now_ms(), ttl_ms(ttl_s))
         return self._renew.queue(pipe, keys, args, _is_one)

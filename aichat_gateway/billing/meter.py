@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+
+from aichat_gateway.redislua import Queue
 
 # Enough for several hours at thousands of requests per second; the settler trims what it consumed.
 _STREAM_MAXLEN = 5_000_000
@@ -68,10 +69,12 @@ class Meter:
         self._redis = redis
         self.stream = stream_key(prefix)
 
-    def record_in(self, pipe: Pipeline, event: UsageEvent) -> None:
+    def record_in(self, pipe: Queue, event: UsageEvent) -> None:
         """Queue the event on a pipeline the caller executes (with whatever else ends the request).
 
         One stream field holding the event as JSON: redis-py packs every argument in Python, and
         thirty small ones cost more on the hot path than one JSON document (read it back with
         `decode_entry`)."""
-        pipe.xadd(self.stream, {EVENT_FIELD: orjson.dumps(event.fields())}, maxlen=_STREAM_MAXLEN, approximate=True)
+        pipe.execute_command(
+            "XADD", self.stream, "MAXLEN", "~", _STREAM_MAXLEN, "*", EVENT_FIELD, orjson.dumps(event.fields())
+        )

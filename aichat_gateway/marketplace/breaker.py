@@ -46,10 +46,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from aichat_gateway.marketplace.capacity import listing_tag
-from aichat_gateway.redislua import LuaScript, Pending, as_int, run_one
+from aichat_gateway.redislua import LuaScript, Pending, Queue, as_int, run_one
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 EVENTS = ("allow", "success", "failure", "abandon")
@@ -238,12 +237,12 @@ class Breakers:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _queue(self, pipe: Pipeline, listing_id: str, event: str, token: str) -> Pending[Reply]:
+    def _queue(self, pipe: Queue, listing_id: str, event: str, token: str) -> Pending[Reply]:
         c = self.config
         args = (event, self._now_ms(), token, c.fail_max, c.reset_ms, c.probe_ms, HASH_TTL_MS, self.channel, listing_id)
         return self._script.queue(pipe, [breaker_key(self._prefix, listing_id)], args, parse_reply)
 
-    def allow_in(self, pipe: Pipeline, listing_id: str) -> Pending[Permit]:
+    def allow_in(self, pipe: Queue, listing_id: str) -> Pending[Permit]:
         """Queue: may a request go? When the open timer has run out this takes the probe slot."""
         token = self._new_token()
         if not token:
@@ -255,9 +254,7 @@ class Breakers:
     async def allow(self, listing_id: str) -> Permit:
         return await run_one(self.redis, lambda pipe: self.allow_in(pipe, listing_id))
 
-    def record_in(
-        self, pipe: Pipeline, listing_id: str, success: bool, probe: str | None = None
-    ) -> Pending[BreakerState]:
+    def record_in(self, pipe: Queue, listing_id: str, success: bool, probe: str | None = None) -> Pending[BreakerState]:
         """Queue a request's outcome; `probe` is its permit's `probe` (None if it was not one)."""
         event = "success" if success else "failure"
         return self._queue(pipe, listing_id, event, probe or "").map(lambda reply: reply.state)
@@ -265,7 +262,7 @@ class Breakers:
     async def record(self, listing_id: str, success: bool, probe: str | None = None) -> BreakerState:
         return await run_one(self.redis, lambda pipe: self.record_in(pipe, listing_id, success, probe))
 
-    def abandon_in(self, pipe: Pipeline, listing_id: str, probe: str) -> Pending[BreakerState]:
+    def abandon_in(self, pipe: Queue, listing_id: str, probe: str) -> Pending[BreakerState]:
         """Queue: the probe never reached the upstream (e.g. its hold was refused); free the slot now."""
         return self._queue(pipe, listing_id, "abandon", probe).map(lambda reply: reply.state)
 

@@ -39,9 +39,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
-from aichat_gateway.redislua import LuaScript, Pending, as_int, run_one
+from aichat_gateway.redislua import LuaScript, Pending, Queue, as_int, run_one
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -361,7 +360,7 @@ class Capacity:
 
     def take_in(
         self,
-        pipe: Pipeline,
+        pipe: Queue,
         listing_id: str,
         limits: Limits | Mapping[str, Any] | None,
         estimated_tokens: int,
@@ -379,7 +378,7 @@ class Capacity:
     ) -> Admission:
         return await run_one(self._redis, lambda p: self.take_in(p, listing_id, limits, estimated_tokens, request_id))
 
-    def release_in(self, pipe: Pipeline, ticket: Ticket, actual_tokens: int) -> Pending[bool]:
+    def release_in(self, pipe: Queue, ticket: Ticket, actual_tokens: int) -> Pending[bool]:
         """Queue: free the lease and correct tokens by actual - estimated. True if this call did it."""
         keys, args = release_plan(self._prefix, ticket, actual_tokens, cancel=False)
         return self._release.queue(pipe, keys, args, _is_one)
@@ -387,7 +386,7 @@ class Capacity:
     async def release(self, ticket: Ticket, actual_tokens: int) -> bool:
         return await run_one(self._redis, lambda p: self.release_in(p, ticket, actual_tokens))
 
-    def cancel_in(self, pipe: Pipeline, ticket: Ticket) -> Pending[bool]:
+    def cancel_in(self, pipe: Queue, ticket: Ticket) -> Pending[bool]:
         """Queue: undo the take entirely (request, tokens and lease), for a request never sent."""
         keys, args = release_plan(self._prefix, ticket, 0, cancel=True)
         return self._release.queue(pipe, keys, args, _is_one)
@@ -395,7 +394,7 @@ class Capacity:
     async def cancel(self, ticket: Ticket) -> bool:
         return await run_one(self._redis, lambda p: self.cancel_in(p, ticket))
 
-    def renew_in(self, pipe: Pipeline, ticket: Ticket) -> Pending[bool]:
+    def renew_in(self, pipe: Queue, ticket: Ticket) -> Pending[bool]:
         """Queue: extend a live lease to now + lease. False if it had already expired or been released."""
         now = self._now_ms()
         leases = capacity_keys(self._prefix, ticket.listing_id, windows(ticket.taken_at_ms)).leases

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+
+from aichat_gateway.redislua import Queue
 
 # Upper bounds of the latency bins, in milliseconds (the last bin is everything above).
 BIN_UPPER_MS = (25, 50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200)
@@ -95,10 +96,10 @@ class ListingStatsStore:
         self._redis = redis
         self._prefix = prefix
 
-    def record_in(self, pipe: Pipeline, listing_id: str, now: float, ok: bool, latency_ms: int, ttft_ms: int) -> None:
+    def record_in(self, pipe: Queue, listing_id: str, now: float, ok: bool, latency_ms: int, ttft_ms: int) -> None:
         """Queue one request's figures on a pipeline the caller executes."""
         key = bucket_key(self._prefix, listing_id, minute_of(now))
-        pipe.eval(_INCREMENT, 1, key, _TTL_SECONDS, *increments(ok, latency_ms, ttft_ms))
+        pipe.execute_command("EVAL", _INCREMENT, 1, key, _TTL_SECONDS, *increments(ok, latency_ms, ttft_ms))
 
     async def last_hour(self, listing_ids: Sequence[str], now: float) -> dict[str, ListingStats]:
         current = minute_of(now)

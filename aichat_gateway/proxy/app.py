@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry  # not redis.retry's: the asyncio client awaits what it returns
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -60,6 +60,7 @@ from aichat_gateway.proxy.recovery import Recovery
 from aichat_gateway.proxy.routing import KeyDefaults, SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
+from aichat_gateway.redispool import LeanConnectionPool
 
 log = get_logger(__name__)
 
@@ -132,7 +133,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         # One retry on a broken connection: after a Redis restart every pooled connection is dead,
         # and each would otherwise fail one request. Only connection errors (nothing ran), never
         # timeouts (the command may have run).
-        pool = ConnectionPool.from_url(
+        pool = LeanConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),

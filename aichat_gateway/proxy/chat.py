@@ -42,7 +42,7 @@ from aichat_gateway.proxy.errors import (
 from aichat_gateway.proxy.failover import Opened
 from aichat_gateway.proxy.receipts import add_cost
 from aichat_gateway.proxy.relay import RelayStream, StreamResult
-from aichat_gateway.redislua import Pending
+from aichat_gateway.redislua import Batch, Pending
 
 log = get_logger(__name__)
 # What `_finish` queues on its pipeline: the hold's settle, capacity releases, breaker updates.
@@ -353,7 +353,7 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         if not healthy or probe or view.success_worth_recording(listing_id)
     ]
 
-    def queue(pipe: Any) -> _Queued:
+    def queue(pipe: Batch) -> _Queued:
         state.meter.record_in(pipe, event)  # first: `results[0]` says whether the event was written
         settled = None
         if attempt.held_micro is not None:
@@ -422,7 +422,7 @@ def redis_unreachable(result: Any) -> bool:
 
 
 async def _execute_retrying(
-    state: Any, queue: Callable[[Any], _Queued], retry_for: float
+    state: Any, queue: Callable[[Batch], _Queued], retry_for: float
 ) -> tuple[list[Any], int, _Queued]:
     """Queue the finishing commands on a fresh pipeline and run it, again while Redis is
     unreachable, for up to `retry_for` seconds. Every command in it is safe to repeat: the hold
@@ -430,11 +430,11 @@ async def _execute_retrying(
     give_up = time.monotonic() + retry_for
     tries = 0
     while True:
-        pipe = state.redis.pipeline(transaction=False)
-        queued = queue(pipe)
+        batch = Batch(state.redis)
+        queued = queue(batch)
         tries += 1
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await batch.execute()
         except (RedisError, OSError) as exc:
             results = [exc]
         pause = _FINISH_PAUSES[tries - 1] if tries <= len(_FINISH_PAUSES) else 1.0
@@ -448,23 +448,23 @@ async def _renew_leases(request: Request, attempt: Attempt) -> None:
     stream goes on; at worst a slot frees early or the hold is swept and the charge still stands)."""
     state = request.app.state
     pending: list[Pending[bool]] = []
-    async with state.redis.pipeline(transaction=False) as pipe:
-        if attempt.held_micro is not None and attempt.principal is not None:
-            pending.append(
-                state.hot.renew_in(
-                    pipe,
-                    buyer_id=attempt.principal.user_id,
-                    request_id=attempt.request_id,
-                    ttl_s=state.settings.hold_ttl_seconds,
-                )
+    batch = Batch(state.redis)
+    if attempt.held_micro is not None and attempt.principal is not None:
+        pending.append(
+            state.hot.renew_in(
+                batch,
+                buyer_id=attempt.principal.user_id,
+                request_id=attempt.request_id,
+                ttl_s=state.settings.hold_ttl_seconds,
             )
-        pending.extend(state.capacity.renew_in(pipe, ticket) for ticket in attempt.tickets)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-            for item in pending:
-                await item.resolve(results)
-        except (RedisError, OSError) as exc:
-            log.warning("leases_not_renewed", error=repr(exc))
+        )
+    pending.extend(state.capacity.renew_in(batch, ticket) for ticket in attempt.tickets)
+    try:
+        results = await batch.execute()
+        for item in pending:
+            await item.resolve(results)
+    except (RedisError, OSError) as exc:
+        log.warning("leases_not_renewed", error=repr(exc))
 
 
 async def _settled(

@@ -7,8 +7,8 @@ and `/api/*` alike, so one client-side handler understands both.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,7 +55,7 @@ class request_context:  # used like a function in the middleware list
 def begin_request(scope: Scope) -> str:
     """Take the caller's request id (if sane) or make one; keep it on the scope and on every log line."""
     given = incoming_request_id(scope)
-    request_id = given or f"req_{uuid.uuid4().hex}"
+    request_id = given or f"req_{os.urandom(16).hex()}"
     state = scope.setdefault("state", {})
     state["request_id"] = request_id
     state["request_id_given"] = given is not None
@@ -68,7 +68,7 @@ def charge_id(request_id: str, given: bool) -> str:
     """The id a request's money is booked under (hold, usage event, usage row): unique per
     request even when a client sends the same x-request-id twice, which would otherwise make the
     second request look like a replay of the first and go unbilled."""
-    return f"{request_id}.{uuid.uuid4().hex[:12]}" if given else request_id
+    return f"{request_id}.{os.urandom(6).hex()}" if given else request_id
 
 
 def incoming_request_id(scope: Scope) -> str | None:

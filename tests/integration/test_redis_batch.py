@@ -1,0 +1,104 @@
+"""`Batch` and `LeanConnectionPool` against real Redis: what the hot path's round trips rely on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from aichat_gateway.redislua import Batch
+from aichat_gateway.redispool import LeanConnectionPool
+from tests.scratch import TEST_REDIS_URL
+from tests.scratch import redis_prefix as scratch_redis_prefix
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    with scratch_redis_prefix("batch") as p:
+        yield p
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    pool = LeanConnectionPool.from_url(TEST_REDIS_URL, retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
+    client = Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+async def run(redis: Redis, *commands: tuple[object, ...]) -> list[object]:
+    batch = Batch(redis)
+    for command in commands:
+        batch.execute_command(*command)
+    return await batch.execute()
+
+
+async def test_replies_come_back_in_the_order_the_commands_were_queued(redis: Redis, prefix: str) -> None:
+    key = f"{prefix}:n"
+    assert await run(redis, ("INCRBY", key, 5), ("INCRBY", key, 2), ("GET", key)) == [5, 7, b"7"]
+
+
+async def test_an_error_reply_stands_in_its_commands_place_and_the_others_still_run(redis: Redis, prefix: str) -> None:
+    text, counter = f"{prefix}:text", f"{prefix}:counter"
+    await redis.set(text, "not a number")
+    replies = await run(redis, ("INCR", text), ("EVALSHA", "0" * 40, 0), ("INCR", counter))
+    assert isinstance(replies[0], ResponseError)
+    assert isinstance(replies[1], NoScriptError)  # what LuaScript retries with EVAL
+    assert replies[2] == 1
+
+
+async def test_a_batch_after_redis_dropped_the_pooled_connection_runs_once_on_a_new_one(
+    redis: Redis, prefix: str
+) -> None:
+    key = f"{prefix}:n"
+    first_id = (await run(redis, ("CLIENT", "ID")))[0]
+    async with Redis.from_url(TEST_REDIS_URL) as killer:
+        await killer.execute_command("CLIENT", "KILL", "ID", first_id)
+    assert await run(redis, ("INCR", key)) == [1]
+    assert await redis.get(key) == b"1"
+
+
+async def test_a_batch_cancelled_while_waiting_leaves_no_unread_reply_for_the_next_one(
+    redis: Redis, prefix: str
+) -> None:
+    queue = f"{prefix}:queue"
+    waiting = asyncio.create_task(run(redis, ("BLPOP", queue, 10)))
+    async with Redis.from_url(TEST_REDIS_URL) as other:
+        for _ in range(1000):  # polls a condition: the BLPOP has reached Redis
+            if b"cmd=blpop" in await other.execute_command("CLIENT", "LIST", "TYPE", "normal"):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the BLPOP never reached Redis")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await other.rpush(queue, "late")  # would be the abandoned connection's next reply
+    assert await run(redis, ("ECHO", "mine")) == [b"mine"]
+
+
+async def test_sequential_batches_reuse_one_pooled_connection(redis: Redis) -> None:
+    ids = {(await run(redis, ("CLIENT", "ID")))[0] for _ in range(5)}
+    assert len(ids) == 1
+    pool = redis.connection_pool
+    assert len(pool._in_use_connections) == 0  # every checkout was given back
+
+
+async def test_the_lean_pool_serves_redis_py_commands_and_pipelines_too(redis: Redis, prefix: str) -> None:
+    key = f"{prefix}:k"
+    assert await redis.set(key, "v") is True  # redis-py's reply callbacks still apply
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(key)
+        pipe.delete(key)
+        assert await pipe.execute() == [b"v", 1]
