@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aichat_gateway.redislua import Batch
 from aichat_gateway.redispool import LeanConnectionPool
@@ -102,3 +103,28 @@ async def test_the_lean_pool_serves_redis_py_commands_and_pipelines_too(redis: R
         pipe.get(key)
         pipe.delete(key)
         assert await pipe.execute() == [b"v", 1]
+
+
+async def test_a_redis_that_never_answers_times_out_once_for_the_whole_batch() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = LeanConnectionPool(host="127.0.0.1", port=port, socket_timeout=0.2)
+    mute = Redis(connection_pool=pool)
+    batch = Batch(mute)
+    for n in range(3):
+        batch.execute_command("ECHO", n)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await batch.execute()
+        assert not any(c.is_connected for c in pool._available_connections)  # never reused
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await mute.aclose()
+        await pool.disconnect()
