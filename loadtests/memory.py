@@ -141,6 +141,7 @@ def main() -> int:
         growth = (max(steady) - min(steady)) if steady else 0
         if samples:
             print("soak RSS MiB every 10 s:", " ".join(f"{s / KIB / KIB:.1f}" for s in samples))
+        if steady:
             print(
                 f"after warm-up: min {min(steady) / KIB / KIB:.1f} MiB, max {max(steady) / KIB / KIB:.1f} MiB, "
                 f"spread {growth / KIB / KIB:.1f} MiB"
