@@ -75,25 +75,32 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
             seller_id,
             LISTING_NAME,
         )
+        vault = Vault(settings.secret_keys)
+        fake_key = "sk-fake-demo-" + seller_id.replace("-", "")
         if listing_id is None:
             new = listings.parse_new_listing(
                 {
                     "name": LISTING_NAME,
                     "provider": "openai",
                     "base_url": base_url,
-                    "api_key": "sk-fake-demo-" + seller_id.replace("-", ""),
+                    "api_key": fake_key,
                     "models": [{"model": m} for m in DEMO_MODELS],
                     "pricing": {"multiplier": "1"},
                     "attest_resale": True,
                 },
                 load_catalog(),
             )
-            await listings.insert_listing(db, Vault(settings.secret_keys), seller_id, new)
+            await listings.insert_listing(db, vault, seller_id, new)
         else:
+            # The fake key is encrypted again under today's GATEWAY_SECRET_KEY: a demo database
+            # seeded with another secret would otherwise leave a listing no gateway can decrypt.
             await db.execute(
-                "UPDATE listings SET base_url = $2, status = 'active', updated_at = now() WHERE id = $1",
+                """UPDATE listings SET base_url = $2, status = 'active', key_ciphertext = $3,
+                       key_fingerprint = $4, updated_at = now() WHERE id = $1""",
                 listing_id,
                 base_url,
+                vault.encrypt(fake_key),
+                vault.fingerprint(fake_key),
             )
         key = demo_key(settings)
         await db.execute(
