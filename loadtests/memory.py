@@ -80,13 +80,15 @@ async def measure_open_streams(url: str, key: str, pid: int) -> tuple[int, int]:
     return with_streams, await holder
 
 
-def soak(url: str, key: str, pid: int, env: dict[str, str]) -> list[int]:
+def soak(url: str, key: str, pid: int, env: dict[str, str]) -> tuple[list[int], int]:
+    """RSS samples while wrk runs, and how many requests wrk completed."""
     wrk_env = {**env, "BENCH_API_KEY": key, "BENCH_MODEL": "gpt-4o-mini", "BENCH_STREAM": "0"}
     script = str(HERE / "chat.lua")
     wrk = subprocess.Popen(
         ["wrk", "-t2", "-c20", f"-d{SOAK_SECONDS}s", "-s", script, url],
         env=wrk_env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     samples: list[int] = []
     try:
@@ -96,7 +98,10 @@ def soak(url: str, key: str, pid: int, env: dict[str, str]) -> list[int]:
     finally:
         if wrk.poll() is None:
             wrk.kill()
-    return samples
+    output = wrk.stdout.read() if wrk.stdout else ""
+    results = [line for line in output.splitlines() if line.startswith("BENCH_RESULT ")]
+    requests = int(json.loads(results[-1].removeprefix("BENCH_RESULT "))["requests"]) if results else 0
+    return samples, requests
 
 
 def main() -> int:
@@ -136,10 +141,11 @@ def main() -> int:
         per_stream = (with_streams - idle) / held
         print(f"RSS idle {idle / KIB / KIB:.1f} MiB; with {held} open streams {with_streams / KIB / KIB:.1f} MiB")
         print(f"per open stream: {per_stream / KIB:.1f} KiB (goal <= 50 KiB)")
-        samples = soak(url, key, gateway.pid, env) if SOAK_SECONDS > 0 else []
+        samples, soak_requests = soak(url, key, gateway.pid, env) if SOAK_SECONDS > 0 else ([], 0)
         steady = samples[WARM_UP_SAMPLES:]
         growth = (max(steady) - min(steady)) if steady else 0
         if samples:
+            print(f"soak: {soak_requests} requests in {SOAK_SECONDS} s at 20 connections")
             print("soak RSS MiB every 10 s:", " ".join(f"{s / KIB / KIB:.1f}" for s in samples))
         if steady:
             print(
@@ -158,6 +164,7 @@ def main() -> int:
                     "rss_with_streams_bytes": with_streams,
                     "per_stream_bytes": round(per_stream),
                     "soak_seconds": SOAK_SECONDS,
+                    "soak_requests": soak_requests,
                     "soak_rss_samples_bytes": samples,
                     "soak_spread_after_warmup_bytes": growth,
                 },
