@@ -199,6 +199,19 @@ async def run_one(redis: Redis, queue: Callable[[Batch], Pending[T]]) -> T:
     return await pending.resolve(await batch.execute())
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    On Python 3.11, `asyncio.wait_for` (which redis-py uses to send commands) drops a cancel that
+    arrives as the inner write completes; the task then keeps its pending cancel request but runs
+    on, and a shutdown would wait forever for a listening loop. `Task.cancelling()` still shows
+    the request: loops that wait on Redis call this after each wait.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def as_int(value: Any) -> int:
     """A Redis reply (int, bytes or str; a zset score may look like "1.7e+12") as an int."""
     if isinstance(value, int):

@@ -34,6 +34,7 @@ from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keyformat import hash_secret, looks_like_key
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.redislua import raise_if_cancelling
 
 log = get_logger(__name__)
 
@@ -59,18 +60,6 @@ class KeyPrincipal:
 class _Entry:
     principal: KeyPrincipal | None
     stored_at: float
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that redis-py swallowed.
-
-    On Python 3.11, `asyncio.wait_for` (which redis-py uses to send commands) drops a cancel that
-    arrives as the inner write completes; the task then keeps its pending cancel request but runs
-    on, and shutdown would wait forever for this loop. `Task.cancelling()` still shows the request.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def revocation_channel(settings: Settings) -> str:
@@ -258,19 +247,19 @@ class KeyCache:
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
-            _raise_if_cancelling()
+            raise_if_cancelling()
             last_heard = self._clock()
             ping_sent = False
             while True:
                 message = await pubsub.get_message(timeout=self._health_check_interval)
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 now = self._clock()
                 if message is None:
                     if now - last_heard >= 3 * self._health_check_interval:
                         raise ConnectionError("revocation channel stopped answering pings")
                     if not ping_sent:
                         await pubsub.ping()
-                        _raise_if_cancelling()
+                        raise_if_cancelling()
                         ping_sent = True
                     continue
                 last_heard, ping_sent = now, False

@@ -48,7 +48,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from aichat_gateway.marketplace.capacity import listing_tag
-from aichat_gateway.redislua import LuaScript, Pending, Queue, as_int, run_one
+from aichat_gateway.redislua import LuaScript, Pending, Queue, as_int, raise_if_cancelling, run_one
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 EVENTS = ("allow", "success", "failure", "abandon")
@@ -279,13 +279,6 @@ class Breakers:
         return {listing_id: parse_hash(row) for listing_id, row in zip(ids, rows, strict=True)}
 
 
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancel that redis-py swallowed (Python 3.11 `asyncio.wait_for`; see keycache.py)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class BreakerView:
     """This process's copy of every breaker that is not plainly closed, for routing without Redis.
 
@@ -386,11 +379,11 @@ class BreakerView:
         pubsub = self._breakers.redis.pubsub()
         try:
             await pubsub.subscribe(self._breakers.channel)
-            _raise_if_cancelling()
+            raise_if_cancelling()
             last_heard, ping_sent = time.monotonic(), False
             while True:
                 message = await pubsub.get_message(timeout=self._health_check_interval)
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 now = time.monotonic()
                 if message is None:
                     if now - last_heard >= 3 * self._health_check_interval:
