@@ -36,7 +36,7 @@ from aichat_gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from aichat_gateway.proxy.relay import ClientWatch
-from aichat_gateway.proxy.upstream import Outcome, UpstreamClient, classify_status, is_timeout
+from aichat_gateway.proxy.upstream import Outcome, Upstream, classify_status, is_timeout
 
 log = get_logger(__name__)
 _MAX_UPSTREAM_BODY = 32 * 1024 * 1024
@@ -91,7 +91,7 @@ async def open_routes(
 ) -> Opened:
     """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
     state = request.app.state
-    client: UpstreamClient = state.upstream
+    client: Upstream = state.upstream
     timed_out = False
     refusal: AdapterError | None = None  # the last provider kind that cannot express this request
     busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room

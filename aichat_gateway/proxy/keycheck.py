@@ -15,10 +15,10 @@ import httpx
 
 from aichat_gateway.marketplace.errors import UpstreamRefused
 from aichat_gateway.proxy.adapters import adapter_for
-from aichat_gateway.proxy.upstream import UpstreamClient, is_timeout
+from aichat_gateway.proxy.upstream import Upstream, is_timeout
 
 
-async def check_provider_key(client: UpstreamClient, provider: str, base_url: str, api_key: str) -> None:
+async def check_provider_key(client: Upstream, provider: str, base_url: str, api_key: str) -> None:
     host = urlsplit(base_url).netloc
     check = adapter_for(provider).validation_request(base_url, api_key)
     try:

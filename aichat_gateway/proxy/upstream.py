@@ -1,6 +1,6 @@
 """The pooled upstream HTTP client and the classification of upstream outcomes.
 
-One client per process. By default httpx runs over the `httpx-aiohttp` transport: on this
+One client per process. By default requests go through aiohttp (`AiohttpUpstream`): on this
 2-core machine kind httpx's own pool collapsed under 50 concurrent streams (~1,400 req/s, p99
 ~640 ms, encode/httpx#3215) while the aiohttp transport held ~3,900 req/s with p99 ~41 ms
 (DESIGN.md; re-measure with `make bench` and GATEWAY_UPSTREAM_TRANSPORT=httpx). Redirects are
@@ -12,14 +12,26 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.urls import PublicOnlyResolver
+
+
+class Upstream(Protocol):
+    """What the hot path sends provider requests with: `UpstreamClient` or `AiohttpUpstream`."""
+
+    async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response: ...
+
+    async def send(self, method: str, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response: ...
+
+    async def aclose(self) -> None: ...
 
 
 class UpstreamClient:
@@ -50,20 +62,61 @@ class UpstreamClient:
         await self._transport.aclose()
 
 
+class AiohttpUpstream:
+    """The default client: aiohttp called directly, answers handed back as `httpx.Response`s.
+
+    What `httpx-aiohttp`'s transport does, minus building an `httpx.Request` that is only turned
+    back into aiohttp's arguments (URL printed back to text, headers re-encoded, a ClientTimeout
+    per request): ~5 % of a request's CPU (`loadtests/instructions.py`). The library's exception
+    mapping and response stream are used as they are, so errors and `is_timeout` read the same.
+    The session is created on first use, inside the serving event loop.
+    """
+
+    def __init__(self, make_session: Callable[[], aiohttp.ClientSession], timeout: dict[str, float]) -> None:
+        self._make_session = make_session
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            sock_connect=timeout["connect"], sock_read=timeout["read"], connect=timeout["pool"]
+        )
+
+    async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        return await self.send("POST", url, body, headers)
+
+    async def send(self, method: str, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        if self._session is None:
+            self._session = self._make_session()
+        with map_aiohttp_exceptions():
+            response = await self._session.request(
+                method,
+                url,
+                data=body or None,
+                headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+                allow_redirects=False,
+                timeout=self._timeout,
+            )
+        extensions = {"http_version": b"HTTP/1.1"}
+        return httpx.Response(
+            response.status, headers=response.raw_headers, stream=AiohttpResponseStream(response), extensions=extensions
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
     """A listing's endpoint, parsed once (httpx.URL is immutable; parsing was 3 % of a request)."""
     return httpx.URL(url)
 
 
-def create_upstream_client(settings: Settings) -> UpstreamClient:
+def create_upstream_client(settings: Settings) -> Upstream:
     timeout = {
         "connect": settings.upstream_connect_timeout,
         "read": settings.upstream_read_timeout,
         "write": settings.upstream_read_timeout,
         "pool": settings.upstream_connect_timeout,
     }
-    transport: httpx.AsyncBaseTransport
     if settings.upstream_transport == "aiohttp":
 
         def session() -> aiohttp.ClientSession:
@@ -75,15 +128,13 @@ def create_upstream_client(settings: Settings) -> UpstreamClient:
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
 
-        transport = AiohttpTransport(client=session)
-    else:
-        limits = httpx.Limits(
-            max_connections=settings.upstream_max_connections,
-            max_keepalive_connections=settings.upstream_max_connections,
-            keepalive_expiry=30.0,
-        )
-        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    return UpstreamClient(transport, timeout)
+        return AiohttpUpstream(session, timeout)
+    limits = httpx.Limits(
+        max_connections=settings.upstream_max_connections,
+        max_keepalive_connections=settings.upstream_max_connections,
+        keepalive_expiry=30.0,
+    )
+    return UpstreamClient(httpx.AsyncHTTPTransport(limits=limits, trust_env=False), timeout)
 
 
 def is_timeout(exc: httpx.HTTPError) -> bool:
