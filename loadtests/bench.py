@@ -187,7 +187,8 @@ def start_gateway(children: Children, fake_url: str, env: dict[str, str]) -> Tar
         # fake upstream was killed (and its usage events) do not carry over.
         run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], env)
     run([GATEWAY_CLI, "migrate"], env)
-    demo = run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json"], env)
+    # Funds for every request of a run: a buyer out of money would benchmark 402 refusals.
+    demo = run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json", "--funds", "1000"], env)
     seeded = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])
     port = free_port()
     proc = children.start([GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env)

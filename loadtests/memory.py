@@ -80,8 +80,8 @@ async def measure_open_streams(url: str, key: str, pid: int) -> tuple[int, int]:
     return with_streams, await holder
 
 
-def soak(url: str, key: str, pid: int, env: dict[str, str]) -> tuple[list[int], int]:
-    """RSS samples while wrk runs, and how many requests wrk completed."""
+def soak(url: str, key: str, pid: int, env: dict[str, str]) -> tuple[list[int], int, int]:
+    """RSS samples while wrk runs, how many requests wrk completed, and how many were not 2xx."""
     wrk_env = {**env, "BENCH_API_KEY": key, "BENCH_MODEL": "gpt-4o-mini", "BENCH_STREAM": "0"}
     script = str(HERE / "chat.lua")
     wrk = subprocess.Popen(
@@ -100,8 +100,8 @@ def soak(url: str, key: str, pid: int, env: dict[str, str]) -> tuple[list[int], 
             wrk.kill()
     output = wrk.stdout.read() if wrk.stdout else ""
     results = [line for line in output.splitlines() if line.startswith("BENCH_RESULT ")]
-    requests = int(json.loads(results[-1].removeprefix("BENCH_RESULT "))["requests"]) if results else 0
-    return samples, requests
+    summary = json.loads(results[-1].removeprefix("BENCH_RESULT ")) if results else {"requests": 0, "errors": {}}
+    return samples, int(summary["requests"]), int(summary["errors"].get("status", 0))
 
 
 def main() -> int:
@@ -118,7 +118,11 @@ def main() -> int:
         seeded = json.loads(
             [
                 line
-                for line in run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json"], env).splitlines()
+                # $1,000: a 5-minute soak on one worker spends tens of dollars at the fake's prices;
+                # a buyer out of money would soak on 402 refusals instead of answers.
+                for line in run(
+                    [GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json", "--funds", "1000"], env
+                ).splitlines()
                 if line.startswith("{")
             ][-1]
         )
@@ -141,11 +145,11 @@ def main() -> int:
         per_stream = (with_streams - idle) / held
         print(f"RSS idle {idle / KIB / KIB:.1f} MiB; with {held} open streams {with_streams / KIB / KIB:.1f} MiB")
         print(f"per open stream: {per_stream / KIB:.1f} KiB (goal <= 50 KiB)")
-        samples, soak_requests = soak(url, key, gateway.pid, env) if SOAK_SECONDS > 0 else ([], 0)
+        samples, soak_requests, soak_refused = soak(url, key, gateway.pid, env) if SOAK_SECONDS > 0 else ([], 0, 0)
         steady = samples[WARM_UP_SAMPLES:]
         growth = (max(steady) - min(steady)) if steady else 0
         if samples:
-            print(f"soak: {soak_requests} requests in {SOAK_SECONDS} s at 20 connections")
+            print(f"soak: {soak_requests} requests in {SOAK_SECONDS} s at 20 connections, {soak_refused} not 2xx")
             print("soak RSS MiB every 10 s:", " ".join(f"{s / KIB / KIB:.1f}" for s in samples))
         if steady:
             print(
@@ -165,6 +169,7 @@ def main() -> int:
                     "per_stream_bytes": round(per_stream),
                     "soak_seconds": SOAK_SECONDS,
                     "soak_requests": soak_requests,
+                    "soak_not_2xx": soak_refused,
                     "soak_rss_samples_bytes": samples,
                     "soak_spread_after_warmup_bytes": growth,
                 },

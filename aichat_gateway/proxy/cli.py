@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from aichat_gateway.config.money import parse_usd_micro
 from aichat_gateway.config.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -177,11 +178,22 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_usd(text: str) -> int:
+    """An amount of USD on the command line, as micro-USD; argparse prints the reason if not."""
+    try:
+        amount = parse_usd_micro(text, name="the amount")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if amount <= 0:
+        raise argparse.ArgumentTypeError("the amount must be more than 0")
+    return amount
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from aichat_gateway.proxy.demo import run_demo
 
     settings = _settings()
-    result = asyncio.run(run_demo(settings, args.upstream_url, args.gateway_url))
+    result = asyncio.run(run_demo(settings, args.upstream_url, args.gateway_url, args.funds))
     if args.json:
         import orjson
 
@@ -270,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--upstream-url", default="http://127.0.0.1:9100/v1")
     demo.add_argument("--gateway-url", default=None, help="base URL to print (default from settings)")
     demo.add_argument("--json", action="store_true", help="print one JSON line")
+    demo.add_argument(
+        "--funds",
+        type=_positive_usd,
+        default="10",
+        help="top the demo buyer up to this many USD when below a tenth of it (default 10)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("rotate-keys", help="re-encrypt provider keys with the first GATEWAY_SECRET_KEY entry").set_defaults(

@@ -61,7 +61,9 @@ async def _user_id(db: asyncpg.Pool, passwords: Passwords, email: str, password:
     return user.id
 
 
-async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | None) -> dict[str, Any]:
+async def run_demo(
+    settings: Settings, upstream_url: str, gateway_url: str | None, funds_micro: int = DEMO_FUNDS_MICRO
+) -> dict[str, Any]:
     from aichat_gateway.proxy.app import create_db_pool
 
     base_url = await validate_upstream_url(upstream_url, settings.allow_private_upstreams)
@@ -112,7 +114,7 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
         )
         redis = Redis.from_url(settings.redis_url)
         try:
-            balance = await _fund_buyer(db, HotBalances(redis, settings.redis_prefix), buyer_id)
+            balance = await _fund_buyer(db, HotBalances(redis, settings.redis_prefix), buyer_id, funds_micro)
             await redis.publish(f"{settings.redis_prefix}:listings:changed", b"1")
         finally:
             await redis.aclose()
@@ -130,17 +132,17 @@ async def run_demo(settings: Settings, upstream_url: str, gateway_url: str | Non
     }
 
 
-async def _fund_buyer(db: asyncpg.Pool, hot: HotBalances, buyer_id: str) -> int:
-    """Top the demo buyer up to DEMO_FUNDS with promotional credit, as an admin would: so the demo
-    works on every run without minting money on each one."""
+async def _fund_buyer(db: asyncpg.Pool, hot: HotBalances, buyer_id: str, funds_micro: int) -> int:
+    """Top the demo buyer up to `funds_micro` with promotional credit, as an admin would, once the
+    balance is below a tenth of it: so the demo works on every run without minting money on each."""
     async with db.acquire() as conn:
         balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, buyer_id)
-    if balance >= DEMO_FUNDS_MICRO // 10:
+    if balance >= funds_micro // 10:
         return balance
     credit = await grant_credit(
         db,
         user_id=buyer_id,
-        amount_micro=DEMO_FUNDS_MICRO - balance,
+        amount_micro=funds_micro - balance,
         reason="demo buyer funds",
         granted_by=None,
         idempotency_key=None,

@@ -64,3 +64,14 @@ async def test_a_run_under_a_new_secret_leaves_a_listing_key_the_new_secret_decr
     await run_demo(settings_with(database_url, prefix, new), "http://127.0.0.1:9001/v1", None)
     (row,) = await demo_listings(database_url)
     assert Vault((new,)).decrypt(row["key_ciphertext"]).startswith("sk-fake-demo-")
+
+
+async def test_funds_far_above_the_balance_top_the_demo_buyer_up_to_exactly_that_amount(
+    database_url: str, prefix: str
+) -> None:
+    settings = settings_with(database_url, prefix, "demo-secret-one-0123456789abcdef0123456789")
+    await run_demo(settings, "http://127.0.0.1:9001/v1", None)  # at least the default $10
+    seeded = await run_demo(settings, "http://127.0.0.1:9001/v1", None, funds_micro=1_000_000_000)
+    assert seeded["balance_usd"] == "1000.000000"
+    again = await run_demo(settings, "http://127.0.0.1:9001/v1", None, funds_micro=1_000_000_000)
+    assert again["balance_usd"] == "1000.000000"  # not minted twice

@@ -98,8 +98,10 @@ async def buyer_key(client: httpx.AsyncClient) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-async def ask(client: httpx.AsyncClient, key: dict[str, str]) -> httpx.Response:
-    return await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}, headers=key)
+async def ask(client: httpx.AsyncClient, key: dict[str, str], only: list[dict[str, Any]]) -> httpx.Response:
+    """Routed to the test's own listings only: the session's database holds other tests' listings."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "provider": {"only": [x["public_id"] for x in only]}}
+    return await client.post("/v1/chat/completions", json=body, headers=key)
 
 
 async def test_a_listing_at_its_rpm_cap_comes_back_by_itself_when_the_minute_turns(
@@ -108,8 +110,8 @@ async def test_a_listing_at_its_rpm_cap_comes_back_by_itself_when_the_minute_tur
     seller = await session(client, "seller")
     listing = await list_endpoint(client, seller, fakes.main.base_url, limits={"rpm": 2})
     key = await buyer_key(client)
-    assert [(await ask(client, key)).status_code for _ in range(2)] == [200, 200]
-    refused = await ask(client, key)
+    assert [(await ask(client, key, [listing])).status_code for _ in range(2)] == [200, 200]
+    refused = await ask(client, key, [listing])
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(refused.headers["retry-after"]) <= 40  # the minute ends 40 s after "now"
@@ -117,7 +119,7 @@ async def test_a_listing_at_its_rpm_cap_comes_back_by_itself_when_the_minute_tur
     assert shown["status"] == "exhausted" and "rpm" in shown["status_reason"]
 
     clock.now += 41  # into the next minute: nothing else happens, no one resets anything
-    answer = await ask(client, key)
+    answer = await ask(client, key, [listing])
     assert answer.status_code == 200
     assert answer.headers["x-gateway-listing"] == listing["public_id"]
     shown = (await client.get(f"/api/marketplace/listings/{listing['id']}", headers=seller)).json()
@@ -130,22 +132,22 @@ async def test_a_provider_429_retry_after_rests_the_listing_for_exactly_that_lon
     """The busy fake answers every request 429 with Retry-After: 7; a dearer listing answers."""
     seller = await session(client, "seller")
     busy = await list_endpoint(client, seller, fakes.busy.base_url, pricing={"multiplier": "0.5"})
-    await list_endpoint(client, seller, fakes.main.base_url, pricing={"multiplier": "2"})
+    main = await list_endpoint(client, seller, fakes.main.base_url, pricing={"multiplier": "2"})
     key = await buyer_key(client)
     before = fakes.busy.stats()["requests"]
 
-    first = await ask(client, key)
+    first = await ask(client, key, [busy, main])
     assert first.status_code == 200 and first.headers["x-gateway-attempts"] == "2"
     assert fakes.busy.stats()["requests"] == before + 1
     shown = (await client.get(f"/api/marketplace/listings/{busy['id']}", headers=seller)).json()
     assert shown["status"] == "cooling" and "retry" in shown["status_reason"].lower()
 
     clock.now += 6  # still resting: the busy listing is not asked again
-    resting = await ask(client, key)
+    resting = await ask(client, key, [busy, main])
     assert resting.status_code == 200 and resting.headers["x-gateway-attempts"] == "1"
     assert fakes.busy.stats()["requests"] == before + 1
 
     clock.now += 2  # past the 7 s it asked for: tried again (and fails over again)
-    again = await ask(client, key)
+    again = await ask(client, key, [busy, main])
     assert again.status_code == 200 and again.headers["x-gateway-attempts"] == "2"
     assert fakes.busy.stats()["requests"] == before + 2
