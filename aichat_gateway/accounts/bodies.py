@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from aichat_gateway.accounts.errors import InvalidInput
+from aichat_gateway.httpbody import read_capped
 
 MAX_BODY_BYTES = 16 * 1024
 # What an HTML form can send cross-site without a CORS preflight. Refusing these closes
@@ -23,21 +24,6 @@ _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", list: "an 
 
 def _field_name(name: str) -> str:
     return name if len(name) <= 64 else name[:64] + "…"
-
-
-async def _read_capped(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    # isascii: "²" is a digit to str.isdigit() but not to int() (a 500 instead of a refusal).
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise InvalidInput(f"request body is larger than {max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise InvalidInput(f"request body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_object(body: bytes, fields: Mapping[str, type], *, optional: Collection[str] = ()) -> dict[str, object]:
@@ -76,4 +62,5 @@ async def read_object(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in _FORM_TYPES:
         raise InvalidInput("Content-Type must be application/json")
-    return parse_object(await _read_capped(request, max_bytes), fields, optional=optional)
+    body = await read_capped(request, max_bytes, lambda: InvalidInput(f"request body is larger than {max_bytes} bytes"))
+    return parse_object(body, fields, optional=optional)

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from aichat_gateway import httpbody
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.amounts import parse_usd, usd
 from aichat_gateway.billing.credits import grant_credit, user_id_for_email
@@ -50,19 +51,8 @@ def _admin(request: Request) -> str:
 
 
 async def read_capped(request: Request, max_bytes: int, *, error: type[BillingError] = InvalidBillingInput) -> bytes:
-    """The raw body, refused (`error`) as soon as its declared length or the bytes read so far
-    pass `max_bytes`: a huge body is never buffered whole before it is refused."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise error("request body too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise error("request body too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The raw body under `httpbody.read_capped`, refused as `error` (billing's error tree)."""
+    return await httpbody.read_capped(request, max_bytes, lambda: error("request body too large"))
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from aichat_gateway.httpbody import read_capped
 from aichat_gateway.marketplace import listings
 from aichat_gateway.marketplace.changes import parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
@@ -36,24 +37,8 @@ def _seller(request: Request) -> tuple[str, bool]:
     return request.user.identity, "admin" in request.auth.scopes
 
 
-async def _read_capped(request: Request, max_bytes: int) -> bytes:
-    """The raw body, refused as soon as its declared length or the bytes read so far pass
-    `max_bytes`: a huge body is never buffered whole before it is refused."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise InvalidListing("request body too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise InvalidListing("request body too large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _json_body(request: Request) -> Any:
-    raw = await _read_capped(request, _MAX_BODY)
+    raw = await read_capped(request, _MAX_BODY, lambda: InvalidListing("request body too large"))
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.httpbody import read_capped
 from aichat_gateway.proxy.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge
 
 # Extension fields the gateway consumes; never forwarded to a provider.
@@ -21,18 +22,9 @@ GATEWAY_FIELDS = ("provider",)
 
 
 async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    # isascii: "²" is a digit to str.isdigit() but not to int() (a 500 instead of a refusal).
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"Request body is larger than the {max_bytes}-byte limit.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"Request body is larger than the {max_bytes}-byte limit.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await read_capped(
+        request, max_bytes, lambda: PayloadTooLarge(f"Request body is larger than the {max_bytes}-byte limit.")
+    )
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
