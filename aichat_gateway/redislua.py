@@ -39,7 +39,7 @@ class Batch:
 
     What redis-py's `Pipeline(transaction=False).execute(raise_on_error=False)` does, without what
     the hot path never uses (transactions, WATCH, registered scripts, per-command reply callbacks,
-    timing hooks): measured ~70 µs less CPU per execute, two executes per request (`make bench`).
+    timing hooks): 7 % fewer instructions per request (`loadtests/instructions.py`).
     Replies are as Redis sent them (hiredis-parsed: ints, bytes, lists); an error reply, NOSCRIPT
     included, stands in its command's place. A connection error is tried once more on a fresh
     connection (after a Redis restart every pooled socket is dead), as the pool's own `Retry` does
@@ -71,8 +71,8 @@ class Batch:
                 await conn.disconnect()
                 return await self._send_and_read(conn)  # reconnects
         finally:
-            # read_response and send_packed_command drop the socket themselves on any error or
-            # cancellation, so a connection with unread replies never goes back into the pool.
+            # _send_and_read drops the socket on any error or cancellation, so a connection with
+            # unread replies never goes back into the pool.
             await pool.release(conn)
 
     async def _send_and_read(self, conn: AbstractConnection) -> list[Any]:
@@ -80,8 +80,8 @@ class Batch:
         replies: list[Any] = []
         try:
             # One deadline (the connection's socket timeout) for the whole round trip: redis-py
-            # arms a timer per reply and runs each write as a task under wait_for, ~10 % of a
-            # request's CPU at two batches per request.
+            # arms a timer per reply and runs each write as a task under wait_for (6 % of a
+            # request's instructions at two batches per request).
             async with asyncio.timeout(conn.socket_timeout):
                 if not conn.is_connected:
                     await conn.connect()  # type: ignore[no-untyped-call]
@@ -105,8 +105,8 @@ class Batch:
 
 def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
     """Pure: commands in the Redis protocol (RESP arrays of bulk strings), as redis-py's
-    `Connection.pack_commands` writes them for the argument types it accepts; about a third of its
-    cost, which on the hot path was 5 % of a request's CPU."""
+    `Connection.pack_commands` writes them for the argument types it accepts, without its
+    per-argument encoder dispatch (redis-py's packing was 5 % of a request's CPU under py-spy)."""
     parts: list[bytes] = []
     for args in commands:
         parts.append(b"*%d\r\n" % len(args))

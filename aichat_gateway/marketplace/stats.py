@@ -21,8 +21,8 @@ from aichat_gateway.redislua import Queue
 BIN_UPPER_MS = (25, 50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 51_200)
 _TTL_SECONDS = 2 * 3600
 # One command however many fields: +1 on each field named in ARGV[2..], then the expiry.
-# Sent with EVAL (not EVALSHA): redis-py pipelines holding registered scripts add a SCRIPT EXISTS
-# round trip to every execute, and the short body costs Redis next to nothing to hash.
+# Sent with EVAL, not as a `LuaScript` (EVALSHA): then it can never fail with NOSCRIPT after a Redis
+# restart, so nobody has to resolve its reply, and the short body costs Redis next to nothing to hash.
 _INCREMENT = """
 for i = 2, #ARGV do redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])

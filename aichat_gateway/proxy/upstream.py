@@ -67,7 +67,7 @@ class AiohttpUpstream:
 
     What `httpx-aiohttp`'s transport does, minus building an `httpx.Request` that is only turned
     back into aiohttp's arguments (URL printed back to text, headers re-encoded, a ClientTimeout
-    per request): ~5 % of a request's CPU (`loadtests/instructions.py`). The library's exception
+    per request): 8 % of a request's instructions (`loadtests/instructions.py`). The library's exception
     mapping and response stream are used as they are, so errors and `is_timeout` read the same.
     The session is created on first use, inside the serving event loop.
     """
