@@ -180,16 +180,24 @@ def ensure_database(database_url: str, env: dict[str, str]) -> None:
         run(["createdb", *args, url.path.lstrip("/")], env)
 
 
-def start_gateway(children: Children, fake_url: str, env: dict[str, str]) -> Target:
+def seed_demo(fake_url: str, env: dict[str, str]) -> dict[str, Any]:
+    """The bench database migrated and the demo seeded on `fake_url`; what `demo --json` printed.
+    Shared by bench.py, memory.py and instructions.py."""
     ensure_database(env["DATABASE_URL"], env)
     if env["REDIS_URL"] == ENV_DEFAULTS["REDIS_URL"]:
         # The bench's own Redis database: start clean, so breakers opened when the previous run's
         # fake upstream was killed (and its usage events) do not carry over.
         run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], env)
     run([GATEWAY_CLI, "migrate"], env)
-    # Funds for every request of a run: a buyer out of money would benchmark 402 refusals.
+    # $1,000: enough for every request of a run (a 5-minute soak on one worker spends tens of
+    # dollars at the fake's prices); a buyer out of money would measure 402 refusals.
     demo = run([GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json", "--funds", "1000"], env)
-    seeded = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])
+    seeded: dict[str, Any] = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])
+    return seeded
+
+
+def start_gateway(children: Children, fake_url: str, env: dict[str, str]) -> Target:
+    seeded = seed_demo(fake_url, env)
     port = free_port()
     proc = children.start([GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"], env)
     wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)

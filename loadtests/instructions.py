@@ -1,9 +1,10 @@
 """CPU instructions per request of one gateway worker, counted by valgrind's callgrind.
 
-Why: on a shared 2-core VM, requests/s and CPU seconds move 10-20 % between identical runs, too
+Why: on a shared 2-core VM, requests/s and CPU seconds move 20-30 % between identical runs, too
 much to tell whether a change to the hot path helped. Instructions are counted, not timed: the
-same code, inputs and environment give the same count to within a fraction of a percent, whatever
-else the machine is doing. Kernel work (syscalls, loopback TCP) is not counted.
+same code gives the same count to within about 1 % whatever else the machine is doing (the rest is
+the gateway's background tasks and random request ids: three runs gave 2,280,000-2,300,000), so
+trust differences of a few percent, not less. Kernel work (syscalls, loopback TCP) is not counted.
 
     .venv/bin/python loadtests/instructions.py [--requests 200] [--stream] [--settle]
 
@@ -34,9 +35,8 @@ from bench import (
     GATEWAY_CLI,
     PYTHON,
     Children,
-    ensure_database,
     free_port,
-    run,
+    seed_demo,
     wait_healthy,
 )
 
@@ -84,12 +84,7 @@ def main() -> int:
             fake_args = ["-m", "aichat_gateway.fakeupstream", "--port", str(fake_port), "--chunks", "16"]
             fake = children.start([PYTHON, *fake_args], env)
             wait_healthy(f"http://127.0.0.1:{fake_port}/healthz", fake)
-            ensure_database(env["DATABASE_URL"], env)
-            if env["REDIS_URL"] == ENV_DEFAULTS["REDIS_URL"]:
-                run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], env)
-            run([GATEWAY_CLI, "migrate"], env)
-            demo = run([GATEWAY_CLI, "demo", "--upstream-url", f"http://127.0.0.1:{fake_port}/v1", "--json"], env)
-            api_key = json.loads([line for line in demo.splitlines() if line.startswith("{")][-1])["api_key"]
+            api_key = seed_demo(f"http://127.0.0.1:{fake_port}", env)["api_key"]
             valgrind = ["valgrind", "-q", "--tool=callgrind", "--instr-atstart=no"]
             valgrind.append(f"--callgrind-out-file={out_dir}/callgrind.out.%p")
             serve = [PYTHON, GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

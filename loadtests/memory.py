@@ -30,9 +30,8 @@ from bench import (
     PYTHON,
     ROOT,
     Children,
-    ensure_database,
     free_port,
-    run,
+    seed_demo,
     wait_healthy,
 )
 
@@ -113,19 +112,7 @@ def main() -> int:
         fake_args = ["-m", "aichat_gateway.fakeupstream", "--port", str(fake_port), "--workers", "2"]
         fake = children.start([PYTHON, *fake_args, "--chunks", "600", "--chunk-interval-ms", "1000"], env)
         wait_healthy(fake_url + "/healthz", fake)
-        ensure_database(env["DATABASE_URL"], env)
-        run([GATEWAY_CLI, "migrate"], env)
-        seeded = json.loads(
-            [
-                line
-                # $1,000: a 5-minute soak on one worker spends tens of dollars at the fake's prices;
-                # a buyer out of money would soak on 402 refusals instead of answers.
-                for line in run(
-                    [GATEWAY_CLI, "demo", "--upstream-url", fake_url + "/v1", "--json", "--funds", "1000"], env
-                ).splitlines()
-                if line.startswith("{")
-            ][-1]
-        )
+        seeded = seed_demo(fake_url, env)
         port = free_port()
         gateway = children.start(
             [GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env
