@@ -9,6 +9,9 @@ checked out connected and with nothing unread (else reconnected), given back, an
 
 No lock is needed: checking out and giving back do not await between reading and changing the
 pool's lists, and one event loop owns the pool.
+
+`multiplex=True` also gives the pool a `Multiplexer` (redismux.py): `Batch`es then share one
+connection instead of checking one out each; redis-py's own commands still use the pool.
 """
 
 from __future__ import annotations
@@ -18,8 +21,15 @@ from typing import Any
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 
+from aichat_gateway.redismux import Multiplexer
+
 
 class LeanConnectionPool(ConnectionPool):
+    def __init__(self, *args: Any, multiplex: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        template: AbstractConnection = self.make_connection()  # type: ignore[no-untyped-call]
+        self.multiplexer = Multiplexer(template) if multiplex and Multiplexer.supports(template) else None
+
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
         connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
         try:
@@ -34,3 +44,8 @@ class LeanConnectionPool(ConnectionPool):
         if connection.should_reconnect():  # type: ignore[no-untyped-call]
             await connection.disconnect()
         self._available_connections.append(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if self.multiplexer is not None:
+            self.multiplexer.close()
+        await super().disconnect(inuse_connections)

@@ -133,10 +133,12 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         # One retry on a broken connection: after a Redis restart every pooled connection is dead,
         # and each would otherwise fail one request. Only connection errors (nothing ran), never
         # timeouts (the command may have run).
+        # Hot-path batches share one multiplexed connection (redismux.py); the rest uses the pool.
         pool = LeanConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            multiplex=True,
         )
         redis = Redis(connection_pool=pool)
         upstream = create_upstream_client(settings)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 
-from aichat_gateway.redislua import pack_commands
+from aichat_gateway.redismux import pack_commands
 
 ARG = st.one_of(
     st.binary(max_size=64),
