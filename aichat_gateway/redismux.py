@@ -1,8 +1,9 @@
 """One shared Redis connection per process for the hot path's batches (auto-pipelining).
 
 A `Batch` on a pooled connection costs a checkout, a write and a wake-up per read, per request,
-twice. Here every batch of the process goes out on one connection: batches queued in the same
-event-loop turn leave in one write, and replies are parsed as they arrive (hiredis, in an
+twice. Here every batch of the process goes out on one connection: batches written in the same
+event-loop iteration leave in one system call (uvloop sends what a transport was given during an
+iteration together at its end), and replies are parsed as they arrive (hiredis, in an
 `asyncio.Protocol`, no stream reader) and handed to each batch in the order it was sent. Redis
 answers a connection's commands in order, so the n-th batch sent gets the n-th group of replies.
 
@@ -61,7 +62,6 @@ class _Link(asyncio.Protocol):
         self._loop = loop
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
         self._waiting: collections.deque[_Waiter] = collections.deque()
-        self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
 
@@ -92,15 +92,15 @@ class _Link(asyncio.Protocol):
     # ---- used by Multiplexer ------------------------------------------------------------------
 
     def send(self, data: bytes, expected: int) -> asyncio.Future[list[Any]]:
-        """Queue one batch for the next write; the future gets its `expected` replies."""
+        """Write one batch; the future gets its `expected` replies."""
         if self.lost is not None:
             raise self.lost
         future: asyncio.Future[list[Any]] = self._loop.create_future()
         self._waiting.append(_Waiter(future, expected))
-        if not self._out:
-            # Written after every task already runnable this turn has queued its batch too.
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
+        # uvloop sends what a transport is given during one loop iteration in one write at the
+        # iteration's end, so concurrent batches share a system call without waiting a turn.
+        assert self._transport is not None
+        self._transport.write(data)
         return future
 
     def close(self, why: BaseException) -> None:
@@ -109,15 +109,9 @@ class _Link(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def _flush(self) -> None:
-        if self._out and self._transport is not None and self.lost is None:
-            self._transport.writelines(self._out)
-        self._out.clear()
-
     def _fail(self, why: BaseException) -> None:
         if self.lost is None:
             self.lost = why
-        self._out.clear()
         while self._waiting:
             future = self._waiting.popleft().future
             if not future.done():

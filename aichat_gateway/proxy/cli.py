@@ -83,8 +83,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from aichat_gateway.proxy.writes import CoalescingHttpToolsProtocol
-
     settings = _settings()
     workers = args.workers or settings.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -97,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=workers,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,  # httptools, with a response's writes coalesced (writes.py)
+        http="httptools",
         lifespan="on",
         access_log=False,
         log_config=None,
