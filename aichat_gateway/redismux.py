@@ -33,6 +33,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from aichat_gateway.config.logging import get_logger
+
+log = get_logger(__name__)
+
 
 def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
     """Commands in the Redis protocol (RESP arrays of bulk strings), byte for byte as redis-py's
@@ -87,6 +91,8 @@ class _Link(asyncio.Protocol):
             self.close(RedisConnectionError(f"Protocol error from Redis: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost is None:  # not dropped on purpose (close()): Redis went away or restarted
+            log.warning("redis_shared_connection_lost", in_flight=len(self._waiting), error=repr(exc))
         self._fail(RedisConnectionError(f"Connection to Redis lost: {exc}" if exc else "Redis closed the connection"))
 
     # ---- used by Multiplexer ------------------------------------------------------------------
