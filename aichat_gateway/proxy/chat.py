@@ -114,8 +114,8 @@ async def embeddings(request: Request) -> Response:
 async def _accounted(request: Request, route: str) -> AsyncIterator[Attempt]:
     """One Attempt per request; it is finished (metrics, usage event) exactly once: here, unless a
     response took that job over (`handed_off`) to do it after the answer is sent."""
-    state = request.state
-    attempt = Attempt(charge_id(state.request_id, state.request_id_given), time.perf_counter(), route)
+    state = request.scope["state"]  # begin_request's dict (request.state would wrap it)
+    attempt = Attempt(charge_id(state["request_id"], state["request_id_given"]), time.perf_counter(), route)
     try:
         yield attempt
     except GatewayError as exc:
@@ -168,7 +168,7 @@ def _output_limit(request: Request, model: str) -> int:
 
 async def _hold(request: Request, attempt: Attempt, routes: list[ListingRoute], answer_bound: int) -> None:
     assert attempt.principal is not None
-    amount = charging.hold_amount(routes, request.state.body_size, answer_bound)
+    amount = charging.hold_amount(routes, request.scope["state"]["body_size"], answer_bound)
     await charging.take_hold(request.app.state, attempt.principal, attempt.request_id, amount)
     attempt.held_micro = amount
 
@@ -190,7 +190,7 @@ def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_to
         state,
         attempt.model,
         attempt.request_id,
-        body_size=request.state.body_size,
+        body_size=request.scope["state"]["body_size"],
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
         key_defaults=state.key_defaults.of(principal.key_id, principal.routing),

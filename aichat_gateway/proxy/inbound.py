@@ -33,7 +33,9 @@ async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc.msg}.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    request.state.body_size = len(raw)  # a free upper bound on prompt tokens, for routing and holds
+    # A free upper bound on prompt tokens, for routing and holds. On the scope's state dict, which
+    # `request.state` wraps: reading through that wrapper builds an AttributeError per read.
+    request.scope.setdefault("state", {})["body_size"] = len(raw)
     return body
 
 
