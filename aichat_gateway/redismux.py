@@ -1,9 +1,10 @@
 """One shared Redis connection per process for the hot path's batches (auto-pipelining).
 
 A `Batch` on a pooled connection costs a checkout, a write and a wake-up per read, per request,
-twice. Here every batch of the process goes out on one connection: batches written in the same
-event-loop iteration leave in one system call (uvloop sends what a transport was given during an
-iteration together at its end), and replies are parsed as they arrive (hiredis, in an
+twice. Here every batch of the process goes out on one connection. A batch sent while others wait
+for replies is held to the end of the event-loop turn, so batches of concurrent requests leave in
+one system call (uvloop sends each `write()` at once); one sent while nothing is in flight goes at
+once, adding no latency. Replies are parsed as they arrive (hiredis, in an
 `asyncio.Protocol`, no stream reader) and handed to each batch in the order it was sent. Redis
 answers a connection's commands in order, so the n-th batch sent gets the n-th group of replies.
 
@@ -66,6 +67,7 @@ class _Link(asyncio.Protocol):
         self._loop = loop
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
         self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._out: list[bytes] = []  # batches to send together at the end of this loop turn
         self._transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
 
@@ -102,11 +104,20 @@ class _Link(asyncio.Protocol):
         if self.lost is not None:
             raise self.lost
         future: asyncio.Future[list[Any]] = self._loop.create_future()
+        busy = bool(self._waiting)
         self._waiting.append(_Waiter(future, expected))
-        # uvloop sends what a transport is given during one loop iteration in one write at the
-        # iteration's end, so concurrent batches share a system call without waiting a turn.
-        assert self._transport is not None
-        self._transport.write(data)
+        if self._out:
+            self._out.append(data)
+        elif busy:
+            # Other batches are waiting for replies, so requests are arriving together: this one
+            # waits for the end of the loop turn and leaves in one write with the others queued
+            # meanwhile (uvloop sends every write() at once, a system call each).
+            self._out.append(data)
+            self._loop.call_soon(self._flush)
+        else:
+            # Nothing in flight: send now, a later write would only add latency.
+            assert self._transport is not None
+            self._transport.write(data)
         return future
 
     def close(self, why: BaseException) -> None:
@@ -115,9 +126,15 @@ class _Link(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _flush(self) -> None:
+        if self._out and self.lost is None and self._transport is not None:
+            self._transport.writelines(self._out)
+        self._out = []
+
     def _fail(self, why: BaseException) -> None:
         if self.lost is None:
             self.lost = why
+        self._out = []
         while self._waiting:
             future = self._waiting.popleft().future
             if not future.done():

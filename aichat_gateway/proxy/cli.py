@@ -83,6 +83,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from aichat_gateway.proxy.writes import HeadHoldingHttpToolsProtocol
+
     settings = _settings()
     workers = args.workers or settings.workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -95,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=HeadHoldingHttpToolsProtocol,  # httptools; a response's head leaves with its body (writes.py)
         lifespan="on",
         access_log=False,
         log_config=None,
