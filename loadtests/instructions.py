@@ -2,9 +2,11 @@
 
 Why: on a shared 2-core VM, requests/s and CPU seconds move 20-30 % between identical runs, too
 much to tell whether a change to the hot path helped. Instructions are counted, not timed: the
-same code gives the same count to within about 1 % whatever else the machine is doing (the rest is
-the gateway's background tasks and random request ids: three runs gave 2,280,000-2,300,000), so
-trust differences of a few percent, not less. Kernel work (syscalls, loopback TCP) is not counted.
+same code gave the same count to within about 1 % whatever else the machine was doing, until the
+Redis multiplexer began deciding per batch whether to wait for the end of the loop turn (a
+timing-dependent choice): json runs of today's code spread over 1.77-1.88 M, so trust differences
+of several percent, not less. Kernel work (system calls, loopback TCP) is not counted at all: for
+a change that saves system calls, use compare.py (CPU time per request, user + system).
 
     .venv/bin/python loadtests/instructions.py [--requests 200] [--stream] [--settle]
 
