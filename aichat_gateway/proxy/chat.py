@@ -74,7 +74,6 @@ async def chat_completions(request: Request) -> Response:
 
         async def on_done(result: StreamResult) -> None:
             state.metrics.inflight_streams.dec()
-            await _answer_sent()
             _account_stream(request, attempt, result, body)
             await _finish(request, attempt)
 
@@ -201,25 +200,8 @@ def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_to
 def _after_response(response: Response, request: Request, attempt: Attempt) -> Response:
     """Record the request once the answer is on the wire: the buyer does not wait for Redis."""
     attempt.handed_off = True
-    response.background = BackgroundTask(_finish_after_answer, request, attempt)
+    response.background = BackgroundTask(_finish, request, attempt)
     return response
-
-
-async def _finish_after_answer(request: Request, attempt: Attempt) -> None:
-    await _answer_sent()
-    await _finish(request, attempt)
-
-
-async def _answer_sent() -> None:
-    """Let the answer's last bytes leave before the request is recorded.
-
-    uvloop writes what a response sent at the end of the loop iteration, so without this yield the
-    buyer would also wait for everything the recording computes before its first await (metrics,
-    token counts, the usage event): ~0.1 ms at one connection. A shutdown's cancel landing on this
-    yield skips the usage event, as one landing on `_finish`'s Redis round trip already could: the
-    hold is then swept and nothing is charged.
-    """
-    await asyncio.sleep(0)
 
 
 def _finish_plain(
