@@ -1,4 +1,8 @@
-"""`Batch` and `LeanConnectionPool` against real Redis: what the hot path's round trips rely on."""
+"""`Batch` and `LeanConnectionPool` against real Redis: what the hot path's round trips rely on.
+
+The behaviours both ways of running a batch share are checked on each (`redis` is parametrized:
+checked-out pooled connections, and the multiplexer `serve` uses); pool-only ones use `pooled`.
+What only the multiplexer does is in test_redis_mux.py."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aichat_gateway.redislua import Batch
 from aichat_gateway.redispool import LeanConnectionPool
+from tests.redisbatch import lean_redis, run_batch
 from tests.scratch import TEST_REDIS_URL
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -27,54 +32,50 @@ def prefix() -> Iterator[str]:
         yield p
 
 
+RETRY_ONCE = Retry(NoBackoff(), 1, (RedisConnectionError,))
+
+
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    pool = LeanConnectionPool.from_url(TEST_REDIS_URL, retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
-    client = Redis(connection_pool=pool)
-    try:
+async def pooled() -> AsyncIterator[Redis]:
+    async with lean_redis(TEST_REDIS_URL, retry=RETRY_ONCE) as client:
         yield client
-    finally:
-        await client.aclose()
-        await pool.disconnect()
 
 
-async def run(redis: Redis, *commands: tuple[object, ...]) -> list[object]:
-    batch = Batch(redis)
-    for command in commands:
-        batch.execute_command(*command)
-    return await batch.execute()
+@pytest.fixture(params=["pooled", "multiplexed"])
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[Redis]:
+    async with lean_redis(TEST_REDIS_URL, retry=RETRY_ONCE, multiplex=request.param == "multiplexed") as client:
+        yield client
 
 
 async def test_replies_come_back_in_the_order_the_commands_were_queued(redis: Redis, prefix: str) -> None:
     key = f"{prefix}:n"
-    assert await run(redis, ("INCRBY", key, 5), ("INCRBY", key, 2), ("GET", key)) == [5, 7, b"7"]
+    assert await run_batch(redis, ("INCRBY", key, 5), ("INCRBY", key, 2), ("GET", key)) == [5, 7, b"7"]
 
 
 async def test_an_error_reply_stands_in_its_commands_place_and_the_others_still_run(redis: Redis, prefix: str) -> None:
     text, counter = f"{prefix}:text", f"{prefix}:counter"
     await redis.set(text, "not a number")
-    replies = await run(redis, ("INCR", text), ("EVALSHA", "0" * 40, 0), ("INCR", counter))
+    replies = await run_batch(redis, ("INCR", text), ("EVALSHA", "0" * 40, 0), ("INCR", counter))
     assert isinstance(replies[0], ResponseError)
     assert isinstance(replies[1], NoScriptError)  # what LuaScript retries with EVAL
     assert replies[2] == 1
 
 
-async def test_a_batch_after_redis_dropped_the_pooled_connection_runs_once_on_a_new_one(
-    redis: Redis, prefix: str
-) -> None:
+async def test_a_batch_after_redis_dropped_its_connection_runs_once_on_a_new_one(redis: Redis, prefix: str) -> None:
     key = f"{prefix}:n"
-    first_id = (await run(redis, ("CLIENT", "ID")))[0]
+    first_id = (await run_batch(redis, ("CLIENT", "ID")))[0]
     async with Redis.from_url(TEST_REDIS_URL) as killer:
         await killer.execute_command("CLIENT", "KILL", "ID", first_id)
-    assert await run(redis, ("INCR", key)) == [1]
+    assert await run_batch(redis, ("INCR", key)) == [1]
     assert await redis.get(key) == b"1"
 
 
 async def test_a_batch_cancelled_while_waiting_leaves_no_unread_reply_for_the_next_one(
-    redis: Redis, prefix: str
+    pooled: Redis, prefix: str
 ) -> None:
+    redis = pooled  # a BLPOP would hold up every batch behind it on the multiplexer
     queue = f"{prefix}:queue"
-    waiting = asyncio.create_task(run(redis, ("BLPOP", queue, 10)))
+    waiting = asyncio.create_task(run_batch(redis, ("BLPOP", queue, 10)))
     async with Redis.from_url(TEST_REDIS_URL) as other:
         for _ in range(1000):  # polls a condition: the BLPOP has reached Redis
             if b"cmd=blpop" in await other.execute_command("CLIENT", "LIST", "TYPE", "normal"):
@@ -86,13 +87,13 @@ async def test_a_batch_cancelled_while_waiting_leaves_no_unread_reply_for_the_ne
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await other.rpush(queue, "late")  # would be the abandoned connection's next reply
-    assert await run(redis, ("ECHO", "mine")) == [b"mine"]
+    assert await run_batch(redis, ("ECHO", "mine")) == [b"mine"]
 
 
-async def test_sequential_batches_reuse_one_pooled_connection(redis: Redis) -> None:
-    ids = {(await run(redis, ("CLIENT", "ID")))[0] for _ in range(5)}
+async def test_sequential_batches_reuse_one_pooled_connection(pooled: Redis) -> None:
+    ids = {(await run_batch(pooled, ("CLIENT", "ID")))[0] for _ in range(5)}
     assert len(ids) == 1
-    pool = redis.connection_pool
+    pool = pooled.connection_pool
     assert len(pool._in_use_connections) == 0  # every checkout was given back
 
 

@@ -1,6 +1,7 @@
 """`Batch` on a multiplexing pool (redismux.py) against real Redis: one shared connection for
 every batch of the process, replies matched to batches in order, and what happens when that
-connection is killed, refused, mute, or answers LOADING."""
+connection is killed, refused, mute, or answers LOADING. What a pooled batch does too (reply order,
+error replies in place, a killed connection) is checked on both in test_redis_batch.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aichat_gateway.redislua import Batch
 from aichat_gateway.redispool import LeanConnectionPool
+from tests.redisbatch import lean_redis, run_batch
 from tests.scratch import TEST_REDIS_URL
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -30,24 +31,12 @@ def prefix() -> Iterator[str]:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    pool = LeanConnectionPool.from_url(TEST_REDIS_URL, multiplex=True)
-    client = Redis(connection_pool=pool)
-    try:
+    async with lean_redis(TEST_REDIS_URL, multiplex=True) as client:
         yield client
-    finally:
-        await client.aclose()
-        await pool.disconnect()
-
-
-async def run(redis: Redis, *commands: tuple[object, ...]) -> list[object]:
-    batch = Batch(redis)
-    for command in commands:
-        batch.execute_command(*command)
-    return await batch.execute()
 
 
 async def client_id(redis: Redis) -> int:
-    reply = (await run(redis, ("CLIENT", "ID")))[0]
+    reply = (await run_batch(redis, ("CLIENT", "ID")))[0]
     assert isinstance(reply, int)
     return reply
 
@@ -55,7 +44,7 @@ async def client_id(redis: Redis) -> int:
 async def test_concurrent_batches_each_get_their_own_replies_in_order(redis: Redis, prefix: str) -> None:
     async def count(n: int) -> list[object]:
         key = f"{prefix}:{n}"
-        return await run(redis, ("INCRBY", key, n), ("INCRBY", key, 1), ("GET", key))
+        return await run_batch(redis, ("INCRBY", key, n), ("INCRBY", key, 1), ("GET", key))
 
     replies = await asyncio.gather(*(count(n) for n in range(200)))
     assert replies == [[n, n + 1, str(n + 1).encode()] for n in range(200)]
@@ -68,51 +57,31 @@ async def test_every_batch_of_the_process_shares_one_connection(redis: Redis) ->
     assert len(redis.connection_pool._in_use_connections) == 0  # nothing checked out of the pool
 
 
-async def test_an_error_reply_stands_in_its_commands_place(redis: Redis, prefix: str) -> None:
-    text, counter = f"{prefix}:text", f"{prefix}:counter"
-    await redis.set(text, "not a number")
-    replies = await run(redis, ("INCR", text), ("EVALSHA", "0" * 40, 0), ("INCR", counter))
-    assert isinstance(replies[0], ResponseError)
-    assert isinstance(replies[1], NoScriptError)  # what LuaScript retries with EVAL
-    assert replies[2] == 1
-
-
 async def test_a_cancelled_batch_runs_but_its_replies_go_to_nobody(redis: Redis, prefix: str) -> None:
     key = f"{prefix}:n"
     await client_id(redis)  # connected, so the batch below is queued at once
-    abandoned = asyncio.create_task(run(redis, ("INCRBY", key, 10)))
+    abandoned = asyncio.create_task(run_batch(redis, ("INCRBY", key, 10)))
     await asyncio.sleep(0)  # it has queued its command and waits for the reply
     abandoned.cancel()
     with pytest.raises(asyncio.CancelledError):
         await abandoned
-    assert await run(redis, ("INCRBY", key, 1)) == [11]  # its own reply, not the abandoned one's
-
-
-async def test_after_the_shared_connection_is_killed_the_next_batch_runs_on_a_new_one(
-    redis: Redis, prefix: str
-) -> None:
-    first = await client_id(redis)
-    async with Redis.from_url(TEST_REDIS_URL) as killer:
-        await killer.execute_command("CLIENT", "KILL", "ID", first)
-    assert await run(redis, ("INCR", f"{prefix}:n")) == [1]
-    assert await client_id(redis) != first
+    assert await run_batch(redis, ("INCRBY", key, 1)) == [11]  # its own reply, not the abandoned one's
 
 
 async def test_the_database_number_in_the_url_is_selected(prefix: str) -> None:
     key = f"{prefix}:db"
     base, _, db = TEST_REDIS_URL.rpartition("/")
     other_db = 13 if db != "13" else 12
-    pool = LeanConnectionPool.from_url(f"{base}/{other_db}", multiplex=True)
-    try:
-        async with Redis(connection_pool=pool) as on_other, Redis.from_url(TEST_REDIS_URL) as on_default:
-            await run(on_other, ("SET", key, "here", "EX", 60))
-            try:
-                assert await on_other.get(key) == b"here"  # a pooled redis-py read on that database
-                assert await on_default.get(key) is None
-            finally:
-                await on_other.delete(key)
-    finally:
-        await pool.disconnect()
+    async with (
+        lean_redis(f"{base}/{other_db}", multiplex=True) as on_other,
+        Redis.from_url(TEST_REDIS_URL) as on_default,
+    ):
+        await run_batch(on_other, ("SET", key, "here", "EX", 60))
+        try:
+            assert await on_other.get(key) == b"here"  # a pooled redis-py read on that database
+            assert await on_default.get(key) is None
+        finally:
+            await on_other.delete(key)
 
 
 async def test_a_username_and_password_in_the_url_authenticate(redis: Redis) -> None:
@@ -122,9 +91,9 @@ async def test_a_username_and_password_in_the_url_authenticate(redis: Redis) -> 
     pool = LeanConnectionPool.from_url(f"redis://{user}:{password}@{address}/0", multiplex=True)
     wrong = LeanConnectionPool.from_url(f"redis://{user}:not-it@{address}/0", multiplex=True)
     try:
-        assert await run(Redis(connection_pool=pool), ("PING",)) == [b"PONG"]
+        assert await run_batch(Redis(connection_pool=pool), ("PING",)) == [b"PONG"]
         with pytest.raises(RedisConnectionError):  # AuthenticationError, raised, nothing run
-            await run(Redis(connection_pool=wrong), ("PING",))
+            await run_batch(Redis(connection_pool=wrong), ("PING",))
     finally:
         await pool.disconnect()
         await wrong.disconnect()
@@ -139,7 +108,7 @@ async def test_nothing_listening_is_a_connection_error() -> None:
     pool = LeanConnectionPool(host="127.0.0.1", port=port, multiplex=True)
     try:
         with pytest.raises(RedisConnectionError):
-            await run(Redis(connection_pool=pool), ("PING",))
+            await run_batch(Redis(connection_pool=pool), ("PING",))
     finally:
         await pool.disconnect()
 
@@ -163,9 +132,9 @@ async def test_a_redis_that_never_answers_times_out_and_the_connection_is_droppe
     server, mute = await with_fake_redis(swallow, socket_timeout=0.2)
     try:
         with pytest.raises(RedisTimeoutError):
-            await run(mute, ("ECHO", 1), ("ECHO", 2))
+            await run_batch(mute, ("ECHO", 1), ("ECHO", 2))
         with pytest.raises(RedisTimeoutError):
-            await run(mute, ("ECHO", 3))
+            await run_batch(mute, ("ECHO", 3))
         assert len(connections) == 2  # the second batch did not queue behind the first's silence
     finally:
         for writer in connections:
@@ -183,7 +152,7 @@ async def test_a_redis_still_loading_its_data_raises_a_connection_error_like_a_p
     server, busy = await with_fake_redis(loading)
     try:
         with pytest.raises(BusyLoadingError):  # a ConnectionError: the hot path retries it
-            await run(busy, ("PING",))
+            await run_batch(busy, ("PING",))
     finally:
         server.close()
         await busy.connection_pool.disconnect()
