@@ -27,8 +27,10 @@ from aichat_gateway.redismux import Multiplexer
 class LeanConnectionPool(ConnectionPool):
     def __init__(self, *args: Any, multiplex: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        template: AbstractConnection = self.make_connection()  # type: ignore[no-untyped-call]
-        self.multiplexer = Multiplexer(template) if multiplex and Multiplexer.supports(template) else None
+        self.multiplexer: Multiplexer | None = None
+        if multiplex:
+            template: AbstractConnection = self.make_connection()  # type: ignore[no-untyped-call]
+            self.multiplexer = Multiplexer(template) if Multiplexer.supports(template) else None
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> AbstractConnection:
         connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
