@@ -27,6 +27,7 @@ DONE_DATA = "[DONE]"
 _BOM = b"\xef\xbb\xbf"
 _LF = b"\n"
 _CR = b"\r"
+_DATA = b"data: "
 _COLON = 0x3A  # ord(":"), compared against an indexed byte
 _DEFAULT_EVENT_TYPE = "message"
 
@@ -144,6 +145,26 @@ class SSEParser:
                 self._field(line)
         return events
 
+    def feed_data_events(self, data: bytes) -> list[bytes] | None:
+        """The data values of `data` when it is nothing but whole one-line `data: ` events and the
+        parser is between events; else None, with the parser untouched (use `feed`).
+
+        The common shape of a provider's chunk, recognised with a few bytes methods over the whole
+        chunk instead of line by line. The caller turns each value into the event `feed` would
+        have dispatched: event type "message", the value decoded as UTF-8 with replacement, the id
+        unchanged (`last_event_id`), as no `id` line is among them.
+        """
+        if not data.endswith(b"\n\n") or _CR in data or len(data) > self._max_line or not self.idle:
+            return None
+        lines = data[:-2].split(b"\n\n")
+        # Every line starts with "data: ", and the only LFs are the blank lines between events.
+        if not data.startswith(_DATA) or data.count(_LF) != 2 * len(lines):
+            return None
+        if len(lines) > 1 and data.count(b"\n\n" + _DATA) != len(lines) - 1:
+            return None
+        self._at_start = False  # the chunk starts with "data: ": there was no BOM to strip
+        return [line[6:] for line in lines]
+
     def _strip_bom(self, data: bytes) -> bytes:
         head = self._bom_prefix + data
         if len(head) < len(_BOM) and _BOM.startswith(head):
@@ -209,6 +230,14 @@ def _token_count(value: object) -> int | None:
     return None
 
 
+def may_carry_usage(data: str) -> bool:
+    """False when the chunk data surely reports no usage: no `"usage"` key, or only `"usage":null`
+    (with include_usage every content chunk carries that): no need to parse it."""
+    if '"usage"' not in data:
+        return False
+    return not (('"usage":null' in data or '"usage": null' in data) and data.count('"usage"') == 1)
+
+
 def usage_from_event(event: SSEEvent) -> Usage | None:
     """The chunk's usage when it carries a non-null `usage` with both token counts, else None.
 
@@ -218,10 +247,7 @@ def usage_from_event(event: SSEEvent) -> Usage | None:
     appear inside message text, so the quick checks below cannot be fooled by content).
     """
     data = event.data
-    if '"usage"' not in data:
-        return None
-    # With include_usage every content chunk carries `"usage":null`: skip parsing those too.
-    if ('"usage":null' in data or '"usage": null' in data) and data.count('"usage"') == 1:
+    if not may_carry_usage(data):
         return None
     chunk = _chunk_json(event)
     if chunk is None:
@@ -259,22 +285,28 @@ def _delta_texts(delta: dict[str, object], out: list[str]) -> None:
 _CONTENT_KEY = '"content":"'
 
 
-def _plain_content(data: str) -> str | None:
-    """The common chunk, read without parsing: exactly one `"content":"..."` with no escapes and
-    nothing else that carries text. None means "not that simple": use the JSON path."""
-    start = data.find(_CONTENT_KEY)
-    if start < 0 or data.find(_CONTENT_KEY, start + 1) >= 0 or not data.startswith("{"):
-        return None
-    # Anything else that carries text, or an escape: the JSON path. Spelled out, not a generator
-    # over a tuple of markers (2 % of a stream's CPU under py-spy; a regex was slower still).
-    if (
+def may_carry_other_text(data: str) -> bool:
+    """True when chunk data (one chunk's, or several chunks' at once) has a field other than
+    `content` that carries text, or an escape: such a chunk is read by the JSON path. Spelled out,
+    not a generator over a tuple of markers (2 % of a stream's CPU under py-spy; a regex was slower)."""
+    return (
         '"tool_calls"' in data
         or '"reasoning_content"' in data
         or '"refusal":"' in data
         or '"function_call"' in data
         or '"text":' in data
         or "\\" in data
-    ):
+    )
+
+
+def plain_content(data: str, screened: bool = False) -> str | None:
+    """The common chunk, read without parsing: exactly one `"content":"..."` with no escapes and
+    nothing else that carries text. None means "not that simple": use the JSON path. `screened`:
+    the caller found `may_carry_other_text` False for a text holding this chunk's data."""
+    start = data.find(_CONTENT_KEY)
+    if start < 0 or data.find(_CONTENT_KEY, start + 1) >= 0 or not data.startswith("{"):
+        return None
+    if not screened and may_carry_other_text(data):
         return None
     start += len(_CONTENT_KEY)
     end = data.find('"', start)
@@ -289,7 +321,7 @@ def content_text_of_chunk(event: SSEEvent) -> str:
     Called for every relayed chunk, so the plain case skips the JSON parse (a property test checks
     both paths agree).
     """
-    plain = _plain_content(event.data)
+    plain = plain_content(event.data)
     if plain is not None:
         return plain
     chunk = _chunk_json(event)

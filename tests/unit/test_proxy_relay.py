@@ -248,11 +248,75 @@ async def test_a_whole_stream_is_relayed_and_finished_once_with_outcome_ok() -> 
     assert start["type"] == "http.response.start" and start["status"] == 200
     assert any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in start["headers"])
     assert (b"x-gateway-listing", b"lst_1") in start["headers"]
-    assert wire.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert datas(wire.body) == [*datas(STREAM)[:-2], "[DONE]"]
     [result] = results
     assert result.outcome == "ok" and result.meter.saw_done and result.ttft_seconds is not None
     assert upstream.closed >= 1
+
+
+async def test_the_answers_last_event_and_the_end_of_the_body_leave_in_one_message() -> None:
+    wire = Wire()
+    await run_relay(from_list([CONTENT_FRAMES[1], DONE]), CONTENT_FRAMES[0], wire)
+    assert wire.messages[-1] == {"type": "http.response.body", "body": DONE, "more_body": False}
+    assert [m.get("more_body") for m in wire.messages[1:]] == [True, True, False]
+
+
+class Provider:
+    """An upstream body that goes on after its [DONE]: records how far the relay read it."""
+
+    def __init__(self, after_done: list[bytes], fail_after: bool = False) -> None:
+        self.after_done = after_done
+        self.fail_after = fail_after
+        self.read_to_end = False
+        self.chunks_read = 0
+
+    async def parts(self) -> AsyncIterator[bytes]:
+        yield DONE
+        for part in self.after_done:
+            self.chunks_read += 1
+            yield part
+        if self.fail_after:
+            raise httpx.ReadError("connection reset")
+        self.read_to_end = True
+
+
+async def test_after_done_the_providers_body_is_read_to_its_end_and_nothing_more_is_relayed() -> None:
+    provider = Provider(after_done=[b": keep-alive\n\n", CONTENT_FRAMES[2]])
+    wire = Wire()
+    results, _ = await run_relay(provider.parts(), CONTENT_FRAMES[0], wire)
+    assert provider.read_to_end
+    assert datas(wire.body) == [datas(CONTENT_FRAMES[0])[0], "[DONE]"]
+    assert [r.outcome for r in results] == ["ok"]
+
+
+async def test_a_read_error_after_done_leaves_the_answer_complete_and_the_outcome_ok() -> None:
+    provider = Provider(after_done=[b": keep-alive\n\n"], fail_after=True)
+    wire = Wire()
+    results, _ = await run_relay(provider.parts(), CONTENT_FRAMES[0], wire)
+    assert [r.outcome for r in results] == ["ok"]
+    assert wire.messages[-1]["more_body"] is False and b"error" not in wire.body
+
+
+async def test_a_provider_that_keeps_sending_after_done_is_read_no_further_than_the_drain_limit() -> None:
+    provider = Provider(after_done=[b":" + b"x" * 16382 + b"\n"] * 100)
+    results, upstream = await run_relay(provider.parts(), CONTENT_FRAMES[0], Wire())
+    assert provider.chunks_read == 64 * 1024 // 16384 + 1 and not provider.read_to_end
+    assert [r.outcome for r in results] == ["ok"] and upstream.closed >= 1
+
+
+async def test_a_buyer_whose_connection_reports_gone_once_the_body_ended_still_counts_as_served() -> None:
+    # uvicorn answers every receive() after the response's end with http.disconnect.
+    class EndingWire(Wire):
+        async def send(self, message: dict[str, Any]) -> None:
+            await super().send(message)
+            if message.get("more_body") is False:
+                self.leave()
+                await asyncio.sleep(0)  # the watch sees the "disconnect" before the relay goes on
+
+    provider = Provider(after_done=[b": keep-alive\n\n"])
+    results, _ = await run_relay(provider.parts(), CONTENT_FRAMES[0], EndingWire())
+    assert [r.outcome for r in results] == ["ok"]
+    assert provider.read_to_end
 
 
 async def test_a_buyer_who_leaves_ends_the_relay_and_it_finishes_once_as_client_disconnected() -> None:
