@@ -49,22 +49,36 @@ def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
         raise DataError(f"Invalid input for a Redis command: {exc}") from None
 
 
+_NO_DEADLINE = float("inf")
+
+
 class _Waiter:
     """One batch in flight: how many replies it expects and those read so far."""
 
-    __slots__ = ("expected", "future", "replies")
+    __slots__ = ("deadline", "expected", "future", "replies")
 
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int, deadline: float) -> None:
         self.future = future
         self.expected = expected
+        self.deadline = deadline  # loop time; inf without a timeout
         self.replies: list[Any] = []
 
 
 class _Link(asyncio.Protocol):
-    """One connection: writes batches, matches replies to them in order."""
+    """One connection: writes batches, matches replies to them in order.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    Deadlines: every batch gets `timeout` seconds, and replies come in the order batches were
+    sent, so the oldest batch in flight is always the first to run out of time. One timer, set for
+    that batch's deadline, watches them all: when it fires and that batch is still unanswered, the
+    batch fails with `TimeoutError` and the connection is dropped (Redis is not answering); if it
+    was answered meanwhile, the timer is set again for the batch now oldest. Under load it fires
+    about once per `timeout`, where a timer per batch (`asyncio.timeout`) was ~3 % of a request.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None = None) -> None:
         self._loop = loop
+        self._timeout = timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
         self._waiting: collections.deque[_Waiter] = collections.deque()
         self._out: list[bytes] = []  # batches to send together at the end of this loop turn
@@ -105,7 +119,13 @@ class _Link(asyncio.Protocol):
             raise self.lost
         future: asyncio.Future[list[Any]] = self._loop.create_future()
         busy = bool(self._waiting)
-        self._waiting.append(_Waiter(future, expected))
+        if self._timeout is None:
+            self._waiting.append(_Waiter(future, expected, _NO_DEADLINE))
+        else:
+            deadline = self._loop.time() + self._timeout
+            self._waiting.append(_Waiter(future, expected, deadline))
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_at(deadline, self._check_deadline)
         if self._out:
             self._out.append(data)
         elif busy:
@@ -133,9 +153,26 @@ class _Link(asyncio.Protocol):
             self._transport.write(b"".join(self._out))
         self._out = []
 
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self.lost is not None:
+            return
+        oldest = self._waiting[0]
+        if oldest.deadline > self._loop.time():  # answered meanwhile: watch the one now oldest
+            self._watchdog = self._loop.call_at(oldest.deadline, self._check_deadline)
+            return
+        if not oldest.future.done():
+            oldest.future.set_exception(RedisTimeoutError("Timeout talking to Redis"))
+        # The batches behind it would wait on the same silence: they fail as on a lost connection
+        # (and are tried once more on a new one).
+        self.close(RedisConnectionError("Redis did not answer in time"))
+
     def _fail(self, why: BaseException) -> None:
         if self.lost is None:
             self.lost = why
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._out = []
         while self._waiting:
             future = self._waiting.popleft().future
@@ -166,18 +203,8 @@ class Multiplexer:
             return await self._round_trip(data, expected)
 
     async def _round_trip(self, data: bytes, expected: int) -> list[Any]:
-        if self._timeout is None:  # no deadline configured: skip the timer (2 % of a request)
-            replies = await (await self._connected()).send(data, expected)
-        else:
-            link = None
-            try:
-                async with asyncio.timeout(self._timeout):
-                    link = await self._connected()
-                    replies = await link.send(data, expected)
-            except TimeoutError:
-                if link is not None:
-                    link.close(RedisConnectionError("Redis did not answer in time"))
-                raise RedisTimeoutError("Timeout talking to Redis") from None
+        # Connecting has its own deadline (_connect); the link bounds the round trip.
+        replies = await (await self._connected()).send(data, expected)
         for reply in replies:
             if isinstance(reply, RedisConnectionError):  # LOADING, NOAUTH…: as a pooled read raises it
                 raise reply
@@ -203,7 +230,7 @@ class Multiplexer:
         loop = asyncio.get_running_loop()
         conn = self._template
         timeout = conn.socket_connect_timeout or self._timeout
-        link = _Link(loop)
+        link = _Link(loop, self._timeout)
         try:
             async with asyncio.timeout(timeout):
                 if isinstance(conn, UnixDomainSocketConnection):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aichat_gateway.redismux import _Link, pack_commands
 
@@ -26,8 +29,38 @@ class RecordingTransport:
         self.sent.append(b"<abort>")
 
 
-def link_with(sock: RecordingTransport) -> _Link:
-    link = _Link(asyncio.get_running_loop())
+class SteppedLoop:
+    """The running loop, but with a clock the test moves and timers the test fires."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.now = 100.0
+        self.timers: list[tuple[float, Callable[[], None], asyncio.TimerHandle]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return self._loop.create_future()
+
+    def call_soon(self, callback: Callable[[], None]) -> asyncio.Handle:
+        return self._loop.call_soon(callback)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        handle = asyncio.TimerHandle(when, callback, (), self._loop)
+        self.timers.append((when, callback, handle))
+        return handle
+
+    def fire_timers(self) -> None:
+        """Run, once, the timers set so far that are due and not cancelled."""
+        due, self.timers = [t for t in self.timers if t[0] <= self.now], [t for t in self.timers if t[0] > self.now]
+        for _, callback, handle in due:
+            if not handle.cancelled():
+                callback()
+
+
+def link_with(sock: RecordingTransport, loop: Any = None, timeout: float | None = None) -> _Link:
+    link = _Link(loop or asyncio.get_running_loop(), timeout)
     link.connection_made(sock)  # type: ignore[arg-type]
     return link
 
@@ -90,3 +123,55 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
     link.data_received(b"+SURPRISE\r\n")
     assert sock.sent == [b"<abort>"]
     assert isinstance(link.lost, RedisConnectionError)
+
+
+async def test_the_oldest_batch_unanswered_at_its_deadline_times_out_and_the_others_fail_over() -> None:
+    loop, sock = SteppedLoop(), RecordingTransport()
+    link = link_with(sock, loop, timeout=5.0)
+    oldest = link.send(PING, 1)
+    loop.now += 1.0
+    newer = link.send(ECHO, 1)
+    loop.now += 4.0
+    loop.fire_timers()
+    with pytest.raises(RedisTimeoutError):
+        oldest.result()
+    with pytest.raises(RedisConnectionError):  # tried once more on a new connection (Multiplexer)
+        newer.result()
+    assert sock.sent[-1] == b"<abort>"
+
+
+async def test_a_batch_answered_in_time_moves_the_deadline_to_the_next_oldest() -> None:
+    loop, sock = SteppedLoop(), RecordingTransport()
+    link = link_with(sock, loop, timeout=5.0)
+    first = link.send(PING, 1)
+    loop.now += 1.0
+    second = link.send(ECHO, 1)
+    link.data_received(b"+PONG\r\n")
+    loop.now += 4.0  # the first's deadline: the second has one second left
+    loop.fire_timers()
+    assert first.result() == [b"PONG"] and not second.done() and link.lost is None
+    assert [when for when, _, _ in loop.timers] == [106.0]  # one timer, for the second's deadline
+    link.data_received(b"$1\r\nx\r\n")
+    assert second.result() == [b"x"]
+
+
+async def test_one_timer_watches_every_batch_in_flight() -> None:
+    loop = SteppedLoop()
+    link = link_with(RecordingTransport(), loop, timeout=5.0)
+    for _ in range(10):
+        link.send(PING, 1)
+    assert len(loop.timers) == 1
+
+
+async def test_without_a_timeout_no_timer_is_set() -> None:
+    loop = SteppedLoop()
+    link_with(RecordingTransport(), loop).send(PING, 1)
+    assert loop.timers == []
+
+
+async def test_a_lost_connection_stops_its_timer() -> None:
+    loop = SteppedLoop()
+    link = link_with(RecordingTransport(), loop, timeout=5.0)
+    link.send(PING, 1)
+    link.connection_lost(None)
+    assert loop.timers[0][2].cancelled()
