@@ -8,10 +8,10 @@ once), and always runs its completion callback exactly once, shielded from cance
 
 A stream is complete only when the provider ended its answer (`saw_done`: OpenAI's `[DONE]`,
 Anthropic's `message_stop`); its last bytes then go out with the end of the buyer's body, and the
-provider's body is drained so that its connection can be reused. One that breaks, stalls or just stops before that ends with an error
-event and outcome `upstream_error`. "Stalls" covers a provider trickling bytes: each read then
-stays under the read timeout, so the relay also ends a stream that forwarded nothing for
-`stall_after` seconds (the read timeout) while bytes kept coming.
+provider's body is drained so that its connection can be reused. One that breaks, stalls or just
+stops before that ends with an error event and outcome `upstream_error`. "Stalls" covers a
+provider trickling bytes: each read then stays under the read timeout, so the relay also ends a
+stream that forwarded nothing for `stall_after` seconds (the read timeout) while bytes kept coming.
 """
 
 from __future__ import annotations
