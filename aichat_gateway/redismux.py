@@ -119,13 +119,10 @@ class _Link(asyncio.Protocol):
             raise self.lost
         future: asyncio.Future[list[Any]] = self._loop.create_future()
         busy = bool(self._waiting)
-        if self._timeout is None:
-            self._waiting.append(_Waiter(future, expected, _NO_DEADLINE))
-        else:
-            deadline = self._loop.time() + self._timeout
-            self._waiting.append(_Waiter(future, expected, deadline))
-            if self._watchdog is None:
-                self._watchdog = self._loop.call_at(deadline, self._check_deadline)
+        deadline = _NO_DEADLINE if self._timeout is None else self._loop.time() + self._timeout
+        self._waiting.append(_Waiter(future, expected, deadline))
+        if self._watchdog is None and self._timeout is not None:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
         if self._out:
             self._out.append(data)
         elif busy:

@@ -34,6 +34,7 @@ from aichat_gateway.proxy.receipts import add_cost
 if TYPE_CHECKING:  # adapters import this module; the protocol is needed for types only
     from aichat_gateway.proxy.adapters.base import StreamTranslator
 from aichat_gateway.proxy.sse import (
+    DEFAULT_EVENT_TYPE,
     SSEError,
     SSEEvent,
     SSEParser,
@@ -45,8 +46,6 @@ from aichat_gateway.proxy.sse import (
     plain_content,
     usage_from_event,
 )
-
-_MESSAGE = "message"  # the type of an event without an `event` line
 
 # (prompt tokens, completion tokens) -> the answer's cost in USD, for `usage.cost`.
 CostOf = Callable[[int, int], str]
@@ -81,30 +80,28 @@ class StreamMeter:
             return data  # nothing withheld or changed: the provider's bytes as they are
         return b"".join(_encode(event) for event in out if event is not None)
 
-    def _feed_data_events(self, data: bytes, values: list[bytes]) -> bytes:
+    def _feed_data_events(self, data: bytes, values: list[str]) -> bytes:
         """`feed` for the common chunk: whole one-line `data:` events, nothing else. The same result
-        as the general path (a property test holds them together) at a third of its cost: a plain
-        content chunk that cannot carry usage is counted without building its event, the markers
-        of other text are looked for once in the whole chunk, and if anything is withheld or
-        changed the rest goes out as its own `data:` lines instead of being re-encoded."""
-        screened = not may_carry_other_text(data.decode("utf-8", "replace"))
+        as the general path (a property test holds them together) at two thirds of its cost: a
+        plain content chunk that cannot carry usage is counted without building its event, and the
+        markers of other text are looked for once in the whole chunk."""
+        screened = not may_carry_other_text("\n".join(values))  # no marker holds a newline
         out: list[bytes] | None = None  # set once an event is withheld or changed
         for i, value in enumerate(values):
-            decoded = value.decode("utf-8", "replace")
-            if screened and not may_carry_usage(decoded):
-                text = plain_content(decoded, screened=True)
+            if screened and not may_carry_usage(value):
+                text = plain_content(value, screened=True)
                 if text is not None:
                     if text:
                         self.text_parts.append(text)
                     if out is not None:
-                        out.append(b"data: " + value + b"\n\n")
+                        out.append(_encode_data(value))
                     continue
-            event = SSEEvent(_MESSAGE, decoded, self._parser.last_event_id)
+            event = SSEEvent(DEFAULT_EVENT_TYPE, value, self._parser.last_event_id)
             observed = self._observe(event)
             if observed is not event and out is None:
-                out = [b"data: " + earlier + b"\n\n" for earlier in values[:i]]
+                out = [_encode_data(earlier) for earlier in values[:i]]
             if out is not None and observed is not None:
-                out.append(b"data: " + value + b"\n\n" if observed is event else _encode(observed))
+                out.append(_encode(observed))
         return data if out is None else b"".join(out)
 
     def _observe(self, event: SSEEvent) -> SSEEvent | None:
@@ -140,9 +137,14 @@ def _has_no_choices(data: str) -> bool:
 
 
 def _encode(event: SSEEvent) -> bytes:
-    head = f"event: {event.event}\n" if event.event and event.event != "message" else ""
+    head = f"event: {event.event}\n" if event.event and event.event != DEFAULT_EVENT_TYPE else ""
     lines = "".join(f"data: {line}\n" for line in event.data.split("\n"))
     return (head + lines + "\n").encode()
+
+
+def _encode_data(data: str) -> bytes:
+    """`_encode` of a default-type event whose data is one line."""
+    return b"data: " + data.encode() + b"\n\n"
 
 
 class _Stalled(Exception):
@@ -261,7 +263,7 @@ class RelayStream(Response):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             pending: bytes | None = self._first
             forwarded = started  # when the buyer last got something: the stall check's reference
-            cut: str | None = None
+            cut: str  # why the stream was cut short; set on every path that reaches the error event
             try:
                 while True:
                     if pending is None:
@@ -307,7 +309,7 @@ class RelayStream(Response):
                 outcome = "ok" if ended else "client_disconnected"
             except OSError:
                 outcome = "client_disconnected"  # the send failed: the socket is gone
-            self._watch.close()
+            self._watch.close()  # now: after the body's end every receive() reports a disconnect
             if ended:
                 await _drain(self._chunks)
         finally:

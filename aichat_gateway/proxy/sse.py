@@ -28,8 +28,9 @@ _BOM = b"\xef\xbb\xbf"
 _LF = b"\n"
 _CR = b"\r"
 _DATA = b"data: "
+_EVENT_END = b"\n\n"
 _COLON = 0x3A  # ord(":"), compared against an indexed byte
-_DEFAULT_EVENT_TYPE = "message"
+DEFAULT_EVENT_TYPE = "message"  # the type of an event without an `event` line
 
 
 class SSEError(ValueError):
@@ -145,25 +146,27 @@ class SSEParser:
                 self._field(line)
         return events
 
-    def feed_data_events(self, data: bytes) -> list[bytes] | None:
-        """The data values of `data` when it is nothing but whole one-line `data: ` events and the
-        parser is between events; else None, with the parser untouched (use `feed`).
+    def feed_data_events(self, data: bytes) -> list[str] | None:
+        """The data of each event in `data` when it is nothing but whole one-line `data: ` events
+        and the parser is between events; else None, with the parser untouched (use `feed`).
 
         The common shape of a provider's chunk, recognised with a few bytes methods over the whole
-        chunk instead of line by line. The caller turns each value into the event `feed` would
-        have dispatched: event type "message", the value decoded as UTF-8 with replacement, the id
-        unchanged (`last_event_id`), as no `id` line is among them.
+        chunk and decoded once, instead of line by line. Each value is the data of the event `feed`
+        would have dispatched, whose type is `DEFAULT_EVENT_TYPE` and whose id is unchanged
+        (`last_event_id`), as no `id` line is among them.
         """
         if not data.endswith(b"\n\n") or _CR in data or len(data) > self._max_line or not self.idle:
             return None
-        lines = data[:-2].split(b"\n\n")
+        events = data.count(_EVENT_END)
         # Every line starts with "data: ", and the only LFs are the blank lines between events.
-        if not data.startswith(_DATA) or data.count(_LF) != 2 * len(lines):
+        if not data.startswith(_DATA) or data.count(_LF) != 2 * events:
             return None
-        if len(lines) > 1 and data.count(b"\n\n" + _DATA) != len(lines) - 1:
+        if events > 1 and data.count(_EVENT_END + _DATA) != events - 1:
             return None
         self._at_start = False  # the chunk starts with "data: ": there was no BOM to strip
-        return [line[6:] for line in lines]
+        # UTF-8 decoding with replacement ends at every ASCII byte, so decoding the whole chunk
+        # gives each event the data that decoding it alone would.
+        return data[len(_DATA) : -len(_EVENT_END)].decode("utf-8", "replace").split("\n\ndata: ")
 
     def _strip_bom(self, data: bytes) -> bytes:
         head = self._bom_prefix + data
@@ -200,7 +203,7 @@ class SSEParser:
             self._event_type = b""
             return None
         data = b"\n".join(self._data).decode("utf-8", "replace")
-        event_type = self._event_type.decode("utf-8", "replace") if self._event_type else _DEFAULT_EVENT_TYPE
+        event_type = self._event_type.decode("utf-8", "replace") if self._event_type else DEFAULT_EVENT_TYPE
         self._data = []
         self._event_type = b""
         # Positional: a frozen dataclass's keyword call costs ~0.4 µs more, on every streamed chunk.
