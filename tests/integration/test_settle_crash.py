@@ -1,8 +1,8 @@
 """`aichat-gateway settle` killed with SIGKILL in the middle of a backlog loses and doubles nothing.
 
-The worker runs as the real console script. It is killed once some but not all usage rows exist
-(so mid-batch, or between a commit and its ack); a second worker (another pid, so another
-consumer) claims what the first had read and not acked, and settles the rest.
+The worker runs as the real console script. It is frozen (SIGSTOP) at a moment some but not
+all usage rows exist and it holds read-but-unacked entries, then killed; a second worker (another
+pid, so another consumer) claims what the first had read and not acked, and settles the rest.
 """
 
 from __future__ import annotations
@@ -137,6 +137,37 @@ async def exited(proc: subprocess.Popen[bytes], within: float) -> int:
     return code
 
 
+def process_state(pid: int) -> str:
+    # /proc/<pid>/stat: "pid (comm) state ..."; comm may hold spaces, so split after its ")".
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+async def freeze_holding_unacked(
+    proc: subprocess.Popen[bytes], db: asyncpg.Connection, redis: Redis, stream: str, workers: Workers
+) -> None:
+    """Stop `proc` (SIGSTOP) at a moment it has committed some batches and holds read-but-unacked entries.
+
+    Checking a running worker and then killing it races its XACK (CI once saw 0 pending after the
+    kill); a stopped worker cannot ack, so what is checked is what the kill leaves behind.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, workers.logs("first")
+        proc.send_signal(signal.SIGSTOP)
+        while (state := process_state(proc.pid)) != "T":
+            assert state != "Z", workers.logs("first")
+            await asyncio.sleep(0.001)
+        # One round trip first: an XACK the worker wrote just before it stopped is applied by then.
+        await redis.ping()
+        settled = await rows(db)
+        if 0 < settled < EVENTS and await pending(redis, stream):
+            return
+        assert settled < EVENTS, "the worker finished before it could be killed: add events"
+        assert time.monotonic() < deadline, f"no unacked entries after 60 s:\n{workers.logs('first')}"
+        proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.01)
+
+
 async def test_a_worker_killed_mid_backlog_loses_and_doubles_nothing(
     db: asyncpg.Connection, redis: Redis, prefix: str, workers: Workers
 ) -> None:
@@ -147,13 +178,7 @@ async def test_a_worker_killed_mid_backlog_loses_and_doubles_nothing(
 
     stream = stream_key(prefix)
     first = workers.start("first")
-    deadline = time.monotonic() + 60
-    # Killed while it holds read-but-unacked entries, after some batches committed.
-    while not (0 < (settled := await rows(db)) < EVENTS and await pending(redis, stream)):
-        assert first.poll() is None, workers.logs("first")
-        assert settled < EVENTS, "the worker finished before it could be killed: add events"
-        assert time.monotonic() < deadline, f"no rows after 60 s:\n{workers.logs('first')}"
-        await asyncio.sleep(0.01)
+    await freeze_holding_unacked(first, db, redis, stream, workers)
     first.send_signal(signal.SIGKILL)
     assert await exited(first, 10) == -signal.SIGKILL
     assert 0 < await rows(db) < EVENTS
