@@ -17,7 +17,6 @@ What it does and does not do (read from its source, 1.15.10):
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,12 @@ from typing import Any
 
 import httpx
 
+from tests.ports import free_port
+
 LOCALSTRIPE = str(Path(sys.executable).with_name("localstripe"))
 START_TIMEOUT = 30.0
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000341"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

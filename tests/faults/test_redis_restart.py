@@ -41,7 +41,8 @@ from tests.faults.conftest import (
     assert_books_balance,
     new_buyer,
 )
-from tests.integration.conftest import GatewayFactory, Proc, Processes, await_until, free_port, wait_until
+from tests.integration.conftest import GatewayFactory, Proc, Processes, await_until, wait_until
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.faults,

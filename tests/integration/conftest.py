@@ -22,7 +22,6 @@ import concurrent.futures
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import decode_entry
 from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.settings import Settings, load_settings
+from tests.ports import free_port
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -69,12 +69,6 @@ PRICE_DEAR = {"input_usd_per_million": "5", "output_usd_per_million": "10"}
 def unique_email(tag: str = "user") -> str:
     """As the root conftest's helper."""
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Any, within: float, what: str, interval: float = 0.02) -> Any:

@@ -15,9 +15,9 @@ from tests.integration.conftest import (
     Fakes,
     GatewayFactory,
     Proc,
-    free_port,
     register_and_login,
 )
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,13 @@ from tests.integration.conftest import (
     Processes,
     await_until,
     create_listing,
-    free_port,
     fund,
     provider_key,
     register_and_login,
     wait_for_models,
     wait_until,
 )
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -33,12 +33,12 @@ from tests.integration.conftest import (
     Processes,
     await_until,
     create_listing,
-    free_port,
     fund,
     provider_key,
     register_and_login,
     wait_for_models,
 )
+from tests.ports import free_port
 from tests.scratch import redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
