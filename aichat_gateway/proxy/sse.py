@@ -29,6 +29,8 @@ _LF = b"\n"
 _CR = b"\r"
 _DATA = b"data: "
 _EVENT_END = b"\n\n"
+_NEXT_DATA_EVENT = _EVENT_END + _DATA  # between two `data: ` events of a chunk
+_NEXT_DATA_EVENT_TEXT = _NEXT_DATA_EVENT.decode()
 _COLON = 0x3A  # ord(":"), compared against an indexed byte
 DEFAULT_EVENT_TYPE = "message"  # the type of an event without an `event` line
 
@@ -155,18 +157,18 @@ class SSEParser:
         would have dispatched, whose type is `DEFAULT_EVENT_TYPE` and whose id is unchanged
         (`last_event_id`), as no `id` line is among them.
         """
-        if not data.endswith(b"\n\n") or _CR in data or len(data) > self._max_line or not self.idle:
+        if not data.endswith(_EVENT_END) or _CR in data or len(data) > self._max_line or not self.idle:
             return None
         events = data.count(_EVENT_END)
         # Every line starts with "data: ", and the only LFs are the blank lines between events.
         if not data.startswith(_DATA) or data.count(_LF) != 2 * events:
             return None
-        if events > 1 and data.count(_EVENT_END + _DATA) != events - 1:
+        if events > 1 and data.count(_NEXT_DATA_EVENT) != events - 1:
             return None
         self._at_start = False  # the chunk starts with "data: ": there was no BOM to strip
         # UTF-8 decoding with replacement ends at every ASCII byte, so decoding the whole chunk
         # gives each event the data that decoding it alone would.
-        return data[len(_DATA) : -len(_EVENT_END)].decode("utf-8", "replace").split("\n\ndata: ")
+        return data[len(_DATA) : -len(_EVENT_END)].decode("utf-8", "replace").split(_NEXT_DATA_EVENT_TEXT)
 
     def _strip_bom(self, data: bytes) -> bytes:
         head = self._bom_prefix + data

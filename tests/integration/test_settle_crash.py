@@ -143,19 +143,19 @@ def process_state(pid: int) -> str:
 
 
 async def freeze_holding_unacked(
-    proc: subprocess.Popen[bytes], db: asyncpg.Connection, redis: Redis, stream: str, workers: Workers
+    workers: Workers, name: str, proc: subprocess.Popen[bytes], db: asyncpg.Connection, redis: Redis, stream: str
 ) -> None:
-    """Stop `proc` (SIGSTOP) at a moment it has committed some batches and holds read-but-unacked entries.
+    """Stop the worker `name` (SIGSTOP) at a moment it has committed some batches and holds read-but-unacked entries.
 
     Checking a running worker and then killing it races its XACK (CI once saw 0 pending after the
     kill); a stopped worker cannot ack, so what is checked is what the kill leaves behind.
     """
     deadline = time.monotonic() + 60
     while True:
-        assert proc.poll() is None, workers.logs("first")
+        assert proc.poll() is None, workers.logs(name)
         proc.send_signal(signal.SIGSTOP)
         while (state := process_state(proc.pid)) != "T":
-            assert state != "Z", workers.logs("first")
+            assert state != "Z", workers.logs(name)
             await asyncio.sleep(0.001)
         # One round trip first: an XACK the worker wrote just before it stopped is applied by then.
         await redis.ping()
@@ -163,7 +163,7 @@ async def freeze_holding_unacked(
         if 0 < settled < EVENTS and await pending(redis, stream):
             return
         assert settled < EVENTS, "the worker finished before it could be killed: add events"
-        assert time.monotonic() < deadline, f"no unacked entries after 60 s:\n{workers.logs('first')}"
+        assert time.monotonic() < deadline, f"no unacked entries after 60 s:\n{workers.logs(name)}"
         proc.send_signal(signal.SIGCONT)
         await asyncio.sleep(0.01)
 
@@ -178,7 +178,7 @@ async def test_a_worker_killed_mid_backlog_loses_and_doubles_nothing(
 
     stream = stream_key(prefix)
     first = workers.start("first")
-    await freeze_holding_unacked(first, db, redis, stream, workers)
+    await freeze_holding_unacked(workers, "first", first, db, redis, stream)
     first.send_signal(signal.SIGKILL)
     assert await exited(first, 10) == -signal.SIGKILL
     assert 0 < await rows(db) < EVENTS

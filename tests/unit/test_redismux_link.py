@@ -125,12 +125,20 @@ async def test_a_reply_nobody_asked_for_drops_the_connection() -> None:
     assert isinstance(link.lost, RedisConnectionError)
 
 
-async def test_the_oldest_batch_unanswered_at_its_deadline_times_out_and_the_others_fail_over() -> None:
+Batch = asyncio.Future[list[Any]]
+
+
+def two_batches_a_second_apart() -> tuple[SteppedLoop, RecordingTransport, _Link, Batch, Batch]:
+    """A link with a 5 s timeout on a stepped clock; PING sent at 100.0, ECHO at 101.0."""
     loop, sock = SteppedLoop(), RecordingTransport()
     link = link_with(sock, loop, timeout=5.0)
-    oldest = link.send(PING, 1)
+    first = link.send(PING, 1)
     loop.now += 1.0
-    newer = link.send(ECHO, 1)
+    return loop, sock, link, first, link.send(ECHO, 1)
+
+
+async def test_the_oldest_batch_unanswered_at_its_deadline_times_out_and_the_others_fail_over() -> None:
+    loop, sock, _, oldest, newer = two_batches_a_second_apart()
     loop.now += 4.0
     loop.fire_timers()
     with pytest.raises(RedisTimeoutError):
@@ -141,11 +149,7 @@ async def test_the_oldest_batch_unanswered_at_its_deadline_times_out_and_the_oth
 
 
 async def test_a_batch_answered_in_time_moves_the_deadline_to_the_next_oldest() -> None:
-    loop, sock = SteppedLoop(), RecordingTransport()
-    link = link_with(sock, loop, timeout=5.0)
-    first = link.send(PING, 1)
-    loop.now += 1.0
-    second = link.send(ECHO, 1)
+    loop, _, link, first, second = two_batches_a_second_apart()
     link.data_received(b"+PONG\r\n")
     loop.now += 4.0  # the first's deadline: the second has one second left
     loop.fire_timers()
