@@ -6,7 +6,10 @@ successful login takes its own count back, so only failures accumulate. EXPIRE N
 attempt, which also repairs a counter that ever lost its TTL. The two keys sit in different hash
 slots on purpose and the pipeline is not a transaction, so this works on Redis Cluster too.
 
-E-mails are hashed into the key: Redis then holds no addresses and key length is bounded.
+The per-e-mail key is the hash of the address's canonical form (`users.canonical_email`, the same
+one the account look-up compares), so every spelling that can reach an account counts against
+that account, and a string that is not an address is refused (InvalidInput) before it is counted.
+Hashing keeps addresses out of Redis and bounds the key's length.
 The per-IP window is wider than the per-e-mail one because many people can share one address.
 """
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from aichat_gateway.accounts.errors import TooManyAttempts
+from aichat_gateway.accounts.users import canonical_email
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,7 @@ class LoginLimiter:
         self._per_ip = per_ip
 
     def email_key(self, email: str) -> str:
-        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+        digest = hashlib.sha256(canonical_email(email).encode()).hexdigest()[:32]
         return f"{self._prefix}:email:{digest}"
 
     def ip_key(self, ip: str) -> str:

@@ -1,13 +1,15 @@
 """Users: creation, look-up and password authentication (a repository over asyncpg).
 
-E-mails keep the case the user typed but are unique case-insensitively (the `lower(email)` index),
-and every look-up goes through that index. The password hash never leaves this module: `User`
-has no field for it, so it cannot end up in a response or a log line by accident.
+E-mails keep the case the user typed but are unique case-insensitively (the `lower(email)` index).
+Every address from outside passes `aichat_gateway.emailaddr`'s one rule (plain ASCII, simple shape)
+and every look-up compares `lower(email)` with its canonical form (ASCII letters lower-cased), so
+Postgres' and Python's ideas of lower case can never disagree about which account is meant. The
+password hash never leaves this module: `User` has no field for it, so it cannot end up in a
+response or a log line by accident.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,14 +21,10 @@ from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, Inval
 from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, Passwords, check_password_policy
 from aichat_gateway.accounts.tokens import ROLES
 from aichat_gateway.config.logging import get_logger
+from aichat_gateway.emailaddr import EmailAddress, parse_email
 
 log = get_logger(__name__)
 
-MAX_EMAIL_CHARS = 320
-# Deliberately simple: RFC 5322 "atext" local part, dotted LDH domain. Deliverability is not
-# something a regex can know; this only keeps out garbage, whitespace and control characters.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
 _WRONG_LOGIN = "invalid e-mail or password"
 
 
@@ -42,14 +40,28 @@ class User:
         return {"id": self.id, "email": self.email, "role": self.role}
 
 
-def normalise_email(value: object, *, param: str = "email") -> str:
-    """Strip and validate an e-mail address; InvalidInput naming `param` if it is not one."""
+def email_address(value: object, *, param: str = "email") -> EmailAddress:
+    """The address in `value` (emailaddr's rule); InvalidInput naming `param` if it is not one.
+
+    The message is the same for every refusal and never depends on stored data, so it answers
+    nothing about accounts.
+    """
     if not isinstance(value, str):
-        raise InvalidInput("email must be a string", param=param)
-    email = value.strip()
-    if not email or len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email):
-        raise InvalidInput("email is not a valid e-mail address", param=param)
-    return email
+        raise InvalidInput(f"{param} must be a string", param=param)
+    address = parse_email(value)
+    if address is None:
+        raise InvalidInput(f"{param} is not a valid e-mail address (plain ASCII letters only)", param=param)
+    return address
+
+
+def canonical_email(value: object, *, param: str = "email") -> str:
+    """The canonical form every comparison and the login limiter use; InvalidInput if not an address."""
+    return email_address(value, param=param).canonical
+
+
+def normalise_email(value: object, *, param: str = "email") -> str:
+    """The address as stored and shown (stripped, case kept); InvalidInput if not an address."""
+    return email_address(value, param=param).shown
 
 
 def _user(row: asyncpg.Record) -> User:
@@ -80,8 +92,9 @@ async def create_user(db: Executor, passwords: Passwords, email: str, password: 
 
 
 async def get_by_email(db: Executor, email: str) -> User | None:
+    """The user with this address in any ASCII case; InvalidInput if `email` is not an address."""
     row = await db.fetchrow(
-        "SELECT id, email, role, created_at FROM users WHERE lower(email) = lower($1)", email.strip()
+        "SELECT id, email, role, created_at FROM users WHERE lower(email) = $1", canonical_email(email)
     )
     return _user(row) if row is not None else None
 
@@ -100,13 +113,14 @@ async def authenticate(db: Executor, passwords: Passwords, email: str, password:
     """The user whose e-mail and password these are; InvalidCredentials otherwise.
 
     Unknown e-mails still cost one argon2 operation, so response time does not reveal which
-    e-mails have accounts. Hashes made with older parameters are upgraded on success.
+    e-mails have accounts. Hashes made with older parameters are upgraded on success. A string
+    that is not an address is InvalidInput, decided on the text alone.
     """
+    canonical = canonical_email(email)
     if len(password) > MAX_PASSWORD_CHARS:
         raise InvalidCredentials(_WRONG_LOGIN)  # decided without touching the user: no oracle
     row = await db.fetchrow(
-        "SELECT id, email, role, created_at, password_hash FROM users WHERE lower(email) = lower($1)",
-        email.strip(),
+        "SELECT id, email, role, created_at, password_hash FROM users WHERE lower(email) = $1", canonical
     )
     if row is None:
         await passwords.burn_dummy(password)

@@ -17,6 +17,7 @@ from aichat_gateway.billing import ledger
 from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, LedgerError
 from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.config.logging import get_logger
+from aichat_gateway.emailaddr import canonical_email
 
 log = get_logger(__name__)
 
@@ -90,10 +91,13 @@ WHERE t.idempotency_key = $1
 
 
 async def user_id_for_email(db: asyncpg.Pool, email: object) -> str:
-    # NUL: Postgres text cannot hold it, so the look-up would fail (500) rather than find nobody.
-    if not isinstance(email, str) or "@" not in email or "\x00" in email:
-        raise InvalidBillingInput("email must be the buyer's e-mail address", param="email")
-    found = await db.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email.strip())
+    # The accounts' one e-mail rule: plain ASCII only, compared in its canonical form, so a
+    # look-alike ("İ", the Kelvin sign...) that Postgres' lower() would fold onto a real address
+    # is refused rather than credited to that account.
+    canonical = canonical_email(email)
+    if canonical is None:
+        raise InvalidBillingInput("email must be the buyer's e-mail address (plain ASCII)", param="email")
+    found = await db.fetchval("SELECT id FROM users WHERE lower(email) = $1", canonical)
     if found is None:
         raise BillingNotFound("no account has this e-mail address", param="email")
     return str(found)

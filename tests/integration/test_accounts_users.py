@@ -104,3 +104,24 @@ async def test_create_admin_twice_leaves_one_account(db: asyncpg.Connection) -> 
 async def test_create_admin_applies_the_password_policy(db: asyncpg.Connection) -> None:
     with pytest.raises(InvalidInput):
         await users.create_admin(db, unique_email("admin"), "short")
+
+
+async def test_looking_up_a_dotted_capital_i_lookalike_is_refused_not_matched(
+    db: asyncpg.Connection, passwords: Passwords
+) -> None:
+    """Postgres' lower() turns "İ" into "i"; the look-up must not find `admin…` for `admİn…`."""
+    user = await users.create_user(db, passwords, unique_email("admin"), PASSWORD)
+    lookalike = user.email.replace("admin", "adm\u0130n", 1)
+    with pytest.raises(InvalidInput):
+        await users.get_by_email(db, lookalike)
+    with pytest.raises(InvalidInput):
+        await users.authenticate(db, passwords, lookalike, PASSWORD)
+
+
+async def test_create_admin_refuses_a_lookalike_instead_of_resetting_the_real_account(
+    db: asyncpg.Connection, passwords: Passwords
+) -> None:
+    user = await users.create_user(db, passwords, unique_email("admin"), PASSWORD)
+    with pytest.raises(InvalidInput):
+        await users.create_admin(db, user.email.replace("admin", "adm\u0130n", 1), "a brand new password")
+    assert await users.authenticate(db, passwords, user.email, PASSWORD) == user

@@ -66,3 +66,22 @@ async def test_guessing_across_many_accounts_from_one_address_is_cut_off(
     answer = await gateway.client.post("/api/auth/login", json={"email": fresh.email, "password": PASSWORD})
     assert answer.status_code == 200, answer.text
     gateway.client.cookies.clear()
+
+
+async def test_a_unicode_lookalike_of_a_locked_address_is_refused_and_the_lock_holds(
+    gateway: Gateway, stranger: tuple[httpx.AsyncClient, str]
+) -> None:
+    """The outside attack run's bypass: after ten failures on `admin…`, `admİn…` (U+0130) logged in,
+    because the limiter counted Python's lower-case and the look-up matched Postgres' lower-case."""
+    client, _ = stranger
+    victim = await gateway.user("admin")
+    assert victim.email.startswith("admin-")
+    for attempt in range(PER_EMAIL):
+        body = {"email": victim.email, "password": f"guess-{attempt:04d}"}
+        assert_error(await client.post("/api/auth/login", json=body), 401)
+    lookalike = victim.email.replace("admin", "adm\u0130n", 1)
+    answer = await client.post("/api/auth/login", json={"email": lookalike, "password": PASSWORD})
+    error = assert_error(answer, 400, "email")
+    assert error["code"] == "invalid_input"
+    assert "access_token" not in answer.text and "set-cookie" not in answer.headers
+    assert_limited(await client.post("/api/auth/login", json={"email": victim.email, "password": PASSWORD}))
