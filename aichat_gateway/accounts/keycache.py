@@ -1,22 +1,19 @@
 """The hot path's key check: SHA-256 of the presented key, answered from memory almost always.
 
-- Positive answers are cached for `settings.key_cache_ttl`; negative ones for a couple of seconds,
-  so the same bad key repeated in a flood costs one query, and both maps are size-bounded.
-- Misses go to Postgres with a parameterised query on the hash (the key never touches SQL text),
-  at most `max_concurrent_misses` at a time and one query per distinct key in flight, so a flood
-  of distinct bad keys cannot take every pool connection.
+A `RevocableCache` (revocable.py: TTLs, negative entries, bounded maps, coalesced and bounded
+misses, pub/sub eviction) keyed by the key's hash:
+
+- Positive answers are cached for `settings.key_cache_ttl`; negative ones for a couple of seconds.
+- Misses go to Postgres with a parameterised query on the hash (the key never touches SQL text).
 - Revocation: the revoking process publishes the hash on `{prefix}:keys:revoked`; every process's
   `listen_for_revocations()` evicts it. A change of a key's settings uses the same message
   (`announce_changed`): eviction only means "ask Postgres again", so a live key simply reloads
-  with its new settings and a revoked one loads as None. While that listener is not subscribed (start-up, Redis
-  trouble) positive entries are trusted for only `unsubscribed_ttl` (1 s), and each (re)subscribe
-  clears the cache, so a missed message can never keep a revoked key alive beyond a second.
+  with its new settings and a revoked one loads as None.
 - `note_used` only writes a dict; `flush_last_used` persists the batch in one statement.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -27,14 +24,13 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from aichat_gateway.accounts.db import Executor
 from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keyformat import hash_secret, looks_like_key
+from aichat_gateway.accounts.revocable import STORE_ERRORS, Events, RevocableCache, entry_ttl, is_fresh
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.redislua import raise_if_cancelling
 
 log = get_logger(__name__)
 
@@ -54,12 +50,6 @@ class KeyPrincipal:
     routing: Mapping[str, Any] | None = None
     daily_cap_micro: int | None = None
     monthly_cap_micro: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    principal: KeyPrincipal | None
-    stored_at: float
 
 
 def revocation_channel(settings: Settings) -> str:
@@ -87,21 +77,10 @@ def principal_from_row(row: asyncpg.Record | None) -> KeyPrincipal | None:
     )
 
 
-def is_fresh(stored_at: float, now: float, ttl: float) -> bool:
-    """Pure: may an entry stored at `stored_at` still be served at `now`?"""
-    return 0 <= now - stored_at < ttl
+_EVENTS = Events(subscribed="key_revocations_subscribed", malformed="key_revocation_malformed")
 
 
-def entry_ttl(
-    entry_is_positive: bool, subscribed: bool, ttl: float, negative_ttl: float, unsubscribed_ttl: float
-) -> float:
-    """Pure: how long an entry is trusted. Negatives are short; positives shrink while deaf to revocations."""
-    if not entry_is_positive:
-        return negative_ttl
-    return ttl if subscribed else min(ttl, unsubscribed_ttl)
-
-
-class KeyCache:
+class KeyCache(RevocableCache[bytes, KeyPrincipal]):
     def __init__(
         self,
         db: Executor,
@@ -117,25 +96,22 @@ class KeyCache:
         max_concurrent_misses: int = 4,
         health_check_interval: float = 5.0,
     ) -> None:
+        super().__init__(
+            redis,
+            revocation_channel(settings),
+            settings.key_cache_ttl,
+            clock,
+            _EVENTS,
+            negative_ttl=negative_ttl,
+            unsubscribed_ttl=unsubscribed_ttl,
+            max_entries=max_entries,
+            max_negative_entries=max_negative_entries,
+            max_concurrent_misses=max_concurrent_misses,
+            health_check_interval=health_check_interval,
+        )
         self._db = db
-        self._redis = redis
-        self._channel = revocation_channel(settings)
-        self._ttl = settings.key_cache_ttl
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._negative_ttl = negative_ttl
-        self._unsubscribed_ttl = unsubscribed_ttl
-        self._max_entries = max_entries
-        self._max_negative = max_negative_entries
-        self._health_check_interval = health_check_interval
-        self._positive: dict[bytes, _Entry] = {}
-        self._negative: dict[bytes, _Entry] = {}
-        self._inflight: dict[bytes, asyncio.Task[KeyPrincipal | None]] = {}
-        self._miss_slots = asyncio.Semaphore(max_concurrent_misses)
-        # Bumped by every eviction: a query that started before a revocation must not cache its answer.
-        self._generation = 0
         self._last_used: dict[str, float] = {}
-        self.subscribed = asyncio.Event()
 
     # ---- the hot path -------------------------------------------------------------------------
 
@@ -144,76 +120,45 @@ class KeyCache:
         if not looks_like_key(secret):
             return None
         key_hash = hash_secret(secret)
+        # RevocableCache._fresh_entry, inline: this runs on every /v1 request.
         now = self._clock()
         subscribed = self.subscribed.is_set()
         entry = self._positive.get(key_hash) or self._negative.get(key_hash)
         if entry is not None:
-            ttl = entry_ttl(
-                entry.principal is not None, subscribed, self._ttl, self._negative_ttl, self._unsubscribed_ttl
-            )
+            ttl = entry_ttl(entry.value is not None, subscribed, self._ttl, self._negative_ttl, self._unsubscribed_ttl)
             if is_fresh(entry.stored_at, now, ttl):
-                return entry.principal
-        task = self._inflight.get(key_hash)
-        if task is None:
-            task = asyncio.create_task(self._load(key_hash))
-            self._inflight[key_hash] = task
-            task.add_done_callback(lambda t: self._load_done(key_hash, t))
-        # Shielded: one caller giving up (client disconnect) must not cancel the others' answer.
+                return entry.value
         try:
-            return await asyncio.shield(task)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            return await self._load_shared(key_hash)
+        except STORE_ERRORS as exc:
             # Postgres is down. A key we knew to be live stays usable: revocations are pushed
             # through Redis, so its entry was only stale by age, not by news. An unknown key
             # cannot be checked at all.
-            known = self._positive.get(key_hash)
-            if known is not None and known.principal is not None:
-                log.warning("key_served_from_stale_cache", key_id=known.principal.key_id, error=type(exc).__name__)
-                return known.principal
+            known = self._known(key_hash)
+            if known is not None:
+                log.warning("key_served_from_stale_cache", key_id=known.key_id, error=type(exc).__name__)
+                return known
             raise StoreUnavailable("The gateway cannot check API keys right now; please retry shortly.") from None
 
     def note_used(self, key_id: str) -> None:
         """Remember that a key was used; persisted by the next flush. No I/O here."""
         self._last_used[key_id] = self._wall_clock()
 
-    # ---- misses -------------------------------------------------------------------------------
+    # ---- RevocableCache -----------------------------------------------------------------------
 
-    async def _load(self, key_hash: bytes) -> KeyPrincipal | None:
-        generation = self._generation
-        async with self._miss_slots:
-            row = await self._db.fetchrow(PRINCIPAL_QUERY, key_hash)
-        principal = principal_from_row(row)
-        if generation == self._generation:
-            self._store(key_hash, principal)
-        return principal
+    async def _query(self, key: bytes) -> KeyPrincipal | None:
+        return principal_from_row(await self._db.fetchrow(PRINCIPAL_QUERY, key))
 
-    def _load_done(self, key_hash: bytes, task: asyncio.Task[KeyPrincipal | None]) -> None:
-        self._inflight.pop(key_hash, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an error nobody awaited is not reported as lost
+    def _encode(self, key: bytes) -> str:
+        return key.hex()
 
-    def _store(self, key_hash: bytes, principal: KeyPrincipal | None) -> None:
-        if principal is not None:
-            target, limit = self._positive, self._max_entries
-        else:
-            target, limit = self._negative, self._max_negative
-        target.pop(key_hash, None)
-        while len(target) >= limit:
-            del target[next(iter(target))]  # oldest first: dicts keep insertion order
-        target[key_hash] = _Entry(principal, self._clock())
-        # A key is in at most one of the two maps.
-        (self._negative if principal else self._positive).pop(key_hash, None)
+    def _decode(self, text: str) -> bytes | None:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            return None
 
     # ---- revocation and changes ---------------------------------------------------------------
-
-    def evict(self, key_hash: bytes) -> None:
-        self._generation += 1
-        self._positive.pop(key_hash, None)
-        self._negative.pop(key_hash, None)
-
-    def clear(self) -> None:
-        self._generation += 1
-        self._positive.clear()
-        self._negative.clear()
 
     async def announce_revoked(self, key_hash: bytes) -> None:
         """Call after the revocation is committed: evict here, tell every other process.
@@ -221,7 +166,8 @@ class KeyCache:
         A failed publish is logged, not raised: the database already says "revoked", and processes
         that cannot hear Redis trust their entries for at most `unsubscribed_ttl`.
         """
-        await self._announce(key_hash, "key_revocation_publish_failed")
+        self.evict(key_hash)
+        await self._publish(self._encode(key_hash), "key_revocation_publish_failed")
 
     async def announce_changed(self, key_hash: bytes) -> None:
         """Call after a change of the key's settings is committed: every process reloads it.
@@ -229,62 +175,12 @@ class KeyCache:
         The same message as a revocation: a listener evicts, and the next lookup reads the row as
         it now is. A failed publish is logged, as for revocations (stale for `unsubscribed_ttl`).
         """
-        await self._announce(key_hash, "key_change_publish_failed")
-
-    async def _announce(self, key_hash: bytes, failure_event: str) -> None:
         self.evict(key_hash)
-        try:
-            await self._redis.publish(self._channel, key_hash.hex())
-        except (RedisError, OSError) as exc:
-            log.error(failure_event, error=type(exc).__name__)
+        await self._publish(self._encode(key_hash), "key_change_publish_failed")
 
     async def listen_for_revocations(self) -> None:
-        """Long-running (under the Supervisor): evict keys revoked by any process.
-
-        Raises on Redis trouble, including a connection that stops answering pings, so the
-        supervisor reconnects; the cache is cleared on every successful (re)subscribe.
-        """
-        pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(self._channel)
-            raise_if_cancelling()
-            last_heard = self._clock()
-            ping_sent = False
-            while True:
-                message = await pubsub.get_message(timeout=self._health_check_interval)
-                raise_if_cancelling()
-                now = self._clock()
-                if message is None:
-                    if now - last_heard >= 3 * self._health_check_interval:
-                        raise ConnectionError("revocation channel stopped answering pings")
-                    if not ping_sent:
-                        await pubsub.ping()
-                        raise_if_cancelling()
-                        ping_sent = True
-                    continue
-                last_heard, ping_sent = now, False
-                self._handle(message)
-        finally:
-            self.subscribed.clear()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-
-    def _handle(self, message: dict[str, object]) -> None:
-        kind = message.get("type")
-        if kind == "subscribe":
-            # Subscribed from here on, so nothing published later can be missed; anything published
-            # while we were away is dealt with by forgetting everything we knew.
-            self.clear()
-            self.subscribed.set()
-            log.info("key_revocations_subscribed")
-        elif kind == "message":
-            data = message.get("data")
-            text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
-            try:
-                key_hash = bytes.fromhex(text)
-            except ValueError:
-                log.warning("key_revocation_malformed")
-                return
-            self.evict(key_hash)
+        """Long-running (under the Supervisor): evict keys revoked by any process (see `listen`)."""
+        await self.listen()
 
     # ---- last-used bookkeeping ----------------------------------------------------------------
 
