@@ -1,4 +1,6 @@
-"""The accounts REST API, mounted under `/api`: registration, login/logout, the current user, keys.
+"""The accounts REST API, mounted under `/api`: registration, login, the current user, keys.
+
+Logout, password changes and the session lists are in session_api.py (its own `routes()`).
 
 Dependencies (settings, db, redis, the key cache, the key-routing validator) come from the app
 state at request time; the only long-lived object made here is `Passwords` (it keeps the dummy
@@ -8,6 +10,7 @@ turns them into OpenAI-shaped responses. Nothing secret is logged: user and key 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.accounts import keys as keys_repo
-from aichat_gateway.accounts import users
+from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
 from aichat_gateway.accounts.bodies import read_object
 from aichat_gateway.accounts.db import Executor
@@ -33,6 +36,7 @@ from aichat_gateway.accounts.keysettings import (
 )
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords
+from aichat_gateway.accounts.sessioncache import SessionCache
 from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
@@ -48,6 +52,8 @@ class Deps:
     db: Executor
     redis: Redis
     keys: KeyCache
+    sessions: SessionCache
+    clock: Callable[[], float]  # wall time, seconds
     # Set by the app factory (accounts must not import the marketplace's preferences parser).
     validate_key_routing: RoutingValidator
 
@@ -64,6 +70,8 @@ def deps(request: Request) -> Deps:
         db=state.db,
         redis=state.redis,
         keys=state.keys,
+        sessions=state.sessions,
+        clock=state.clock,
         validate_key_routing=state.validate_key_routing,
     )
 
@@ -118,19 +126,14 @@ class AccountsApi:
             raise
         await limiter.succeeded(attempt)
         issued = SessionTokens.from_settings(d.settings).issue(user.id, user.role)
+        # The token is a session only while this row says so (logout and password changes end it).
+        await sessions.start(d.db, issued.claims, user_agent=request.headers.get("user-agent"), ip=client_ip(request))
         response = json_response(
             {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.expires_in}
         )
         response.headers["cache-control"] = "no-store"
         set_session_cookies(response, issued, d.settings)
         log.info("login_succeeded", user_id=user.id)
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        # Sessions are stateless JWTs: logging out forgets the cookies; a copied bearer token
-        # stays valid until it expires (jwt_ttl_seconds).
-        response = Response(status_code=204)
-        clear_session_cookies(response, deps(request).settings)
         return response
 
     async def me(self, request: Request) -> Response:
@@ -176,7 +179,6 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/auth/register", api.register, methods=["POST"]),
         Route("/auth/login", api.login, methods=["POST"]),
-        Route("/auth/logout", api.logout, methods=["POST"]),
         Route("/auth/me", api.me, methods=["GET"]),
         Route("/keys", api.create_key, methods=["POST"]),
         Route("/keys", api.list_keys, methods=["GET"]),

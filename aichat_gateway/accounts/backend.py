@@ -9,9 +9,12 @@
   request that fails this is anonymous with the scope `csrf_rejected`; `require_user` answers it
   with 403, and any route that checks `"authenticated" in request.auth.scopes` refuses it anyway.
 
-A valid signature is not enough: with `role_of` (the app wires `stored_role`), the user must still
-exist and their role is the stored one, so a deleted account's tokens stop working at once (401,
-not a session whose writes fail on foreign keys) and a demoted admin loses the role at once.
+A valid signature is not enough: with `session_of` (the app wires `live_session_role`), the token
+must still be a live server-side session (sessions.py: ended by logout, a password change,
+`create-admin` or an admin; checked through the session cache, sessioncache.py), the user must
+still exist and their role is the stored one, so an ended session and a deleted account's tokens
+stop working at once (401, not a session whose writes fail on foreign keys) and a demoted admin
+loses the role at once. Postgres unreachable and nothing cached to answer: 503.
 
 Other packages read only standard Starlette fields: `request.user.identity` (the user id),
 `request.user.is_authenticated` and `request.auth.scopes` (`"authenticated"` plus the role).
@@ -23,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-import asyncpg
 import orjson
 from starlette.authentication import (
     AuthCredentials,
@@ -35,7 +37,6 @@ from starlette.authentication import (
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from aichat_gateway.accounts import users
 from aichat_gateway.accounts.errors import AccountsError, Forbidden, InvalidCredentials, StoreUnavailable
 from aichat_gateway.accounts.tokens import SessionClaims, SessionTokens
 from aichat_gateway.config.settings import Settings
@@ -47,24 +48,26 @@ AUTHENTICATED = "authenticated"
 CSRF_REJECTED = "csrf_rejected"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-# The stored role of a token's user, None if there is no such user any more.
-RoleLookup = Callable[[HTTPConnection, str], Awaitable[str | None]]
+# The current role of a live session's user; None if the session ended or the user is gone.
+SessionCheck = Callable[[HTTPConnection, SessionClaims], Awaitable[str | None]]
 
 
-async def stored_role(conn: HTTPConnection, user_id: str) -> str | None:
-    """RoleLookup on the database of the app serving the request (one primary-key read)."""
+async def live_session_role(conn: HTTPConnection, claims: SessionClaims) -> str | None:
+    """SessionCheck on the session cache (`state.sessions`) of the app serving the request."""
     try:
-        user = await users.get_by_id(conn.app.state.db, user_id)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        raise SessionAuthError(StoreUnavailable("cannot check the session right now; please retry shortly")) from exc
-    return user.role if user is not None else None
+        role: str | None = await conn.app.state.sessions.role_of(claims)
+    except StoreUnavailable as exc:
+        raise SessionAuthError(exc) from None
+    return role
 
 
 class SessionUser(BaseUser):
-    def __init__(self, id: str, role: str, email: str | None = None) -> None:
+    def __init__(self, id: str, role: str, email: str | None = None, token_id: str | None = None) -> None:
         self.id = id
         self.role = role
         self.email = email
+        # The session's `jti`: which server-side session this request rides (logout ends it).
+        self.token_id = token_id
 
     @property
     def is_authenticated(self) -> bool:
@@ -118,10 +121,10 @@ def bearer_token(authorization: str) -> str:
 
 class SessionBackend(AuthenticationBackend):
     def __init__(
-        self, settings: Settings, *, clock: Callable[[], float] = time.time, role_of: RoleLookup | None = None
+        self, settings: Settings, *, clock: Callable[[], float] = time.time, session_of: SessionCheck | None = None
     ) -> None:
         self._tokens = SessionTokens.from_settings(settings, clock=clock)
-        self._role_of = role_of
+        self._session_of = session_of
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         authorization = conn.headers.get("authorization")
@@ -151,9 +154,9 @@ class SessionBackend(AuthenticationBackend):
         return _authenticated(claims, role)
 
     async def _current_role(self, conn: HTTPConnection, claims: SessionClaims) -> str | None:
-        if self._role_of is None:
-            return claims.role
-        return await self._role_of(conn, claims.user_id)
+        if self._session_of is None:
+            return claims.role  # signature and times only (unit tests of the token checks)
+        return await self._session_of(conn, claims)
 
     def _cookie_request_is_same_site(self, conn: HTTPConnection, claims: SessionClaims) -> bool:
         if conn.scope["type"] == "websocket":
@@ -167,7 +170,7 @@ class SessionBackend(AuthenticationBackend):
 
 
 def _authenticated(claims: SessionClaims, role: str) -> tuple[AuthCredentials, BaseUser]:
-    return AuthCredentials([AUTHENTICATED, role]), SessionUser(claims.user_id, role)
+    return AuthCredentials([AUTHENTICATED, role]), SessionUser(claims.user_id, role, token_id=claims.token_id)
 
 
 def _status_of(error: AccountsError) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 AccountsError
 ├── InvalidInput          the request's fields are malformed (message says which)
+│   └── WrongPassword     a password change whose current password is wrong (400, not 401: the session is fine)
 ├── EmailTaken            registration with an e-mail that already has an account
 ├── InvalidCredentials    wrong e-mail/password, or a bad/expired session token
 ├── Forbidden             authenticated but not allowed (role, CSRF)
@@ -24,6 +25,10 @@ class AccountsError(Exception):
 
 class InvalidInput(AccountsError):
     code = "invalid_input"
+
+
+class WrongPassword(InvalidInput):
+    code = "wrong_password"
 
 
 class EmailTaken(AccountsError):

@@ -10,14 +10,16 @@ response or a log line by accident.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from aichat_gateway.accounts.db import Executor
-from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, InvalidInput
+from aichat_gateway.accounts import sessions
+from aichat_gateway.accounts.db import Executor, transaction
+from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, InvalidInput, WrongPassword
 from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, Passwords, check_password_policy
 from aichat_gateway.accounts.tokens import ROLES
 from aichat_gateway.config.logging import get_logger
@@ -134,24 +136,73 @@ async def authenticate(db: Executor, passwords: Passwords, email: str, password:
     return user
 
 
-async def create_admin(db: Executor, email: str, password: str, *, passwords: Passwords | None = None) -> User:
+async def change_password(
+    db: Executor,
+    passwords: Passwords,
+    user_id: str,
+    current_password: str,
+    new_password: str,
+    *,
+    keep_token_id: str | None,
+    now: float,
+) -> int:
+    """Set a new password (the registration policy) if `current_password` is right, and end every
+    session of the user but `keep_token_id`'s (the one asking); how many other sessions ended.
+
+    WrongPassword if the current one is wrong, also when another change won a race for the same
+    account; InvalidCredentials if the account is gone. The new hash is written only if the stored
+    one is still the hash just verified, in the same transaction that ends the sessions.
+    """
+    check_password_policy(new_password, param="new_password")
+    try:
+        uid = uuid.UUID(user_id)
+    except ValueError:
+        raise InvalidCredentials("this account no longer exists") from None
+    old_hash = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", uid)
+    if old_hash is None:
+        raise InvalidCredentials("this account no longer exists")
+    wrong = WrongPassword("current_password is not this account's password", param="current_password")
+    if len(current_password) > MAX_PASSWORD_CHARS or not await passwords.verify(old_hash, current_password):
+        raise wrong
+    new_hash = await passwords.hash(new_password)
+    async with transaction(db) as conn:
+        changed = await conn.fetchval(
+            "UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3 RETURNING id",
+            uid,
+            new_hash,
+            old_hash,
+        )
+        if changed is None:
+            raise wrong
+        ended = await sessions.end_all(conn, user_id, now, keep_token_id=keep_token_id)
+    log.info("password_changed", user_id=user_id, sessions_ended=ended)
+    return ended
+
+
+async def create_admin(
+    db: Executor, email: str, password: str, *, passwords: Passwords | None = None, now: float | None = None
+) -> User:
     """Create an admin, or make an existing user (matched case-insensitively) admin with this password.
 
     Idempotent, for `aichat-gateway create-admin`: running it twice leaves one admin account whose
-    password is the last one given.
+    password is the last one given. Every session of the account ends in the same transaction (a
+    password reset must lock out whoever held one); the caller tells the running gateways
+    (`sessioncache.announce_user_sessions_ended`).
     """
     email = normalise_email(email)
     check_password_policy(password)
     password_hash = await (passwords or Passwords()).hash(password)
-    row = await db.fetchrow(
-        """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin')
-            ON CONFLICT ((lower(email)))
-            DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash
-            RETURNING id, email, role, created_at""",
-        email,
-        password_hash,
-    )
-    assert row is not None
-    user = _user(row)
-    log.info("admin_ensured", user_id=user.id)
+    async with transaction(db) as conn:
+        row = await conn.fetchrow(
+            """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin')
+                ON CONFLICT ((lower(email)))
+                DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash
+                RETURNING id, email, role, created_at""",
+            email,
+            password_hash,
+        )
+        assert row is not None
+        user = _user(row)
+        ended = await sessions.end_all(conn, user.id, time.time() if now is None else now)
+    log.info("admin_ensured", user_id=user.id, sessions_ended=ended)
     return user

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     key_cache_ttl: float = Field(30.0, alias="GATEWAY_KEY_CACHE_TTL", gt=0)
     listing_refresh_interval: float = Field(5.0, alias="GATEWAY_LISTING_REFRESH_INTERVAL", gt=0)
     jwt_ttl_seconds: int = Field(3600, alias="GATEWAY_JWT_TTL", ge=60)
+    # How long a process trusts a session it checked (ends are pushed over pub/sub, not waited for).
+    session_cache_ttl: float = Field(30.0, alias="GATEWAY_SESSION_CACHE_TTL", gt=0)
     cookie_secure: bool = Field(False, alias="GATEWAY_COOKIE_SECURE")
     shutdown_grace_seconds: float = Field(30.0, alias="GATEWAY_SHUTDOWN_GRACE", ge=0)
 

@@ -28,10 +28,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Mount, Route
 
+from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.api import routes as account_routes
-from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, stored_role
+from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
 from aichat_gateway.accounts.errors import InvalidInput
 from aichat_gateway.accounts.keys import KeyCache
+from aichat_gateway.accounts.session_api import routes as session_routes
+from aichat_gateway.accounts.sessioncache import SessionCache
 from aichat_gateway.billing import seller_api, topups
 from aichat_gateway.billing.api import routes as billing_routes
 from aichat_gateway.billing.holds import HotBalances
@@ -112,6 +115,22 @@ def build_settler(settings: Settings, db: asyncpg.Pool, redis: Redis, hot: HotBa
     )
 
 
+# Expired session rows go in batches (sessions.prune), at most this many batches per run.
+SESSION_PRUNE_INTERVAL = 600.0
+SESSION_PRUNE_MAX_BATCHES = 20
+
+
+async def prune_sessions(db: asyncpg.Pool, clock: Callable[[], float]) -> None:
+    total = 0
+    for _ in range(SESSION_PRUNE_MAX_BATCHES):
+        pruned = await sessions.prune(db, clock())
+        total += pruned
+        if pruned < sessions.PRUNE_BATCH:
+            break
+    if total:
+        log.info("sessions_pruned", count=total)
+
+
 async def reconcile_balances(reconciler: Reconciler, metrics: Metrics) -> None:
     metrics.balance_repairs.inc(len(await reconciler.run_once()))
 
@@ -165,6 +184,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         state = app.state
         state.db, state.redis, state.upstream, state.supervisor = db, redis, upstream, supervisor
         state.keys = KeyCache(db, redis, settings)
+        state.sessions = SessionCache(db, redis, settings)
         state.listings = ListingSnapshot(db, redis, vault, catalog, settings.redis_prefix)
         state.meter = Meter(redis, settings.redis_prefix)
         state.stats = ListingStatsStore(redis, settings.redis_prefix)
@@ -192,6 +212,8 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
             log.warning("redis_epoch_unknown_at_start", error=repr(exc))
         await asyncio.to_thread(state.tokens.load)  # ~0.2 s once, not on the first request
         supervisor.start("key-revocations", state.keys.listen_for_revocations)
+        supervisor.start("session-ends", state.sessions.listen)
+        supervisor.every("session-prune", SESSION_PRUNE_INTERVAL, functools.partial(prune_sessions, db, clock))
         supervisor.start("listing-changes", state.listings.listen_for_changes)
         supervisor.every("listing-poll", settings.listing_refresh_interval, state.listings.refresh)
         supervisor.every("key-last-used", 5.0, state.keys.flush_last_used)
@@ -223,6 +245,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
     api = Starlette(
         routes=[
             *account_routes(),
+            *session_routes(),
             *marketplace_routes(),
             *quote.routes(),
             *billing_routes(),
@@ -232,7 +255,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         middleware=[
             Middleware(
                 AuthenticationMiddleware,
-                backend=SessionBackend(settings, role_of=stored_role),
+                backend=SessionBackend(settings, session_of=live_session_role),
                 on_error=auth_error_response,
             )
         ],

@@ -165,18 +165,37 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]])
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
     from aichat_gateway.accounts.errors import AccountsError
+    from aichat_gateway.accounts.sessioncache import announce_user_sessions_ended
     from aichat_gateway.accounts.users import create_admin
 
-    async def work(db: asyncpg.Pool) -> str:
-        return (await create_admin(db, args.email, args.password)).id
+    settings = _settings()
+
+    async def work(db: asyncpg.Pool) -> tuple[str, bool]:
+        # The password is (re)set and every session of the account ends in one transaction; then
+        # the running gateways are told, so none of them accepts an old session any more.
+        user = await create_admin(db, args.email, args.password)
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            told = await announce_user_sessions_ended(redis, settings, user.id)
+        finally:
+            await redis.aclose()
+        return user.id, told
 
     try:
-        user_id = _with_pool(_settings(), work)
+        user_id, told = _with_pool(settings, work)
     except AccountsError as exc:
         print(f"aichat-gateway create-admin: {exc.message}", file=sys.stderr)
         return 1
-    print(f"admin {args.email} ready (id {user_id})")
+    print(f"admin {args.email} ready (id {user_id}); every earlier session of the account has ended")
+    if not told:
+        print(
+            "aichat-gateway create-admin: Redis did not take the news; running gateways may accept an old "
+            f"session of this account for up to {settings.session_cache_ttl:g} s",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -36,6 +36,8 @@ Security = list[dict[str, list[str]]]
 _BEARER_OR_COOKIE: Security = [{"bearerAuth": []}, {"sessionCookie": []}]
 _BEARER_OR_COOKIE_CSRF: Security = [{"bearerAuth": []}, {"sessionCookie": [], "csrfHeader": []}]
 _PUBLIC: Security = []
+# Logout: a session if one is presented ({} = none at all).
+_OPTIONAL_SESSION: Security = [{}, {"bearerAuth": []}, {"sessionCookie": [], "csrfHeader": []}]
 
 
 # --- operations -----------------------------------------------------------------------------------
@@ -119,9 +121,62 @@ def _user_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema]]:
                 errors=(400, 401, 429, 503),
             )
         },
-        "/api/auth/logout": {"post": op("logout", "Forget the session cookies", "accounts", (204, None))},
+        "/api/auth/logout": {
+            "post": op(
+                "logout",
+                "End the session presented (bearer or cookie) in every process, and forget the cookies",
+                "accounts",
+                (204, None),
+                errors=_AUTH_ERRORS,
+                security=_OPTIONAL_SESSION,
+            )
+        },
         "/api/auth/me": {
             "get": op("me", "The signed-in user", "accounts", (200, "User"), errors=_AUTH_ERRORS, security=auth)
+        },
+        "/api/auth/password": {
+            "post": op(
+                "changePassword",
+                "Change the password; every other session of the user ends (a wrong current password "
+                "counts against the login limit)",
+                "accounts",
+                (204, None),
+                body="PasswordChange",
+                errors=(400, 429, *_AUTH_ERRORS),
+                security=unsafe,
+            )
+        },
+        "/api/auth/sessions": {
+            "get": op(
+                "listSessions",
+                "The caller's live sessions, the current one flagged (no tokens)",
+                "accounts",
+                (200, "SessionList"),
+                errors=_AUTH_ERRORS,
+                security=auth,
+            )
+        },
+        "/api/auth/sessions/{session_id}": {
+            "delete": op(
+                "endSession",
+                "End one of the caller's sessions",
+                "accounts",
+                (204, None),
+                params=[path_id("session_id", "session")],
+                errors=(*_AUTH_ERRORS, 404),
+                security=unsafe,
+            )
+        },
+        "/api/admin/users/{user_id}/sessions/revoke": {
+            "post": op(
+                "endUserSessions",
+                "Admin: end every session of a user, in every process",
+                "admin",
+                (204, None),
+                params=[path_id("user_id", "user")],
+                errors=(*_AUTH_ERRORS, 404),
+                security=unsafe,
+            )
         },
         "/api/keys": {
             "post": op(

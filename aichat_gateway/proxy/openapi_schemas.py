@@ -133,6 +133,24 @@ def component_schemas() -> dict[str, Schema]:
         "Session": answer(
             {"access_token": STRING, "token_type": {"const": "bearer"}, "expires_in": {"type": "integer"}}
         ),
+        "PasswordChange": obj(
+            {
+                "current_password": {"type": "string", "maxLength": 256},
+                "new_password": {"type": "string", "minLength": 8, "maxLength": 256},
+            },
+            ["current_password", "new_password"],
+        ),
+        "SessionList": data_of("SessionInfo"),
+        "SessionInfo": answer(
+            {
+                "id": UUID,
+                "created_at": TIME,
+                "expires_at": TIME,
+                "user_agent": nullable(STRING),
+                "ip": nullable(STRING),
+                "current": {"type": "boolean", "description": "The session of this request"},
+            }
+        ),
         "KeyCreate": obj({"name": key_name, **key_settings}, ["name"]),
         "KeyPatch": {**obj({"name": key_name, **key_settings}), "minProperties": 1},
         "Key": answer(

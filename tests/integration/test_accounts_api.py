@@ -294,7 +294,8 @@ async def test_a_stale_session_cookie_does_not_block_login(client: httpx.AsyncCl
 async def test_logout_clears_the_cookies(client: httpx.AsyncClient) -> None:
     user = await register(client)
     await login(client, user["email"])
-    assert (await client.post("/api/auth/logout")).status_code == 204
+    csrf = {"x-csrf-token": client.cookies["aichat_csrf"]}
+    assert (await client.post("/api/auth/logout", headers=csrf)).status_code == 204
     assert "aichat_session" not in client.cookies
     assert_openai_error(await client.get("/api/auth/me"), 401)
 

@@ -17,6 +17,7 @@ import httpx
 import orjson
 from starlette.applications import Starlette
 
+from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.tokens import SessionTokens
 from aichat_gateway.billing.credits import grant_credit
 
@@ -36,6 +37,7 @@ TABLES = (
     "stripe_customers",
     "payouts",
     "seller_payout_accounts",
+    "sessions",
 )
 INJECTIONS = (
     "' OR 1=1 --",
@@ -103,7 +105,7 @@ class Gateway:
         self.password_hash = password_hash  # of PASSWORD, made once: argon2 costs ~0.2 s a time
 
     async def user(self, tag: str = "attack", role: str = "user") -> Account:
-        """A user stored directly, with the session token login would give: fast, for attacks that
+        """A user stored directly, with a session as login would give it: fast, for attacks that
         start after login. Logging in with PASSWORD works too."""
         email = unique_email(tag)
         user_id = await self.app.state.db.fetchval(
@@ -112,8 +114,13 @@ class Gateway:
             self.password_hash,
             role,
         )
-        token = SessionTokens.from_settings(self.app.state.settings).issue(str(user_id), role).token
-        return Account(str(user_id), email, token, role)
+        return Account(str(user_id), email, await self.session_token(str(user_id), role), role)
+
+    async def session_token(self, user_id: str, role: str = "user") -> str:
+        """A new session of the user, as login makes it: a token and its server-side session row."""
+        issued = SessionTokens.from_settings(self.app.state.settings).issue(user_id, role)
+        await sessions.start(self.app.state.db, issued.claims)
+        return issued.token
 
     async def admin(self) -> Account:
         return await self.user("admin", role="admin")

@@ -99,6 +99,22 @@ async def test_another_users_key_cannot_be_changed_or_revoked_and_looks_absent(g
     assert (await gateway.app.state.keys.lookup(a.key["key"])).user_id == a.account.id
 
 
+async def test_another_users_session_cannot_be_ended_and_looks_absent(gateway: Gateway) -> None:
+    a, b = await gateway.user("victim"), await gateway.user("intruder")
+    [session] = (await gateway.client.get("/api/auth/sessions", headers=a.auth)).json()["data"]
+    path, made_up = f"/api/auth/sessions/{session['id']}", str(uuid.uuid4())
+    await assert_looks_absent(gateway.client, "DELETE", path, made_up, headers=b.auth)
+    assert (await gateway.client.get("/api/auth/me", headers=a.auth)).status_code == 200
+    listed = (await gateway.client.get("/api/auth/sessions", headers=b.auth)).json()["data"]
+    assert session["id"] not in {s["id"] for s in listed} and len(listed) == 1
+
+
+async def test_a_user_cannot_end_another_users_sessions_through_the_admin_call(gateway: Gateway) -> None:
+    a, b = await gateway.user("victim"), await gateway.user("intruder")
+    assert_error(await gateway.client.post(f"/api/admin/users/{a.id}/sessions/revoke", headers=b.auth), 403)
+    assert (await gateway.client.get("/api/auth/me", headers=a.auth)).status_code == 200
+
+
 async def test_another_users_keys_never_appear_in_a_list(gateway: Gateway) -> None:
     a, b = await victim(gateway), await gateway.user("intruder")
     listed = await gateway.client.get("/api/keys", headers=b.auth)

@@ -24,6 +24,7 @@ class Browser:
     csrf: str
     key_id: str
     listing_id: str
+    session_id: str  # the cookie session's
 
 
 async def browser_session(gateway: Gateway) -> Browser:
@@ -35,7 +36,8 @@ async def browser_session(gateway: Gateway) -> Browser:
     assert answer.status_code == 200
     csrf = gateway.client.cookies.get("aichat_csrf")
     assert csrf and gateway.client.cookies.get("aichat_session")
-    return Browser(account, csrf, key["id"], listing["id"])
+    [session] = [s for s in (await gateway.client.get("/api/auth/sessions")).json()["data"] if s["current"]]
+    return Browser(account, csrf, key["id"], listing["id"], session["id"])
 
 
 def unsafe_requests(browser: Browser) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -52,6 +54,10 @@ def unsafe_requests(browser: Browser) -> list[tuple[str, str, dict[str, Any] | N
         ("PUT", "/api/seller/payout-account", {"stripe_account_id": "acct_1Attacker000000"}),
         ("POST", "/api/seller/payouts", {}),
         ("POST", "/api/admin/credits", {"email": browser.account.email, "amount_usd": "5", "reason": "x"}),
+        ("POST", "/api/auth/password", {"current_password": PASSWORD, "new_password": "chosen by a stranger"}),
+        ("DELETE", f"/api/auth/sessions/{browser.session_id}", None),
+        ("POST", f"/api/admin/users/{browser.account.id}/sessions/revoke", None),
+        ("POST", "/api/auth/logout", None),
     ]
 
 
@@ -120,6 +126,14 @@ async def test_reads_with_the_session_cookie_need_no_csrf_header(gateway: Gatewa
         assert answer.status_code == 200, f"{path}: {answer.text}"
 
 
+async def test_a_logout_with_the_right_csrf_header_ends_the_cookie_session(gateway: Gateway) -> None:
+    browser = await browser_session(gateway)
+    token = gateway.client.cookies["aichat_session"]
+    answer = await send(gateway.client, "POST", "/api/auth/logout", None, **{"x-csrf-token": browser.csrf})
+    assert answer.status_code == 204
+    assert_error(await gateway.client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"])
 async def test_a_cross_site_form_cannot_log_the_browser_in(gateway: Gateway, content_type: str) -> None:
     """Login CSRF: a hostile form posting the attacker's credentials, with a type that needs no preflight."""
@@ -144,5 +158,9 @@ async def assert_nothing_changed(gateway: Gateway, browser: Browser) -> None:
         assert account["stripe_account_id"] is None
         payouts = (await gateway.client.get("/api/seller/payouts", headers=auth)).json()["data"]
         assert payouts == []
+        # Both sessions live (the bearer one and the cookie one): none was ended, no password changed.
+        listed = (await gateway.client.get("/api/auth/sessions", headers=auth)).json()["data"]
+        assert browser.session_id in {s["id"] for s in listed} and len(listed) == 2
     finally:
         gateway.client.cookies = cookies
+    assert (await gateway.client.get("/api/auth/me")).status_code == 200

@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
+from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.tokens import SessionTokens
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
@@ -48,7 +49,7 @@ from tests.security.support import Account, listing_body, unique_email
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 # Examples per operation and generation mode (positive, negative); fewer where each costs an argon2 run.
-EXAMPLES = {"*": 10, "register": 5, "login": 5}
+EXAMPLES = {"*": 10, "register": 5, "login": 5, "changePassword": 5}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 STRIPE_KEY = "sk_test_" + uuid.uuid4().hex
 
@@ -121,7 +122,37 @@ def admin(fuzz_settings: Settings, api_schema: OpenApiSchema, password_hash: str
             await conn.close()
 
     admin_id = asyncio.run(create())
-    return Account(admin_id, email, SessionTokens.from_settings(fuzz_settings).issue(admin_id, "admin").token, "admin")
+    return Account(admin_id, email, new_session(fuzz_settings, admin_id)[0], "admin")
+
+
+def new_session(settings: Settings, user_id: str, role: str = "admin") -> tuple[str, str]:
+    """A token with its server-side session row, as login makes them: (token, session id)."""
+    issued = SessionTokens.from_settings(settings).issue(user_id, role)
+
+    async def start() -> str:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await sessions.start(conn, issued.claims)
+        finally:
+            await conn.close()
+
+    return issued.token, asyncio.run(start())
+
+
+def other_user(settings: Settings) -> str:
+    """A user with a session of their own: the admin's target when ending someone's sessions."""
+
+    async def create() -> str:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            query = "INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id"
+            return str(await conn.fetchval(query, unique_email("fuzz-target")))
+        finally:
+            await conn.close()
+
+    user_id = asyncio.run(create())
+    new_session(settings, user_id, "user")
+    return user_id
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +181,17 @@ def own_ids(api_schema: OpenApiSchema, admin: Account, fuzz_settings: Settings) 
 
         asyncio.run(earnings())
         ids["payout_id"] = created("/api/seller/payouts", {"amount_usd": "20.00"})
+    # Another session of the admin (ending it leaves the one the fuzzing uses), and another user.
+    ids["session_id"] = new_session(fuzz_settings, admin.id)[1]
+    ids["user_id"] = other_user(fuzz_settings)
     return ids
+
+
+def headers_for(operation_id: str, admin: Account, settings: Settings) -> dict[str, str]:
+    """The admin's session; for logout, which ends the session it is sent with, a new one each time."""
+    if operation_id != "logout":
+        return admin.auth
+    return {"Authorization": f"Bearer {new_session(settings, admin.id)[0]}"}
 
 
 def operation_ids() -> list[str]:
@@ -159,7 +200,11 @@ def operation_ids() -> list[str]:
 
 @pytest.mark.parametrize("operation_id", operation_ids())
 def test_every_operation_answers_without_a_5xx_and_as_documented(
-    api_schema: OpenApiSchema, admin: Account, own_ids: dict[str, str], operation_id: str
+    api_schema: OpenApiSchema,
+    admin: Account,
+    own_ids: dict[str, str],
+    operation_id: str,
+    fuzz_settings: Settings,
 ) -> None:
     operation = api_schema.find_operation_by_id(operation_id)
     names = [parameter.name for parameter in operation.path_parameters]
@@ -177,7 +222,11 @@ def test_every_operation_answers_without_a_5xx_and_as_documented(
             phases=[Phase.explicit, Phase.generate, Phase.shrink],
         )
         def no_server_error(case: schemathesis.Case[Any]) -> None:
-            response = case.call(headers=admin.auth)
+            response = case.call(headers=headers_for(operation_id, admin, fuzz_settings))
             case.validate_response(response, checks=CHECKS)
 
         no_server_error()
+    # Ending sessions is fuzzed too: none of it may end the session the fuzzing runs on, or every
+    # later operation would only meet the 401 (documented, so nothing else would notice).
+    with asgi.get_client(api_schema.app) as client:
+        assert client.get("/api/auth/me", headers=admin.auth).status_code == 200

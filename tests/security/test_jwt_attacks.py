@@ -163,3 +163,22 @@ async def test_an_admin_demoted_in_the_database_loses_the_role_their_token_still
     await gateway.app.state.db.execute("UPDATE users SET role = 'user' WHERE id = $1::uuid", admin.id)
     after = await gateway.client.post("/api/admin/credits", json={}, headers=admin.auth)
     assert_error(after, 403)
+
+
+async def test_a_validly_signed_token_that_no_login_issued_is_refused(gateway: Gateway) -> None:
+    """A leaked signing key aside, a token is a session only while the server has its session:
+    one minted without a login (no session row) is no session."""
+    user = await gateway.user()
+    minted = SessionTokens.from_settings(gateway.app.state.settings).issue(user.id, user.role)
+    await assert_refused_everywhere(gateway, minted.token)
+
+
+async def test_a_token_replayed_after_logout_is_refused(gateway: Gateway) -> None:
+    user = await gateway.user()
+    assert (await gateway.client.post("/api/auth/logout", headers=user.auth)).status_code == 204
+    await assert_refused_everywhere(gateway, user.token)
+    gateway.client.cookies.set("aichat_session", user.token)
+    try:
+        assert_error(await gateway.client.get("/api/keys"), 401)
+    finally:
+        gateway.client.cookies.clear()

@@ -23,6 +23,7 @@ from aichat_gateway.proxy.edge import exception_handlers, request_context
 
 ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
     acc.InvalidInput: (400, "invalid_request_error"),
+    acc.WrongPassword: (400, "invalid_request_error"),
     acc.EmailTaken: (409, "invalid_request_error"),
     acc.InvalidCredentials: (401, "authentication_error"),
     acc.Forbidden: (403, "permission_error"),
