@@ -17,8 +17,8 @@ from aichat_gateway.accounts.backend import (
     require_admin,
     require_user,
 )
-from aichat_gateway.accounts.errors import Forbidden, InvalidCredentials
-from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
+from aichat_gateway.accounts.errors import Forbidden, InvalidCredentials, StoreUnavailable
+from aichat_gateway.accounts.tokens import IssuedToken, SessionClaims, SessionTokens
 from aichat_gateway.config.settings import Settings, load_settings
 
 SECRET = "unit-test-secret-" + "s" * 32
@@ -170,3 +170,46 @@ def test_require_admin_accepts_an_admin() -> None:
     c = conn()
     c.scope["user"] = SessionUser("u", "admin")
     assert require_admin(c).identity == "u"
+
+
+async def test_a_bearer_token_whose_session_ended_is_an_authentication_error(
+    unit_settings: Settings, issued: IssuedToken
+) -> None:
+    async def ended(conn: HTTPConnection, claims: SessionClaims) -> str | None:
+        return None
+
+    backend = SessionBackend(unit_settings, session_of=ended)
+    with pytest.raises(AuthenticationError):
+        await backend.authenticate(conn(headers={"Authorization": f"Bearer {issued.token}"}))
+
+
+async def test_a_cookie_whose_session_ended_means_anonymous(unit_settings: Settings, issued: IssuedToken) -> None:
+    async def ended(conn: HTTPConnection, claims: SessionClaims) -> str | None:
+        return None
+
+    backend = SessionBackend(unit_settings, session_of=ended)
+    assert await backend.authenticate(conn(cookies={"aichat_session": issued.token})) is None
+
+
+async def test_the_session_check_sees_the_tokens_id_and_its_answer_is_the_role(
+    unit_settings: Settings, issued: IssuedToken
+) -> None:
+    seen: list[str] = []
+
+    async def promoted(conn: HTTPConnection, claims: SessionClaims) -> str | None:
+        seen.append(claims.token_id)
+        return "admin"
+
+    backend = SessionBackend(unit_settings, session_of=promoted)
+    result = await backend.authenticate(conn(headers={"Authorization": f"Bearer {issued.token}"}))
+    assert result is not None
+    credentials, user = result
+    assert seen == [issued.claims.token_id]
+    assert "admin" in credentials.scopes and isinstance(user, SessionUser) and user.token_id == seen[0]
+
+
+def test_an_unavailable_session_store_is_a_503() -> None:
+    from aichat_gateway.accounts.backend import SessionAuthError
+
+    response = auth_error_response(conn(), SessionAuthError(StoreUnavailable("cannot check the session right now")))
+    assert response.status_code == 503
