@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     upstream_deadline_seconds: float = Field(180.0, alias="GATEWAY_UPSTREAM_DEADLINE", gt=0)
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
+    # A buyer who leaves mid-stream: the provider is read on for its usage (what it bills) for at
+    # most this long and this many bytes, then closed; 0 closes it at once.
+    usage_drain_seconds: float = Field(10.0, alias="GATEWAY_USAGE_DRAIN_SECONDS", ge=0, le=600)
+    usage_drain_bytes: int = Field(1024 * 1024, alias="GATEWAY_USAGE_DRAIN_BYTES", ge=0)
 
     # `serve` also runs a settlement worker (a member of the same consumer group as `settle`).
     settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")
