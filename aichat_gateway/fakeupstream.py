@@ -10,7 +10,9 @@ Behaviour is steered by `FakeUpstreamConfig` and, per request, by headers (heade
 `x-fake-report-usage` (0/1) and `x-fake-retry-after` (adds Retry-After to injected errors). So one server
 serves a whole test session.
 
-`x-fake-reasoning-tokens` adds that many reasoning tokens to the reported usage (completion_tokens and
+`x-fake-echo-key` (0/1) quotes the caller's key, as a careless provider might: a plain request gets a 400
+whose message holds it, a stream one error event holding it (then `[DONE]`). `x-fake-reasoning-tokens`
+adds that many reasoning tokens to the reported usage (completion_tokens and
 `completion_tokens_details.reasoning_tokens`), and `x-fake-usage-delay-ms` makes a stream wait that long
 between its last content chunk (with finish_reason) and the usage chunk with `[DONE]`, as reasoning models do.
 
@@ -120,6 +122,7 @@ class FakeUpstreamConfig:
     garbage: bool = False
     usage_delay_ms: float = 0.0
     reasoning_tokens: int = 0
+    echo_key: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -155,6 +158,7 @@ _KNOBS: dict[str, Callable[[str], Any]] = {
     "garbage": _flag,
     "usage_delay_ms": float,
     "reasoning_tokens": int,
+    "echo_key": _flag,
 }
 _HEADER_KNOBS = {b"x-fake-" + name.replace("_", "-").encode(): (name, parse) for name, parse in _KNOBS.items()}
 
@@ -469,6 +473,13 @@ class FakeUpstream:
             return await _send_answer(knobs, receive, send, answer)
         if not isinstance(body.get("messages"), list):
             raise Reject(400, "'messages' must be a list.", param="messages")
+        if knobs.echo_key:
+            key = dict(headers).get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ")
+            quoted = f"Your key {key} may not use model {body['model']}."
+            if body.get("stream") is not True:
+                raise Reject(400, quoted, param="model")
+            error = b"data: " + orjson.dumps({"error": {"message": quoted, "type": "invalid_request_error"}}) + b"\n\n"
+            return await self._stream(knobs, receive, send, lambda: (iter([error]), _DONE))
         if body.get("stream") is True:
             return await self._stream(knobs, receive, send, lambda: self._openai_frames(knobs, body))
         await self._delay_and_maybe_fail(knobs, None)
@@ -669,7 +680,7 @@ def serve(config: FakeUpstreamConfig, host: str = "127.0.0.1", port: int = 9100,
 
 
 _CLI_KNOBS: dict[str, Callable[[str], Any]] = {
-    **{k: v for k, v in _KNOBS.items() if k not in ("report_usage", "garbage")},
+    **{k: v for k, v in _KNOBS.items() if k not in ("report_usage", "garbage", "echo_key")},
     "seed": int,
     "require_key": str,
 }
@@ -687,11 +698,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=parse, default=default, help=f"default: {default}")
     parser.add_argument("--no-usage", action="store_true", help="never report usage")
     parser.add_argument("--garbage", action="store_true", help="answer 200 with garbage (not JSON, bad SSE)")
+    parser.add_argument("--echo-key", action="store_true", help="quote the caller's key in a 400 or a stream error")
 
 
 def config_from_args(ns: argparse.Namespace) -> FakeUpstreamConfig:
     knobs = {name: getattr(ns, name) for name in _CLI_KNOBS}
-    return FakeUpstreamConfig(report_usage=not ns.no_usage, garbage=ns.garbage, **knobs)
+    return FakeUpstreamConfig(report_usage=not ns.no_usage, garbage=ns.garbage, echo_key=ns.echo_key, **knobs)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
-from aichat_gateway.config.logging import get_logger, mask
+from aichat_gateway.config.logging import get_logger, mask, remember_secret
 from aichat_gateway.config.money import usd
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import charging, failover, inbound, routing
@@ -68,6 +68,7 @@ async def chat_completions(request: Request) -> Response:
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             key = route.api_key.reveal()
+            remember_secret(key)  # masked in this request's log lines, whatever its format
             return adapter.chat_request(body, route.upstream_model, chat.stream, route.base_url, key)
 
         opened, watch = await failover.open_watched(request, attempt, routes, build, chat.stream)
@@ -94,6 +95,7 @@ async def chat_completions(request: Request) -> Response:
             renew_every=min(state.settings.hold_ttl_seconds, state.capacity.lease_seconds) / 3,
             stall_after=state.settings.upstream_read_timeout,
             drain=state.usage_drain,
+            secret=opened.route.api_key.reveal(),
         )
 
 
@@ -108,7 +110,9 @@ async def embeddings(request: Request) -> Response:
         await _hold(request, attempt, routes, request.scope["state"]["body_size"], 0)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
-            return adapter.embeddings_request(body, route.upstream_model, route.base_url, route.api_key.reveal())
+            key = route.api_key.reveal()
+            remember_secret(key)
+            return adapter.embeddings_request(body, route.upstream_model, route.base_url, key)
 
         opened, _ = await failover.open_watched(request, attempt, routes, build, False)
         return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
@@ -227,7 +231,8 @@ def _finish_plain(
     headers = _gateway_headers(attempt, opened.route)
     if status >= 400:
         attempt.outcome = "client_error"
-        error_body = mask(content.decode("utf-8", "replace")).encode()
+        # A provider may quote the key it was sent, in a format no pattern knows: mask it exactly too.
+        error_body = mask(content.decode("utf-8", "replace"), (opened.route.api_key.reveal(),)).encode()
         return Response(error_body, status_code=status, media_type="application/json", headers=headers)
     usage = opened.adapter.usage_of_response(raw)  # usually the only JSON parse of the answer
     if usage is not None:

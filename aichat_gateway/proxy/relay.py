@@ -35,6 +35,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from aichat_gateway.config.logging import MIN_EXACT_SECRET, REDACTED
 from aichat_gateway.proxy.errors import ClientDisconnected
 from aichat_gateway.proxy.receipts import add_cost
 
@@ -56,6 +57,7 @@ from aichat_gateway.proxy.sse import (
 
 # (prompt tokens, completion tokens) -> the answer's cost in USD, for `usage.cost`.
 CostOf = Callable[[int, int], str]
+_REDACTED = REDACTED.encode()
 
 
 class StreamMeter:
@@ -266,6 +268,7 @@ class RelayStream(Response):
         renew_every: float = 40.0,
         stall_after: float | None = None,
         drain: UsageDrain = UsageDrain(),
+        secret: str = "",
     ) -> None:
         # Response.__init__ is skipped on purpose: it would add `content-length: 0` for the empty body.
         self.status_code = 200
@@ -285,6 +288,8 @@ class RelayStream(Response):
         self._renew_every = renew_every
         self._stall_after = stall_after
         self._drain = drain
+        # The route's provider key: a provider quoting it (an error event) must not show it to the buyer.
+        self._secret = secret.encode() if len(secret) >= MIN_EXACT_SECRET else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "ok"
@@ -317,6 +322,8 @@ class RelayStream(Response):
                         pending = None
                         continue
                     pending = None
+                    if self._secret and self._secret in out:
+                        out = out.replace(self._secret, _REDACTED)
                     now = self._clock()
                     if self._meter.saw_done:
                         # The answer is complete: its last bytes and the end of the body leave in one
