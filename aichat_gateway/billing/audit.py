@@ -126,13 +126,30 @@ CHECKS: Final[Sequence[Check]] = (
            LEFT JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
            LEFT JOIN ledger_accounts a ON a.kind = 'buyer' AND a.owner_id = u.buyer_id
            LEFT JOIN ledger_entries e ON e.transfer_id = t.id AND e.account_id = a.id
-           WHERE u.cost_micro > 0
+           WHERE u.cost_micro > 0 OR u.beyond_hold_micro > 0
            GROUP BY u.request_id, u.cost_micro
            HAVING count(DISTINCT t.id) <> 1 OR coalesce(-sum(e.amount_micro), 0) <> u.cost_micro
            ORDER BY u.request_id LIMIT $1""",
         lambda r: (
             f"request {r['request_id']} cost {r['cost_micro']}: {r['transfers']} usage transfer(s) "
             f"debiting its buyer {r['debit']}"
+        ),
+    ),
+    Check(
+        # What a request cost beyond its hold is the platform's loss, booked on its exposure account
+        # in the request's usage transfer: never dropped, never charged to the buyer.
+        "beyond_hold_booked_to_exposure",
+        """SELECT u.request_id, u.beyond_hold_micro, coalesce(-sum(e.amount_micro), 0) AS booked
+           FROM usage_records u
+           LEFT JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
+           LEFT JOIN ledger_accounts a ON a.kind = 'platform_exposure'
+           LEFT JOIN ledger_entries e ON e.transfer_id = t.id AND e.account_id = a.id
+           GROUP BY u.request_id, u.beyond_hold_micro
+           HAVING coalesce(-sum(e.amount_micro), 0) <> u.beyond_hold_micro
+           ORDER BY u.request_id LIMIT $1""",
+        lambda r: (
+            f"request {r['request_id']} cost {r['beyond_hold_micro']} beyond its hold; "
+            f"{r['booked']} is booked on the platform's exposure account"
         ),
     ),
 )
