@@ -105,9 +105,8 @@ async def test_an_unsafe_base_url_is_refused_when_a_listing_is_changed(
     created = await client.post("/api/marketplace/listings", json=listing("https://93.184.216.34/v1"), headers=headers)
     assert created.status_code == 201, created.text
     listing_id = created.json()["id"]
-    answer = await client.patch(
-        f"/api/marketplace/listings/{listing_id}", json={"base_url": "https://169.254.169.254/v1"}, headers=headers
-    )
+    body = {"base_url": "https://169.254.169.254/v1", "api_key": "sk-provider-" + secrets.token_hex(12)}
+    answer = await client.patch(f"/api/marketplace/listings/{listing_id}", json=body, headers=headers)
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "unsafe_upstream"
 
 
