@@ -18,7 +18,7 @@ import asyncpg
 
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound, shown
-from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_usd
+from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_price
 from aichat_gateway.marketplace.vault import Vault, last4
 
 if TYPE_CHECKING:
@@ -116,8 +116,8 @@ def parse_pricing(value: object) -> tuple[Decimal | None, Price | None]:
             return parse_multiplier(value["multiplier"]), None
         if set(value) == {"input_usd_per_million", "output_usd_per_million"}:
             return None, Price(
-                parse_usd(value["input_usd_per_million"], "pricing.input_usd_per_million"),
-                parse_usd(value["output_usd_per_million"], "pricing.output_usd_per_million"),
+                parse_price(value["input_usd_per_million"], "pricing.input_usd_per_million"),
+                parse_price(value["output_usd_per_million"], "pricing.output_usd_per_million"),
             )
     except PriceError as exc:
         raise InvalidListing(str(exc), param="pricing") from None

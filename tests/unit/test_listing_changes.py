@@ -36,7 +36,8 @@ def test_a_status_that_is_not_a_string_is_a_400_naming_status(status: object) ->
 
 
 @pytest.mark.parametrize(
-    "body", [{"base_url": URL}, {"api_key": KEY}, {"base_url": URL, "api_key": KEY}, {"status": "paused", "api_key": KEY}]
+    "body",
+    [{"base_url": URL}, {"api_key": KEY}, {"base_url": URL, "api_key": KEY}, {"status": "paused", "api_key": KEY}],
 )
 def test_an_admin_cannot_repoint_or_re_key_another_sellers_listing(body: dict[str, Any]) -> None:
     error = refusal(body, is_owner=False, is_admin=True)
