@@ -32,7 +32,15 @@ import asyncpg
 
 from aichat_gateway.billing.errors import LedgerError
 from aichat_gateway.billing.ledger import AccountKind, Conn, Transfer, account_id, post_many, split_charge
-from aichat_gateway.billing.settleplan import COLLISION, Charge, Usage, charge_of, idempotency_key, usage_legs
+from aichat_gateway.billing.settleplan import (
+    COLLISION,
+    Charge,
+    Usage,
+    charge_of,
+    idempotency_key,
+    self_dealing,
+    usage_legs,
+)
 from aichat_gateway.config.logging import get_logger
 
 log = get_logger(__name__)
@@ -177,6 +185,11 @@ class UsageWriter:
         new = [u for u in writable if u.request_id not in stored]
         charges = {u.request_id: charge_of(u, self._fee_rate) for u in new}
         costed = [u for u in new if u.cost_micro > 0]
+        for u in costed:
+            if self_dealing(u):  # the whole cost went to the platform (settleplan.charge_of)
+                log.warning(
+                    "self_dealing_refused", request_id=u.request_id, buyer_id=u.buyer_id, listing_id=u.listing_id
+                )
         accounts = await self._accounts_for(conn, costed)
         transfers = await self._post(conn, costed, charges, accounts)
         inserted = await conn.fetch(
