@@ -526,7 +526,8 @@ async def test_a_request_whose_seller_is_its_buyer_books_the_whole_cost_to_the_p
         assert (await balances(conn, AccountKind.SELLER)).get(dealer, 0) == 0
         assert (await balances(conn, AccountKind.BUYER))[dealer] == FUNDS - 5_000
         assert await platform_balance(conn) - platform_before == 5_000
-        row = await conn.fetchrow("SELECT cost_micro, fee_micro FROM usage_records WHERE request_id = $1", event.request_id)
+        query = "SELECT cost_micro, fee_micro FROM usage_records WHERE request_id = $1"
+        row = await conn.fetchrow(query, event.request_id)
         assert row is not None and (row["cost_micro"], row["fee_micro"]) == (5_000, 5_000)
         assert await audit(conn) == []
     refused = [entry for entry in logs if entry["event"] == "self_dealing_refused"]

@@ -72,9 +72,8 @@ def test_a_buyer_whose_only_choice_is_their_own_listing_gets_404_naming_provider
 
 def test_own_listings_and_preferences_that_exclude_the_rest_are_both_explained() -> None:
     only_own = Preferences(only=frozenset({"lst_0"}))
-    decision = route(
-        RoutingContext(candidates=(listing(0, BUYER), listing(1, "other")), now=0.0, buyer_id=BUYER, preferences=only_own)
-    )
+    candidates = (listing(0, BUYER), listing(1, "other"))
+    decision = route(RoutingContext(candidates=candidates, now=0.0, buyer_id=BUYER, preferences=only_own))
     error = why_none(decision, "m")
     assert isinstance(error, ModelNotFound) and error.param == "provider"
     assert "provider preferences" in error.message and "your own listings" in error.message
