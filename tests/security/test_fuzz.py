@@ -145,7 +145,7 @@ def own_ids(api_schema: OpenApiSchema, admin: Account, fuzz_settings: Settings) 
             conn = await asyncpg.connect(fuzz_settings.database_url)
             try:
                 # Earned long enough ago to be past the holding period, so a payout can be requested.
-                earned_at = datetime.now(UTC) - timedelta(days=30)
+                earned_at = datetime.now(UTC) - timedelta(days=10)
                 await earn(conn, admin.id, 50_000_000, listing_id=ids["listing_id"], at=earned_at)
             finally:
                 await conn.close()
