@@ -152,6 +152,20 @@ CHECKS: Final[Sequence[Check]] = (
             f"{r['booked']} is booked on the platform's exposure account"
         ),
     ),
+    Check(
+        # DESIGN.md: a request never earns money for the account that pays it. Settlement books
+        # such a request's whole cost to the platform; a usage credit to its buyer's seller account
+        # means that defence (or the router's) was bypassed.
+        "usage_never_pays_its_buyer",
+        """SELECT u.request_id, u.buyer_id, e.amount_micro
+           FROM usage_records u
+           JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
+           JOIN ledger_entries e ON e.transfer_id = t.id AND e.amount_micro > 0
+           JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'seller' AND a.owner_id = u.buyer_id
+           WHERE u.cost_micro > 0 OR u.beyond_hold_micro > 0
+           ORDER BY u.request_id LIMIT $1""",
+        lambda r: f"request {r['request_id']} credited {r['amount_micro']} to the seller account of its own buyer",
+    ),
 )
 
 

@@ -39,6 +39,7 @@ from aichat_gateway.billing.settleplan import (
     charge_of,
     idempotency_key,
     is_costed,
+    self_dealing,
     usage_legs,
 )
 from aichat_gateway.config.logging import get_logger
@@ -186,6 +187,11 @@ class UsageWriter:
         new = [u for u in writable if u.request_id not in stored]
         charges = {u.request_id: charge_of(u, self._fee_rate) for u in new}
         costed = [u for u in new if is_costed(u)]
+        for u in costed:
+            if self_dealing(u):  # the whole cost went to the platform (settleplan.charge_of)
+                log.warning(
+                    "self_dealing_refused", request_id=u.request_id, buyer_id=u.buyer_id, listing_id=u.listing_id
+                )
         accounts = await self._accounts_for(conn, costed)
         transfers = await self._post(conn, costed, charges, accounts)
         inserted = await conn.fetch(

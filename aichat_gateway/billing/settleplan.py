@@ -11,6 +11,10 @@ decided from the entries alone is decided here, so it is unit-tested without Pos
   to tell the hot balances and which entries go to the dead stream.
 - `usage_legs` is the sign convention of a usage charge: buyer -C, seller +S, platform +F; a
   request that cost X beyond its hold adds platform_exposure -X, and S + F = C + X.
+- `charge_of` splits a cost; a request whose seller is its own buyer (`self_dealing`) earns the
+  seller nothing: the whole cost goes to the platform. The router never routes a buyer to their
+  own listing; this is the defence behind it, so no path can turn promotional credit into payable
+  earnings (DESIGN.md: a request never earns money for the account that pays it).
 """
 
 from __future__ import annotations
@@ -270,9 +274,17 @@ def outcome(plan: BatchPlan, rejected: Mapping[str, str]) -> tuple[list[tuple[st
     return settled, dead
 
 
+def self_dealing(usage: Usage) -> bool:
+    """The account that pays for the request would be paid for serving it."""
+    return usage.seller_id is not None and usage.seller_id == usage.buyer_id
+
+
 def charge_of(usage: Usage, fee_rate: Decimal) -> Charge:
     """The seller is paid for everything the provider billed, the part beyond the hold included."""
-    seller, fee = split_charge(usage.cost_micro + usage.beyond_hold_micro, fee_rate)
+    billed = usage.cost_micro + usage.beyond_hold_micro
+    if self_dealing(usage):
+        return Charge(seller_micro=0, fee_micro=billed)
+    seller, fee = split_charge(billed, fee_rate)
     return Charge(seller_micro=seller, fee_micro=fee)
 
 

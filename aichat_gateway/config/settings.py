@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     topup_max_usd: Decimal = Field(Decimal("10000"), alias="GATEWAY_TOPUP_MAX_USD", gt=0)
     # The smallest seller payout, in USD: a request below it is refused, the weekly run skips it.
     payout_min_usd: Decimal = Field(Decimal("10"), alias="GATEWAY_PAYOUT_MIN_USD", gt=0)
+    # Seller earnings become payable this many days after the request that earned them: the
+    # chargeback window, so money refunded or disputed meanwhile has not left as a payout. 0: at once.
+    earnings_hold_days: int = Field(7, alias="GATEWAY_EARNINGS_HOLD_DAYS", ge=0, le=366)
+    # A payout above this many USD waits for an admin's approval before it is sent (0: every payout).
+    payout_approval_usd: Decimal = Field(Decimal("1000"), alias="GATEWAY_PAYOUT_APPROVAL_USD", ge=0)
 
     # Every Redis key starts with this, so several deployments (or test runs) can share one Redis.
     redis_prefix: str = Field("aichat", alias="GATEWAY_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,40}$")

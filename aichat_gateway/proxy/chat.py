@@ -203,6 +203,7 @@ def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_to
         body_size=request.scope["state"]["body_size"],
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
+        buyer_id=principal.user_id,
         key_defaults=state.key_defaults.of(principal.key_id, principal.routing),
     )
 

@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from structlog.testing import capture_logs
 
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.errors import LedgerError
@@ -507,6 +508,39 @@ async def test_settling_keeps_up_with_thousands_of_events_a_second(
         print(f"\nsettlement: {rate:,.0f} events/s ({handled - 500} events, batch 500)")
     assert handled == 20_000
     assert rate > 1_000  # a floor for a busy shared machine; the measured figure is printed
+
+
+async def test_a_request_whose_seller_is_its_buyer_books_the_whole_cost_to_the_platform_and_is_logged(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        [dealer] = await funded_buyers(conn, 1)
+        platform_before = await platform_balance(conn)
+    event = usage_event(dealer, dealer, 5_000)
+    await append(redis, prefix, [event])
+
+    with capture_logs() as logs:
+        assert await settler(db, redis, prefix, recorder).run_once() == 1
+
+    async with db.acquire() as conn:
+        assert (await balances(conn, AccountKind.SELLER)).get(dealer, 0) == 0
+        assert (await balances(conn, AccountKind.BUYER))[dealer] == FUNDS - 5_000
+        assert await platform_balance(conn) - platform_before == 5_000
+        query = "SELECT cost_micro, fee_micro FROM usage_records WHERE request_id = $1"
+        row = await conn.fetchrow(query, event.request_id)
+        assert row is not None and (row["cost_micro"], row["fee_micro"]) == (5_000, 5_000)
+        assert await audit(conn) == []
+    refused = [entry for entry in logs if entry["event"] == "self_dealing_refused"]
+    assert refused == [
+        {
+            "event": "self_dealing_refused",
+            "log_level": "warning",
+            "request_id": event.request_id,
+            "buyer_id": dealer,
+            "listing_id": event.listing_id,
+        }
+    ]
+    assert recorder.pairs == [(dealer, event.request_id)]  # settled like any other request
 
 
 async def test_the_fee_rate_is_checked_when_the_worker_is_built(db: asyncpg.Pool, redis: Redis, prefix: str) -> None:

@@ -264,6 +264,14 @@ def test_the_fee_is_the_ledgers_split() -> None:
     assert charge_of(usage, Decimal("0.10")) == Charge(seller_micro=900, fee_micro=99)
 
 
+def test_a_request_whose_seller_is_its_buyer_earns_the_seller_nothing() -> None:
+    usage = entry(seller_id=BUYER, cost_micro=999, held_micro=999).usage
+    assert usage is not None
+    charge = charge_of(usage, Decimal("0.10"))
+    assert charge == Charge(seller_micro=0, fee_micro=999)
+    assert usage_legs(999, charge, buyer=1, seller=2, platform=3) == [(1, -999), (3, 999)]
+
+
 def test_the_transfer_key_is_the_request_id() -> None:
     assert idempotency_key("req_1") == "usage:req_1"
 
