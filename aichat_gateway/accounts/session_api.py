@@ -95,8 +95,9 @@ class SessionsApi:
         """Admin: end every session of a user (a stolen laptop, a leaving employee); 404 for no such user."""
         admin = require_admin(request)
         d = deps(request)
-        user_id = request.path_params["user_id"]
-        if not await sessions.user_exists(d.db, user_id):
+        # Canonical spelling: every process's cache matches the announced id against its own.
+        user_id = await sessions.existing_user_id(d.db, request.path_params["user_id"])
+        if user_id is None:
             raise NotFound("no such user", param="user_id")
         ended = await sessions.end_all(d.db, user_id, d.clock())
         await d.sessions.announce_user_ended(user_id)

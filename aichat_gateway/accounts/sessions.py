@@ -159,10 +159,11 @@ async def prune(db: Executor, now: float, *, batch: int = PRUNE_BATCH) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def user_exists(db: Executor, user_id: str) -> bool:
+async def existing_user_id(db: Executor, user_id: str) -> str | None:
+    """The user's id as Postgres spells it (lower-case, hyphenated), or None for no such user."""
     try:
         uid = uuid.UUID(user_id)
     except ValueError:
-        return False
-    found: bool = await db.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", uid)
-    return found
+        return None
+    found = await db.fetchval("SELECT id FROM users WHERE id = $1", uid)
+    return str(found) if found is not None else None

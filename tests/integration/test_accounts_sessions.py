@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,15 +284,21 @@ async def make_admin(client: httpx.AsyncClient, db: asyncpg.Connection) -> Login
     return await login(client, user_id, email)
 
 
+@pytest.mark.parametrize("spelling", [str, str.upper], ids=["as-shown", "upper-case-uuid"])
 async def test_an_admin_ends_every_session_of_a_user_in_every_process(
-    client: httpx.AsyncClient, client_b: httpx.AsyncClient, db: asyncpg.Connection, subscribed: None
+    client: httpx.AsyncClient,
+    client_b: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    subscribed: None,
+    spelling: Callable[[str], str],
 ) -> None:
     admin = await make_admin(client, db)
     victim = await new_user(client)
     again = await login(client, victim.user_id, victim.email)
     for session in (victim, again):
         assert await status(client_b, session) == 200
-    answer = await client.post(f"/api/admin/users/{victim.user_id}/sessions/revoke", headers=admin.auth)
+    path = f"/api/admin/users/{spelling(victim.user_id)}/sessions/revoke"
+    answer = await client.post(path, headers=admin.auth)
     assert answer.status_code == 204, answer.text
     for session in (victim, again):
         assert await refused_within(client_b, session) < PROPAGATION_LIMIT
