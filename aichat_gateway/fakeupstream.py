@@ -10,6 +10,12 @@ Behaviour is steered by `FakeUpstreamConfig` and, per request, by headers (heade
 `x-fake-report-usage` (0/1) and `x-fake-retry-after` (adds Retry-After to injected errors). So one server
 serves a whole test session.
 
+`x-fake-echo-key` (0/1) quotes the caller's key, as a careless provider might: a plain request gets a 400
+whose message holds it, a stream one error event holding it (then `[DONE]`). `x-fake-reasoning-tokens`
+adds that many reasoning tokens to the reported usage (completion_tokens and
+`completion_tokens_details.reasoning_tokens`), and `x-fake-usage-delay-ms` makes a stream wait that long
+between its last content chunk (with finish_reason) and the usage chunk with `[DONE]`, as reasoning models do.
+
 Faults (for the gateway's fault tests): `x-fake-trickle-ms` sends a 200 answer one byte at a time, that many ms
 apart (each stream frame, or the whole body of a plain answer); `x-fake-abort-after` closes the connection after
 that many stream frames (plain answers: bytes of the body), so the answer never ends: no `[DONE]`, no end of the
@@ -114,6 +120,9 @@ class FakeUpstreamConfig:
     trickle_ms: float = 0.0
     abort_after: int | None = None
     garbage: bool = False
+    usage_delay_ms: float = 0.0
+    reasoning_tokens: int = 0
+    echo_key: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -121,6 +130,8 @@ class FakeUpstreamConfig:
             "chunk_interval_ms >= 0": self.chunk_interval_ms >= 0,
             "trickle_ms >= 0": self.trickle_ms >= 0,
             "abort_after >= 0": self.abort_after is None or self.abort_after >= 0,
+            "usage_delay_ms >= 0": self.usage_delay_ms >= 0,
+            "reasoning_tokens >= 0": self.reasoning_tokens >= 0,
             f"0 <= chunks <= {MAX_CHUNKS}": 0 <= self.chunks <= MAX_CHUNKS,
             "0 <= error_rate <= 1": 0 <= self.error_rate <= 1,
             "400 <= error_status <= 599": 400 <= self.error_status <= 599,
@@ -145,6 +156,9 @@ _KNOBS: dict[str, Callable[[str], Any]] = {
     "trickle_ms": float,
     "abort_after": int,
     "garbage": _flag,
+    "usage_delay_ms": float,
+    "reasoning_tokens": int,
+    "echo_key": _flag,
 }
 _HEADER_KNOBS = {b"x-fake-" + name.replace("_", "-").encode(): (name, parse) for name, parse in _KNOBS.items()}
 
@@ -293,8 +307,16 @@ def _tool_name(body: dict[str, Any]) -> str | None:
     return str(first.get("name", "tool")) if isinstance(first, dict) else "tool"
 
 
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; reasoning tokens are billed as completion tokens the answer never shows."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion + reasoning,
+        "total_tokens": prompt + completion + reasoning,
+    }
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 def _choice(delta: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
@@ -451,6 +473,13 @@ class FakeUpstream:
             return await _send_answer(knobs, receive, send, answer)
         if not isinstance(body.get("messages"), list):
             raise Reject(400, "'messages' must be a list.", param="messages")
+        if knobs.echo_key:
+            key = dict(headers).get(b"authorization", b"").decode("latin-1").removeprefix("Bearer ")
+            quoted = f"Your key {key} may not use model {body['model']}."
+            if body.get("stream") is not True:
+                raise Reject(400, quoted, param="model")
+            error = b"data: " + orjson.dumps({"error": {"message": quoted, "type": "invalid_request_error"}}) + b"\n\n"
+            return await self._stream(knobs, receive, send, lambda: (iter([error]), _DONE))
         if body.get("stream") is True:
             return await self._stream(knobs, receive, send, lambda: self._openai_frames(knobs, body))
         await self._delay_and_maybe_fail(knobs, None)
@@ -492,7 +521,7 @@ class FakeUpstream:
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         }
         if knobs.report_usage:
-            answer["usage"] = _usage(_prompt_tokens(body["messages"]), completion)
+            answer["usage"] = _usage(_prompt_tokens(body["messages"]), completion, knobs.reasoning_tokens)
         return orjson.dumps(answer)
 
     async def _stream(
@@ -506,7 +535,7 @@ class FakeUpstream:
         interval, then the last one, which ends the body. `abort_after` frames in, it stops instead."""
         # A paced stream (latency, chunk interval or trickle) waits on the client going away; an unpaced
         # one is written in one go (uvicorn's send only yields under back-pressure), so it skips the watcher.
-        paced = knobs.latency_ms > 0 or knobs.chunk_interval_ms > 0 or knobs.trickle_ms > 0
+        paced = knobs.latency_ms > 0 or knobs.chunk_interval_ms > 0 or knobs.trickle_ms > 0 or knobs.usage_delay_ms > 0
         watcher = asyncio.ensure_future(_wait_disconnect(receive)) if paced else None
         stats, started, finished = self.stats, False, False
         try:
@@ -530,6 +559,10 @@ class FakeUpstream:
                 sent += 1
             if sent == knobs.abort_after or (watcher is not None and watcher.done()):
                 return
+            if watcher is not None and knobs.usage_delay_ms > 0:  # the usage (and the end) come late
+                await asyncio.wait({watcher}, timeout=knobs.usage_delay_ms / 1000)
+                if watcher.done():
+                    return
             finished = await _write(send, last, knobs.trickle_ms, watcher, more=False)
         finally:
             if watcher is not None:
@@ -552,7 +585,7 @@ class FakeUpstream:
             tails, completion = self._tails.get(key) or _text_tails(*key), knobs.chunks
         last = _DONE
         if with_usage:
-            usage = _usage(_prompt_tokens(body["messages"]), completion)
+            usage = _usage(_prompt_tokens(body["messages"]), completion, knobs.reasoning_tokens)
             last = head + _tail({"choices": [], "usage": usage}) + _DONE
         return (head + tail for tail in tails), last
 
@@ -647,7 +680,7 @@ def serve(config: FakeUpstreamConfig, host: str = "127.0.0.1", port: int = 9100,
 
 
 _CLI_KNOBS: dict[str, Callable[[str], Any]] = {
-    **{k: v for k, v in _KNOBS.items() if k not in ("report_usage", "garbage")},
+    **{k: v for k, v in _KNOBS.items() if k not in ("report_usage", "garbage", "echo_key")},
     "seed": int,
     "require_key": str,
 }
@@ -665,11 +698,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=parse, default=default, help=f"default: {default}")
     parser.add_argument("--no-usage", action="store_true", help="never report usage")
     parser.add_argument("--garbage", action="store_true", help="answer 200 with garbage (not JSON, bad SSE)")
+    parser.add_argument("--echo-key", action="store_true", help="quote the caller's key in a 400 or a stream error")
 
 
 def config_from_args(ns: argparse.Namespace) -> FakeUpstreamConfig:
     knobs = {name: getattr(ns, name) for name in _CLI_KNOBS}
-    return FakeUpstreamConfig(report_usage=not ns.no_usage, garbage=ns.garbage, **knobs)
+    return FakeUpstreamConfig(report_usage=not ns.no_usage, garbage=ns.garbage, echo_key=ns.echo_key, **knobs)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -126,7 +126,7 @@ CHECKS: Final[Sequence[Check]] = (
            LEFT JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
            LEFT JOIN ledger_accounts a ON a.kind = 'buyer' AND a.owner_id = u.buyer_id
            LEFT JOIN ledger_entries e ON e.transfer_id = t.id AND e.account_id = a.id
-           WHERE u.cost_micro > 0
+           WHERE u.cost_micro > 0 OR u.beyond_hold_micro > 0
            GROUP BY u.request_id, u.cost_micro
            HAVING count(DISTINCT t.id) <> 1 OR coalesce(-sum(e.amount_micro), 0) <> u.cost_micro
            ORDER BY u.request_id LIMIT $1""",
@@ -134,6 +134,37 @@ CHECKS: Final[Sequence[Check]] = (
             f"request {r['request_id']} cost {r['cost_micro']}: {r['transfers']} usage transfer(s) "
             f"debiting its buyer {r['debit']}"
         ),
+    ),
+    Check(
+        # What a request cost beyond its hold is the platform's loss, booked on its exposure account
+        # in the request's usage transfer: never dropped, never charged to the buyer.
+        "beyond_hold_booked_to_exposure",
+        """SELECT u.request_id, u.beyond_hold_micro, coalesce(-sum(e.amount_micro), 0) AS booked
+           FROM usage_records u
+           LEFT JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
+           LEFT JOIN ledger_accounts a ON a.kind = 'platform_exposure'
+           LEFT JOIN ledger_entries e ON e.transfer_id = t.id AND e.account_id = a.id
+           GROUP BY u.request_id, u.beyond_hold_micro
+           HAVING coalesce(-sum(e.amount_micro), 0) <> u.beyond_hold_micro
+           ORDER BY u.request_id LIMIT $1""",
+        lambda r: (
+            f"request {r['request_id']} cost {r['beyond_hold_micro']} beyond its hold; "
+            f"{r['booked']} is booked on the platform's exposure account"
+        ),
+    ),
+    Check(
+        # DESIGN.md: a request never earns money for the account that pays it. Settlement books
+        # such a request's whole cost to the platform; a usage credit to its buyer's seller account
+        # means that defence (or the router's) was bypassed.
+        "usage_never_pays_its_buyer",
+        """SELECT u.request_id, u.buyer_id, e.amount_micro
+           FROM usage_records u
+           JOIN transfers t ON t.idempotency_key = 'usage:' || u.request_id
+           JOIN ledger_entries e ON e.transfer_id = t.id AND e.amount_micro > 0
+           JOIN ledger_accounts a ON a.id = e.account_id AND a.kind = 'seller' AND a.owner_id = u.buyer_id
+           WHERE u.cost_micro > 0 OR u.beyond_hold_micro > 0
+           ORDER BY u.request_id LIMIT $1""",
+        lambda r: f"request {r['request_id']} credited {r['amount_micro']} to the seller account of its own buyer",
     ),
 )
 

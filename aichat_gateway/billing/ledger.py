@@ -5,6 +5,7 @@ A buyer's positive balance is money they can spend; a seller's is money they ear
 
     top-up X        stripe_clearing -X, buyer +X
     usage cost C    buyer -C, seller +S, platform +F   (S, F = split_charge(C, fee_rate))
+    ... beyond hold  buyer -C, platform_exposure -X, seller +S, platform +F   (S, F = split_charge(C + X))
     credit X        promotions -X, buyer +X
     refund R        buyer -R, stripe_clearing +R       (may leave the buyer below zero)
     dispute D       buyer -D, stripe_clearing +D       (dispute won: the reverse)
@@ -58,6 +59,8 @@ class AccountKind(StrEnum):
     STRIPE_CLEARING = "stripe_clearing"
     PROMOTIONS = "promotions"
     PAYOUTS = "payouts"
+    # What providers billed beyond buyers' holds, paid to sellers at the platform's cost (balance <= 0).
+    PLATFORM_EXPOSURE = "platform_exposure"
 
 
 OWNED_KINDS: Final = frozenset({AccountKind.BUYER, AccountKind.SELLER})

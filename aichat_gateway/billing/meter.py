@@ -41,6 +41,8 @@ class UsageEvent:
     seller_id: str = ""  # "" when no listing was reached
     cost_micro: int = 0
     held_micro: int = 0
+    # Cost beyond the hold (the provider reported more than the worst case): the seller's anyway.
+    beyond_hold_micro: int = 0
 
     def fields(self) -> dict[str, str]:
         # Not dataclasses.asdict: it deep-copies and shows up in hot-path profiles.

@@ -17,145 +17,61 @@ a timeout, a crash) return the first one.
 
 Amounts are whole cents (Stripe's unit): "everything available" is floored to the cent and the
 sub-cent remainder stays available; an explicit amount must be whole cents.
+
+Controls (issue 12: promotional credit cashed out through self-dealing):
+- holding period: what a seller earned from requests made in the last `hold_days` days
+  (GATEWAY_EARNINGS_HOLD_DAYS, the chargeback window) is held; "available" is the earnings balance
+  minus that, never below zero. Requests and the weekly run take only what is available.
+- approval: a payout above `approval_micro` (GATEWAY_PAYOUT_APPROVAL_USD) is created pending and
+  awaiting approval; `process` (and so the weekly run) leaves it until an admin `approve`s it
+  (who and when are recorded). Cancel and mark-paid work on it as on any pending payout.
+- a request key (the seller's Idempotency-Key, the weekly run's) replayed with another body is a
+  Conflict, not the first payout: the answer must never show an amount that was not asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Final
 
 import asyncpg
 
 from aichat_gateway.billing import ledger
-from aichat_gateway.billing.amounts import parse_usd, usd
-from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, PaymentsUnavailable
+from aichat_gateway.billing.errors import BillingNotFound, Conflict, PaymentsUnavailable
+from aichat_gateway.billing.payoutplan import (
+    STATUSES,
+    Payable,
+    approval_micro,
+    cents,
+    check_approvable,
+    check_pending,
+    check_replay,
+    decide_amount,
+    hold_start,
+    iso_week,
+    min_payout_micro,
+    needs_approval,
+    requested_value,
+    reversal_key,
+    run_key,
+    split_earnings,
+    transfer_key,
+)
 from aichat_gateway.billing.stripe_client import StripeClient, TransferRefused
-from aichat_gateway.billing.stripe_effects import CURRENCY, MICRO_PER_CENT
+from aichat_gateway.billing.stripe_effects import CURRENCY
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 
 log = get_logger(__name__)
 
-STATUSES: Final = ("pending", "paid", "failed", "cancelled")
-MAX_REFERENCE_CHARS: Final = 200
-_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,64}")
-
 # Opens a Stripe client for one use; tests hand in one over an httpx MockTransport.
 StripeOpener = Callable[[], AbstractAsyncContextManager[StripeClient]]
-
-
-# --- pure decisions -------------------------------------------------------------------------
-
-
-def min_payout_micro(setting: Decimal) -> int:
-    return parse_usd(format(setting, "f"), "GATEWAY_PAYOUT_MIN_USD")
-
-
-def parse_payout_request(body: object) -> int | None:
-    """`{}` or `{"amount_usd": "12.50"}` → the amount asked for (None: everything available)."""
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "25.00"} or {}')
-    unknown = sorted(set(body) - {"amount_usd"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    if body.get("amount_usd") is None:
-        return None
-    amount = parse_usd(body["amount_usd"], "amount_usd")
-    if amount <= 0:
-        raise InvalidBillingInput("amount_usd must be more than zero", param="amount_usd")
-    if amount % MICRO_PER_CENT:
-        raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")
-    return amount
-
-
-def decide_amount(requested_micro: int | None, available_micro: int, minimum_micro: int) -> int:
-    """What a payout request takes from the seller's earnings, or why not.
-
-    400 (InvalidBillingInput) when the request itself is wrong whatever the balance: an explicit
-    amount below the minimum. 409 (Conflict) when the balance is what says no: more than
-    available, or "everything" when everything is below the minimum (also what the loser of two
-    concurrent "everything" requests gets).
-    """
-    if requested_micro is not None:
-        if requested_micro < minimum_micro:
-            raise InvalidBillingInput(f"the smallest payout is {usd(minimum_micro)} USD", param="amount_usd")
-        if requested_micro > available_micro:
-            raise Conflict(f"only {usd(max(available_micro, 0))} USD is available for payout", param="amount_usd")
-        return requested_micro
-    everything = max(available_micro, 0) // MICRO_PER_CENT * MICRO_PER_CENT
-    if everything < minimum_micro:
-        raise Conflict(
-            f"{usd(everything)} USD is available, below the smallest payout of {usd(minimum_micro)} USD",
-            param="amount_usd",
-        )
-    return everything
-
-
-def parse_stripe_account(body: object) -> str:
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"stripe_account_id": "acct_..."}')
-    unknown = sorted(set(body) - {"stripe_account_id"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    value = body.get("stripe_account_id")
-    if not isinstance(value, str) or not _STRIPE_ACCOUNT.fullmatch(value):
-        raise InvalidBillingInput(
-            "stripe_account_id must be a Stripe Connect account id (acct_ followed by letters and digits)",
-            param="stripe_account_id",
-        )
-    return value
-
-
-def parse_reference(body: object) -> str:
-    """An admin's mark-paid: `{"reference": "<bank transfer reference>"}`, printable, bounded."""
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"reference": "SEPA 2024-001"}')
-    unknown = sorted(set(body) - {"reference"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    value = body.get("reference")
-    text = value.strip() if isinstance(value, str) else ""
-    if not text or len(text) > MAX_REFERENCE_CHARS or any(ord(c) < 32 for c in text):
-        raise InvalidBillingInput(
-            f"reference is required: 1 to {MAX_REFERENCE_CHARS} printable characters naming the payment",
-            param="reference",
-        )
-    return text
-
-
-def check_pending(status: str, action: str) -> None:
-    if status != "pending":
-        raise Conflict(f"a {status} payout cannot be {action}; only a pending one can")
-
-
-def iso_week(moment: datetime) -> str:
-    """'2024-W05': the ISO week (UTC) a scheduled run belongs to."""
-    year, week, _ = moment.astimezone(UTC).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def run_key(seller_id: str, week: str) -> str:
-    return f"payout-run:{seller_id}:{week}"
-
-
-def transfer_key(payout_id: str) -> str:
-    return f"payout:{payout_id}"
-
-
-def reversal_key(payout_id: str) -> str:
-    return f"payout-reversal:{payout_id}"
-
-
-def cents(amount_micro: int) -> int:
-    """Stripe's amount; payouts are whole cents, so nothing is lost (floor, should one not be)."""
-    return amount_micro // MICRO_PER_CENT
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -175,6 +91,14 @@ class Payout:
     created_at: datetime
     updated_at: datetime
     paid_at: datetime | None
+    approval_required: bool = False
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    requested_micro: int | None = None  # EVERYTHING, an amount, or None (requested before 0008)
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return self.status == "pending" and self.approval_required and self.approved_at is None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record | None) -> Payout:
@@ -192,6 +116,10 @@ class Payout:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             paid_at=row["paid_at"],
+            approval_required=row["approval_required"],
+            approved_by=str(row["approved_by"]) if row["approved_by"] else None,
+            approved_at=row["approved_at"],
+            requested_micro=row["requested_micro"],
         )
 
 
@@ -204,7 +132,8 @@ class RunReport:
     skipped: int = 0
     paid: int = 0
     failed: int = 0
-    pending: int = 0
+    pending: int = 0  # Stripe did not answer: tried again next run
+    awaiting_approval: int = 0  # above GATEWAY_PAYOUT_APPROVAL_USD, not approved yet: not sent
 
 
 def _id(text: str) -> uuid.UUID:
@@ -212,6 +141,24 @@ def _id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise BillingNotFound("no such payout") from None
+
+
+# Served from the (seller_id, created_at) index; rows that earned nothing (self-dealing) are left out.
+_HELD_SQL: Final = """
+SELECT coalesce(sum(cost_micro + beyond_hold_micro - fee_micro), 0)::bigint AS held, min(created_at) AS oldest
+FROM usage_records
+WHERE seller_id = $1 AND created_at > $2 AND cost_micro + beyond_hold_micro > fee_micro
+"""
+
+
+async def payable(conn: ledger.Conn, seller_id: str, balance_micro: int, now: datetime, hold_days: int) -> Payable:
+    """`balance_micro` (the seller's earnings account) split by the holding period at `now`."""
+    since = hold_start(now, hold_days)
+    if since is None:
+        return split_earnings(balance_micro, 0, None, hold_days)
+    row = await conn.fetchrow(_HELD_SQL, uuid.UUID(seller_id), since)
+    assert row is not None  # an aggregate always answers one row
+    return split_earnings(balance_micro, int(row["held"]), row["oldest"], hold_days)
 
 
 # --- service --------------------------------------------------------------------------------
@@ -224,15 +171,21 @@ class Payouts:
         *,
         min_micro: int,
         stripe: StripeOpener | None,
+        hold_days: int,
+        approval_micro: int,
+        clock: Callable[[], float] = time.time,
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
     ) -> None:
         self._db = db
         self._min = min_micro
         self._stripe = stripe
+        self._hold_days = hold_days
+        self._approval = approval_micro
+        self._clock = clock  # wall time, seconds: where the holding period ends
         self._new_id = new_id
 
     @classmethod
-    def from_settings(cls, db: asyncpg.Pool, settings: Settings) -> Payouts:
+    def from_settings(cls, db: asyncpg.Pool, settings: Settings, *, clock: Callable[[], float] = time.time) -> Payouts:
         """Without STRIPE_SECRET_KEY, payouts are requested and paid by hand (`process` leaves them)."""
         opener: StripeOpener | None = None
         if settings.stripe_secret_key is not None:
@@ -240,21 +193,41 @@ class Payouts:
             def opener() -> AbstractAsyncContextManager[StripeClient]:
                 return StripeClient.open(settings)
 
-        return cls(db, min_micro=min_payout_micro(settings.payout_min_usd), stripe=opener)
+        return cls(
+            db,
+            min_micro=min_payout_micro(settings.payout_min_usd),
+            stripe=opener,
+            hold_days=settings.earnings_hold_days,
+            approval_micro=approval_micro(settings.payout_approval_usd),
+            clock=clock,
+        )
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def payable(self, conn: ledger.Conn, seller_id: str, balance_micro: int, now: datetime) -> Payable:
+        return await payable(conn, seller_id, balance_micro, now, self._hold_days)
 
     async def request(
-        self, seller_id: str, amount_micro: int | None, *, request_key: str | None = None
+        self, seller_id: str, amount_micro: int | None, *, request_key: str | None = None, now: datetime | None = None
     ) -> tuple[Payout, bool]:
-        """A new pending payout (and True), or — for a `request_key` used before — that one (False)."""
+        """A new pending payout (and True), or — for a `request_key` used before with the same
+        amount — that one (False). Takes only what is available at `now` (default: the clock)."""
+        at = now if now is not None else self.now()
         async with self._db.acquire() as conn, conn.transaction():
             seller = await ledger.account_id(conn, ledger.AccountKind.SELLER, seller_id)
             payouts = await ledger.account_id(conn, ledger.AccountKind.PAYOUTS)
+            # Settlement locks the seller's account too, so nothing is earned while this decides.
             balances = await ledger.lock_accounts(conn, [seller, payouts])
             if request_key is not None:
                 found = await conn.fetchrow("SELECT * FROM payouts WHERE request_key = $1", request_key)
                 if found is not None:
-                    return Payout.from_row(found), False
-            amount = decide_amount(amount_micro, balances[seller], self._min)
+                    first = Payout.from_row(found)
+                    check_replay(first.requested_micro, amount_micro)
+                    return first, False
+            split = await self.payable(conn, seller_id, balances[seller], at)
+            amount = decide_amount(amount_micro, split.available_micro, self._min, holding_micro=split.holding_micro)
+            approval = needs_approval(amount, self._approval)
             destination: str | None = await conn.fetchval(
                 "SELECT stripe_account_id FROM seller_payout_accounts WHERE user_id = $1", uuid.UUID(seller_id)
             )
@@ -267,8 +240,9 @@ class Payouts:
                 memo={"payout_id": payout_id, "seller_id": seller_id},
             )
             row = await conn.fetchrow(
-                """INSERT INTO payouts (id, seller_id, amount_micro, method, destination, request_key, transfer_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+                """INSERT INTO payouts (id, seller_id, amount_micro, method, destination, request_key, transfer_id,
+                                        approval_required, requested_micro)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *""",
                 uuid.UUID(payout_id),
                 uuid.UUID(seller_id),
                 amount,
@@ -276,10 +250,17 @@ class Payouts:
                 destination,
                 request_key,
                 transfer,
+                approval,
+                requested_value(amount_micro),
             )
         payout = Payout.from_row(row)
         log.info(
-            "payout_requested", payout_id=payout.id, seller_id=seller_id, amount_micro=amount, method=payout.method
+            "payout_requested",
+            payout_id=payout.id,
+            seller_id=seller_id,
+            amount_micro=amount,
+            method=payout.method,
+            awaiting_approval=approval,
         )
         return payout, True
 
@@ -339,6 +320,20 @@ class Payouts:
         log.info("payout_marked_paid", payout_id=payout.id, admin_id=admin_id)
         return Payout.from_row(row)
 
+    async def approve(self, payout_id: str, admin_id: str) -> Payout:
+        """An admin lets a payout above the approval amount be sent (by the next `process`)."""
+        async with self._db.acquire() as conn, conn.transaction():
+            payout = await self._locked(conn, payout_id)
+            check_approvable(payout.status, payout.approval_required, payout.approved_at)
+            row = await conn.fetchrow(
+                """UPDATE payouts SET approved_by = $2, approved_at = now(), updated_at = now()
+                   WHERE id = $1 RETURNING *""",
+                uuid.UUID(payout.id),
+                uuid.UUID(admin_id),
+            )
+        log.info("payout_approved", payout_id=payout.id, admin_id=admin_id, amount_micro=payout.amount_micro)
+        return Payout.from_row(row)
+
     async def cancel(self, payout_id: str, admin_id: str) -> Payout:
         async with self._db.acquire() as conn, conn.transaction():
             payout = await self._locked(conn, payout_id)
@@ -349,10 +344,13 @@ class Payouts:
 
     async def process(self, payout_id: str) -> Payout:
         """Send a pending Stripe payout. Refused → failed and reversed; Stripe unreachable (or not
-        configured) → still pending, for the next run; anything not pending or manual → unchanged."""
+        configured) → still pending, for the next run; anything not pending, manual or awaiting an
+        admin's approval → unchanged."""
         async with self._db.acquire() as conn, conn.transaction():
             payout = await self._locked(conn, payout_id)
             if payout.status != "pending" or payout.method != "stripe" or self._stripe is None:
+                return payout
+            if payout.awaiting_approval:
                 return payout
             assert payout.destination is not None  # the table's check: a Stripe payout has one
             try:
@@ -380,9 +378,10 @@ class Payouts:
         return Payout.from_row(row)
 
     async def run(self, now: datetime) -> RunReport:
-        """The scheduled run: a payout of everything available for each seller with a connected
-        account and at least the minimum (once per seller and ISO week), then every pending Stripe
-        payout is sent (this week's, sellers' own requests, and earlier ones Stripe did not answer)."""
+        """The scheduled run: a payout of everything available at `now` (held earnings excluded)
+        for each seller with a connected account and at least the minimum (once per seller and ISO
+        week), then every pending Stripe payout is sent (this week's, sellers' own requests, and
+        earlier ones Stripe did not answer) except those awaiting an admin's approval."""
         week = iso_week(now)
         sellers = await self._db.fetch(
             """SELECT a.owner_id FROM ledger_accounts a
@@ -395,19 +394,24 @@ class Payouts:
         for row in sellers:
             seller_id = str(row["owner_id"])
             try:
-                _, created = await self.request(seller_id, None, request_key=run_key(seller_id, week))
-            except Conflict:  # the balance moved since the query: below the minimum now
+                _, created = await self.request(seller_id, None, request_key=run_key(seller_id, week), now=now)
+            except Conflict:  # below the minimum once held earnings are left out, or the balance moved
                 skipped += 1
                 continue
             requested += created
             skipped += not created
         pending = await self._db.fetch(
-            "SELECT id FROM payouts WHERE status = 'pending' AND method = 'stripe' ORDER BY created_at, id"
+            """SELECT id FROM payouts
+               WHERE status = 'pending' AND method = 'stripe' AND (NOT approval_required OR approved_at IS NOT NULL)
+               ORDER BY created_at, id"""
         )
         ended = {status: 0 for status in STATUSES}
         for row in pending:
             ended[(await self.process(str(row["id"]))).status] += 1
-        report = RunReport(week, requested, skipped, ended["paid"], ended["failed"], ended["pending"])
+        awaiting = await self._db.fetchval(
+            "SELECT count(*) FROM payouts WHERE status = 'pending' AND approval_required AND approved_at IS NULL"
+        )
+        report = RunReport(week, requested, skipped, ended["paid"], ended["failed"], ended["pending"], awaiting)
         log.info("payout_run", **dataclasses.asdict(report))
         return report
 

@@ -2,10 +2,14 @@
 
 Every seller route answers about the caller only: another seller's payout is 404, as if absent.
 Earnings are read in one snapshot (a repeatable-read transaction), so earned = paid out + pending +
-available holds between the figures of one answer (while no other transfer touches the seller):
-- earned: the seller's share of every settled request (usage_records: cost - fee);
+holding + available holds between the figures of one answer (while no other transfer touches the
+seller):
+- earned: the seller's share of every settled request (usage_records: cost + beyond_hold - fee, i.e.
+  all the provider billed, less the fee);
 - paid_out / pending: payouts paid / requested and not yet paid;
-- available: the seller's earnings account balance, what can still be requested.
+- holding: earned from requests of the last GATEWAY_EARNINGS_HOLD_DAYS days, not payable yet
+  (`next_payable_at`: when the oldest of it leaves the holding period);
+- available: the rest of the seller's earnings account balance, what can be requested now.
 The breakdowns (`by_listing`, `by_day`, UTC days with earnings) cover `since`..`until` (request
 time; default the last 30 days) and count the requests that earned something.
 
@@ -29,7 +33,8 @@ from aichat_gateway import queryparams
 from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.api import read_capped
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
-from aichat_gateway.billing.payouts import Payout, Payouts, parse_payout_request, parse_reference, parse_stripe_account
+from aichat_gateway.billing.payoutplan import parse_payout_request, parse_reference, parse_stripe_account
+from aichat_gateway.billing.payouts import Payout, Payouts
 
 DEFAULT_WINDOW: Final = timedelta(days=30)
 MAX_WINDOW: Final = timedelta(days=366)
@@ -73,6 +78,9 @@ def payout_json(payout: Payout) -> dict[str, Any]:
         "created_at": _iso(payout.created_at),
         "updated_at": _iso(payout.updated_at),
         "paid_at": _iso(payout.paid_at),
+        "approval_required": payout.approval_required,
+        "awaiting_approval": payout.awaiting_approval,
+        "approved_at": _iso(payout.approved_at),
     }
 
 
@@ -110,7 +118,8 @@ async def _json_body(request: Request) -> Any:
 
 
 def _payouts(request: Request) -> Payouts:
-    return Payouts.from_settings(request.app.state.db, request.app.state.settings)
+    state = request.app.state
+    return Payouts.from_settings(state.db, state.settings, clock=state.clock)
 
 
 def _timestamp(request: Request, name: str) -> datetime | None:
@@ -120,45 +129,51 @@ def _timestamp(request: Request, name: str) -> datetime | None:
 
 _TOTALS_SQL = """
 SELECT
-  (SELECT coalesce(sum(cost_micro - fee_micro), 0)::bigint FROM usage_records WHERE seller_id = $1) AS earned,
+  (SELECT coalesce(sum(cost_micro + beyond_hold_micro - fee_micro), 0)::bigint
+   FROM usage_records WHERE seller_id = $1) AS earned,
   (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'paid') AS paid,
   (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'pending') AS pending,
-  (SELECT coalesce(max(balance_micro), 0) FROM ledger_accounts WHERE kind = 'seller' AND owner_id = $1) AS available
+  (SELECT coalesce(max(balance_micro), 0) FROM ledger_accounts WHERE kind = 'seller' AND owner_id = $1) AS balance
 """
 _BY_LISTING_SQL = """
 SELECT u.listing_id, l.public_id, l.name,
-       sum(u.cost_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
+       sum(u.cost_micro + u.beyond_hold_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
 FROM usage_records u LEFT JOIN listings l ON l.id = u.listing_id
-WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro > 0
+WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro + u.beyond_hold_micro > u.fee_micro
 GROUP BY u.listing_id, l.public_id, l.name
 ORDER BY earned DESC, u.listing_id
 """
 _BY_DAY_SQL = """
-SELECT (u.created_at AT TIME ZONE 'UTC')::date AS day, sum(u.cost_micro - u.fee_micro)::bigint AS earned,
-       count(*) AS requests
+SELECT (u.created_at AT TIME ZONE 'UTC')::date AS day,
+       sum(u.cost_micro + u.beyond_hold_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
 FROM usage_records u
-WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro > 0
+WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro + u.beyond_hold_micro > u.fee_micro
 GROUP BY day
 ORDER BY day
 """
 
 
 async def earnings(request: Request) -> Response:
-    seller = uuid.UUID(_caller(request))
-    now = datetime.fromtimestamp(request.app.state.clock(), UTC)
+    seller_id = _caller(request)
+    seller = uuid.UUID(seller_id)
+    payouts = _payouts(request)
+    now = payouts.now()
     since, until = earnings_window(_timestamp(request, "since"), _timestamp(request, "until"), now)
     db: asyncpg.Pool = request.app.state.db
     async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         totals = await conn.fetchrow(_TOTALS_SQL, seller)
+        assert totals is not None
+        split = await payouts.payable(conn, seller_id, totals["balance"], now)
         listings = await conn.fetch(_BY_LISTING_SQL, seller, since, until)
         days = await conn.fetch(_BY_DAY_SQL, seller, since, until)
-    assert totals is not None
     return JSONResponse(
         {
             "earned_usd": usd(totals["earned"]),
             "paid_out_usd": usd(totals["paid"]),
             "pending_usd": usd(totals["pending"]),
-            "available_usd": usd(totals["available"]),
+            "holding_usd": usd(split.holding_micro),
+            "next_payable_at": _iso(split.next_release),
+            "available_usd": usd(split.available_micro),
             "since": _iso(since),
             "until": _iso(until),
             "by_listing": [
@@ -232,6 +247,12 @@ async def mark_paid(request: Request) -> Response:
     return JSONResponse(payout_json(payout))
 
 
+async def approve(request: Request) -> Response:
+    admin = _admin(request)
+    payout = await _payouts(request).approve(request.path_params["payout_id"], admin)
+    return JSONResponse(payout_json(payout))
+
+
 async def cancel(request: Request) -> Response:
     admin = _admin(request)
     payout = await _payouts(request).cancel(request.path_params["payout_id"], admin)
@@ -248,4 +269,5 @@ def routes() -> list[BaseRoute]:
         Route("/seller/payouts/{payout_id}", get_payout, methods=["GET"]),
         Route("/admin/payouts/{payout_id}/mark-paid", mark_paid, methods=["POST"]),
         Route("/admin/payouts/{payout_id}/cancel", cancel, methods=["POST"]),
+        Route("/admin/payouts/{payout_id}/approve", approve, methods=["POST"]),
     ]

@@ -32,7 +32,16 @@ import asyncpg
 
 from aichat_gateway.billing.errors import LedgerError
 from aichat_gateway.billing.ledger import AccountKind, Conn, Transfer, account_id, post_many, split_charge
-from aichat_gateway.billing.settleplan import COLLISION, Charge, Usage, charge_of, idempotency_key, usage_legs
+from aichat_gateway.billing.settleplan import (
+    COLLISION,
+    Charge,
+    Usage,
+    charge_of,
+    idempotency_key,
+    is_costed,
+    self_dealing,
+    usage_legs,
+)
 from aichat_gateway.config.logging import get_logger
 
 log = get_logger(__name__)
@@ -48,17 +57,17 @@ _RACE_SQLSTATE: Final = "23505"
 _INSERT_SQL: Final = """
 INSERT INTO usage_records (request_id, buyer_id, key_id, listing_id, seller_id, model, prompt_tokens,
     completion_tokens, cost_micro, held_micro, fee_micro, outcome, status, stream, created_at, transfer_id,
-    settled_at)
-SELECT r.*, $17::timestamptz
+    beyond_hold_micro, settled_at)
+SELECT r.*, $18::timestamptz
 FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::int[], $8::int[],
             $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::int[], $14::bool[], $15::timestamptz[],
-            $16::bigint[]) AS r
+            $16::bigint[], $17::bigint[]) AS r
 ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id
 """
 _STORED_SQL: Final = """
 SELECT request_id, buyer_id::text, key_id::text, listing_id::text, seller_id::text, model, prompt_tokens,
-       completion_tokens, cost_micro, held_micro, outcome, status, stream, created_at
+       completion_tokens, cost_micro, held_micro, outcome, status, stream, created_at, beyond_hold_micro
 FROM usage_records WHERE request_id = ANY($1::text[])
 """
 
@@ -109,6 +118,7 @@ def _stored_usage(row: asyncpg.Record) -> Usage:
         status=row["status"],
         stream=row["stream"],
         created_at=row["created_at"],
+        beyond_hold_micro=row["beyond_hold_micro"],
     )
 
 
@@ -176,7 +186,12 @@ class UsageWriter:
         rejected.update({rid: COLLISION for rid, old in stored.items() if not old.same_request(by_id[rid])})
         new = [u for u in writable if u.request_id not in stored]
         charges = {u.request_id: charge_of(u, self._fee_rate) for u in new}
-        costed = [u for u in new if u.cost_micro > 0]
+        costed = [u for u in new if is_costed(u)]
+        for u in costed:
+            if self_dealing(u):  # the whole cost went to the platform (settleplan.charge_of)
+                log.warning(
+                    "self_dealing_refused", request_id=u.request_id, buyer_id=u.buyer_id, listing_id=u.listing_id
+                )
         accounts = await self._accounts_for(conn, costed)
         transfers = await self._post(conn, costed, charges, accounts)
         inserted = await conn.fetch(
@@ -197,6 +212,7 @@ class UsageWriter:
             [u.stream for u in new],
             [u.created_at for u in new],
             [transfers.get(u.request_id) for u in new],
+            [u.beyond_hold_micro for u in new],
             datetime.fromtimestamp(self._clock(), tz=UTC),
         )
         if set(transfers) - {row["request_id"] for row in inserted}:
@@ -212,7 +228,7 @@ class UsageWriter:
 
     async def _unknown_parties(self, conn: Conn, usages: list[Usage]) -> dict[str, str]:
         """Charges whose buyer or seller has no users row (no ledger account can be made for them)."""
-        costed = [u for u in usages if u.cost_micro > 0]
+        costed = [u for u in usages if is_costed(u)]
         known = self._known_users
         wanted = {party for u in costed for party in (u.buyer_id, u.seller_id) if party and party not in known}
         if not wanted:
@@ -234,6 +250,8 @@ class UsageWriter:
             wanted.add((AccountKind.SELLER, u.seller_id))
         if costed:
             wanted.add((AccountKind.PLATFORM, None))
+        if any(u.beyond_hold_micro for u in costed):
+            wanted.add((AccountKind.PLATFORM_EXPOSURE, None))
         accounts: dict[tuple[AccountKind, str | None], int] = {}
         for kind, owner in sorted(wanted, key=lambda k: (k[0].value, k[1] or "")):
             cached = self._accounts.get((kind, owner))
@@ -251,6 +269,7 @@ class UsageWriter:
         if not costed:
             return {}
         platform = accounts[(AccountKind.PLATFORM, None)]
+        exposure = accounts.get((AccountKind.PLATFORM_EXPOSURE, None))
         transfers = [
             Transfer(
                 idempotency_key(u.request_id),
@@ -261,6 +280,8 @@ class UsageWriter:
                     buyer=accounts[(AccountKind.BUYER, u.buyer_id)],
                     seller=accounts[(AccountKind.SELLER, u.seller_id)],
                     platform=platform,
+                    beyond_hold_micro=u.beyond_hold_micro,
+                    exposure=exposure,
                 ),
                 {"request_id": u.request_id, "model": u.model},  # what a statement line shows
             )

@@ -9,7 +9,12 @@ decided from the entries alone is decided here, so it is unit-tested without Pos
 - `plan_batch` keeps the first event of each request id (a request is charged once, however many
   times its event was delivered); `outcome` says, after the commit, which (buyer, request) pairs
   to tell the hot balances and which entries go to the dead stream.
-- `usage_legs` is the sign convention of a usage charge: buyer -C, seller +S, platform +F.
+- `usage_legs` is the sign convention of a usage charge: buyer -C, seller +S, platform +F; a
+  request that cost X beyond its hold adds platform_exposure -X, and S + F = C + X.
+- `charge_of` splits a cost; a request whose seller is its own buyer (`self_dealing`) earns the
+  seller nothing: the whole cost goes to the platform. The router never routes a buyer to their
+  own listing; this is the defence behind it, so no path can turn promotional credit into payable
+  earnings (DESIGN.md: a request never earns money for the account that pays it).
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Usage:
     status: int
     stream: bool
     created_at: datetime
+    # What the provider billed beyond the hold: the seller's, at the platform's cost.
+    beyond_hold_micro: int = 0
 
     def same_request(self, other: Usage) -> bool:
         """True when `other` is this event delivered again, not another request under the same id."""
@@ -85,7 +92,8 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """A usage row's share-out: what the seller earns and the platform keeps (they sum to the cost)."""
+    """A usage row's share-out: what the seller earns and the platform keeps (they sum to the cost,
+    beyond-hold part included)."""
 
     seller_micro: int
     fee_micro: int
@@ -136,6 +144,10 @@ def parse_event(event: Mapping[str, object]) -> Usage:
     if cost > held and not (held == 0 and cost == 0):
         # The hold is the worst case; more than it was never admitted (usage_records checks it too).
         raise Poison(f"cost_micro: {cost} is more than the {held} held")
+    # Absent from events written before the field existed: nothing beyond the hold.
+    beyond = _count(event, "beyond_hold_micro", _BIGINT_MAX) if "beyond_hold_micro" in event else 0
+    if beyond > 0 and (held == 0 or seller_id is None):
+        raise Poison("beyond_hold_micro: a cost beyond a hold that was never taken, or with no seller")
     return Usage(
         request_id=_matching(event, "request_id", _REQUEST_ID),
         buyer_id=_uuid(event, "user_id"),
@@ -151,6 +163,7 @@ def parse_event(event: Mapping[str, object]) -> Usage:
         status=_count(event, "status", 999),
         stream=_flag(event, "stream"),
         created_at=_timestamp(event, "ts_ms"),
+        beyond_hold_micro=beyond,
     )
 
 
@@ -261,15 +274,41 @@ def outcome(plan: BatchPlan, rejected: Mapping[str, str]) -> tuple[list[tuple[st
     return settled, dead
 
 
+def self_dealing(usage: Usage) -> bool:
+    """The account that pays for the request would be paid for serving it."""
+    return usage.seller_id is not None and usage.seller_id == usage.buyer_id
+
+
 def charge_of(usage: Usage, fee_rate: Decimal) -> Charge:
-    seller, fee = split_charge(usage.cost_micro, fee_rate)
+    """The seller is paid for everything the provider billed, the part beyond the hold included."""
+    billed = usage.cost_micro + usage.beyond_hold_micro
+    if self_dealing(usage):
+        return Charge(seller_micro=0, fee_micro=billed)
+    seller, fee = split_charge(billed, fee_rate)
     return Charge(seller_micro=seller, fee_micro=fee)
 
 
-def usage_legs(cost_micro: int, charge: Charge, buyer: int, seller: int, platform: int) -> list[tuple[int, int]]:
+def usage_legs(
+    cost_micro: int,
+    charge: Charge,
+    buyer: int,
+    seller: int,
+    platform: int,
+    *,
+    beyond_hold_micro: int = 0,
+    exposure: int | None = None,
+) -> list[tuple[int, int]]:
     """The usage transfer's legs (account id, signed micro-USD), zero legs dropped."""
     legs = [(buyer, -cost_micro), (seller, charge.seller_micro), (platform, charge.fee_micro)]
+    if beyond_hold_micro:
+        assert exposure is not None, "a cost beyond the hold is booked on the platform's exposure account"
+        legs.append((exposure, -beyond_hold_micro))
     return [(account, amount) for account, amount in legs if amount != 0]
+
+
+def is_costed(usage: Usage) -> bool:
+    """Does the request move money (a charge, or a cost beyond its hold)?"""
+    return usage.cost_micro > 0 or usage.beyond_hold_micro > 0
 
 
 def idempotency_key(request_id: str) -> str:

@@ -8,6 +8,11 @@ integers in micro-USD per million tokens ("0.15" -> 150_000), the unit used ever
 A price that cannot be represented exactly in micro-USD, or that is negative, refuses to load: a
 silently rounded list price would misprice every multiplier-priced listing built on it.
 
+The catalog also bounds what a prompt can cost in tokens beyond its text (`PartAllowance`): an
+image, audio or file part of a chat message is a few bytes of URL or id but may be billed as
+thousands of tokens, so holds add the worst case per part (per provider in `input_part_tokens`,
+per model where it differs), and no prompt of a catalog model exceeds its context length.
+
 This module belongs to `aichat_gateway.config` and so imports nothing else of ours.
 """
 
@@ -24,10 +29,14 @@ from types import MappingProxyType
 from typing import Literal, cast, get_args
 
 Provider = Literal["openai", "anthropic", "google", "meta", "mistral", "deepseek"]
+PartKind = Literal["image", "audio", "file"]
 Kind = Literal["chat", "embedding"]
 
 PROVIDERS: frozenset[str] = frozenset(get_args(Provider))
 KINDS: frozenset[str] = frozenset(get_args(Kind))
+PART_KINDS: tuple[str, ...] = get_args(PartKind)
+# `input_part_tokens` key for models outside the catalog (sold with explicit prices).
+OTHER_MODELS = "other"
 
 MICRO_PER_USD = 1_000_000
 _CATALOG_RESOURCE = "catalog.json"
@@ -46,6 +55,22 @@ _MODEL_KEYS = frozenset(
         "tokenizer",
     }
 )
+_OPTIONAL_MODEL_KEYS = frozenset({"input_part_tokens"})
+
+
+@dataclass(frozen=True, slots=True)
+class PartAllowance:
+    """Worst-case prompt tokens of one non-text part of a chat message, by kind, and the most
+    prompt tokens the model accepts at all (None: unknown, a model outside the catalog)."""
+
+    image: int
+    audio: int
+    file: int
+    prompt_ceiling: int | None = None
+
+
+# Used when a catalog document names no allowances (tests' small documents): generous on purpose.
+_FALLBACK_PARTS: Mapping[str, int] = MappingProxyType({"image": 50_000, "audio": 50_000, "file": 1_000_000})
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +87,9 @@ class CatalogModel:
     # The model's tokenizer family ("o200k_base", "cl100k_base", "claude", "gemini", ...). A hint
     # only: offline counting may approximate families it has no encoding for.
     tokenizer: str
+    # Per-part token allowances where this model differs from its provider's (e.g. gpt-4o-mini's
+    # images cost ~33 times gpt-4o's); kinds not named here take the provider's.
+    input_part_tokens: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +100,11 @@ class Catalog:
     """
 
     entries: tuple[CatalogModel, ...]
+    # Provider (or OTHER_MODELS) -> part kind -> worst-case tokens of one such part.
+    input_part_tokens: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
     _by_id: Mapping[str, CatalogModel] = field(init=False, repr=False, compare=False)
+    _allowances: Mapping[str, PartAllowance] = field(init=False, repr=False, compare=False)
+    _other: PartAllowance = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id: dict[str, CatalogModel] = {}
@@ -82,10 +114,27 @@ class Catalog:
             by_id[model.id] = model
         # A frozen dataclass can only set derived fields through object.__setattr__.
         object.__setattr__(self, "_by_id", MappingProxyType(by_id))
+        other = {**_FALLBACK_PARTS, **self.input_part_tokens.get(OTHER_MODELS, {})}
+        object.__setattr__(self, "_other", PartAllowance(other["image"], other["audio"], other["file"]))
+        allowances = {}
+        for model in self.entries:
+            parts = {**other, **self.input_part_tokens.get(model.provider, {}), **model.input_part_tokens}
+            # A file (a PDF by id, say) has no size we can know: the whole context is its bound.
+            allowances[model.id] = PartAllowance(
+                image=min(parts["image"], model.context_length),
+                audio=min(parts["audio"], model.context_length),
+                file=model.context_length,
+                prompt_ceiling=model.context_length,
+            )
+        object.__setattr__(self, "_allowances", MappingProxyType(allowances))
 
     def get(self, model_id: str) -> CatalogModel | None:
         """The model with this exact id, or None: unknown models need explicit listing prices."""
         return self._by_id.get(model_id)
+
+    def part_allowance(self, model_id: str) -> PartAllowance:
+        """What one image, audio or file part of a prompt to this model may cost at most, in tokens."""
+        return self._allowances.get(model_id, self._other)
 
     def models(self) -> tuple[CatalogModel, ...]:
         """Every model, in file order (the order `/v1/models` shows)."""
@@ -147,7 +196,7 @@ def parse_model(entry: object) -> CatalogModel:
     missing = sorted(_MODEL_KEYS - raw.keys())
     if missing:
         raise ValueError(f"catalog model {model_id!r}: missing {', '.join(missing)}")
-    unknown = sorted(str(k) for k in raw.keys() - _MODEL_KEYS)
+    unknown = sorted(str(k) for k in raw.keys() - _MODEL_KEYS - _OPTIONAL_MODEL_KEYS)
     if unknown:
         raise ValueError(f"catalog model {model_id!r}: unknown field(s) {', '.join(unknown)}")
 
@@ -179,7 +228,22 @@ def parse_model(entry: object) -> CatalogModel:
         context_length=context_length,
         max_output_tokens=max_output_tokens,
         tokenizer=_require_str(raw, "tokenizer", model_id),
+        input_part_tokens=parse_part_tokens(raw.get("input_part_tokens", {}), f"catalog model {model_id!r}"),
     )
+
+
+def parse_part_tokens(value: object, where: str) -> Mapping[str, int]:
+    """`{"image": 1445, ...}`: part kinds to positive token counts."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: input_part_tokens must be an object")
+    parts: dict[str, int] = {}
+    for kind, tokens in value.items():
+        if kind not in PART_KINDS:
+            raise ValueError(f"{where}: input_part_tokens: unknown part kind {kind!r}")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ValueError(f"{where}: input_part_tokens.{kind} must be a positive integer, got {tokens!r}")
+        parts[kind] = tokens
+    return MappingProxyType(parts)
 
 
 def parse_catalog(document: object) -> Catalog:
@@ -187,7 +251,17 @@ def parse_catalog(document: object) -> Catalog:
     if not isinstance(document, dict) or not isinstance(document.get("models"), list):
         raise ValueError('catalog must be a JSON object with a "models" list')
     entries: Iterable[object] = document["models"]
-    return Catalog(tuple(parse_model(entry) for entry in entries))
+    defaults = document.get("input_part_tokens", {})
+    if not isinstance(defaults, dict):
+        raise ValueError("catalog: input_part_tokens must be an object of providers")
+    by_provider: dict[str, Mapping[str, int]] = {}
+    for provider, parts in defaults.items():
+        if provider == "notes":
+            continue
+        if provider not in PROVIDERS and provider != OTHER_MODELS:
+            raise ValueError(f"catalog: input_part_tokens: unknown provider {provider!r}")
+        by_provider[provider] = parse_part_tokens(parts, f"catalog: input_part_tokens.{provider}")
+    return Catalog(tuple(parse_model(entry) for entry in entries), MappingProxyType(by_provider))
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     topup_max_usd: Decimal = Field(Decimal("10000"), alias="GATEWAY_TOPUP_MAX_USD", gt=0)
     # The smallest seller payout, in USD: a request below it is refused, the weekly run skips it.
     payout_min_usd: Decimal = Field(Decimal("10"), alias="GATEWAY_PAYOUT_MIN_USD", gt=0)
+    # Seller earnings become payable this many days after the request that earned them: the
+    # chargeback window, so money refunded or disputed meanwhile has not left as a payout. 0: at once.
+    earnings_hold_days: int = Field(7, alias="GATEWAY_EARNINGS_HOLD_DAYS", ge=0, le=366)
+    # A payout above this many USD waits for an admin's approval before it is sent (0: every payout).
+    payout_approval_usd: Decimal = Field(Decimal("1000"), alias="GATEWAY_PAYOUT_APPROVAL_USD", ge=0)
 
     # Every Redis key starts with this, so several deployments (or test runs) can share one Redis.
     redis_prefix: str = Field("aichat", alias="GATEWAY_REDIS_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
@@ -68,6 +73,10 @@ class Settings(BaseSettings):
     upstream_deadline_seconds: float = Field(180.0, alias="GATEWAY_UPSTREAM_DEADLINE", gt=0)
     upstream_attempts: int = Field(3, alias="GATEWAY_UPSTREAM_ATTEMPTS", ge=1, le=10)
     upstream_transport: str = Field("aiohttp", alias="GATEWAY_UPSTREAM_TRANSPORT", pattern=r"^(aiohttp|httpx)$")
+    # A buyer who leaves mid-stream: the provider is read on for its usage (what it bills) for at
+    # most this long and this many bytes, then closed; 0 closes it at once.
+    usage_drain_seconds: float = Field(10.0, alias="GATEWAY_USAGE_DRAIN_SECONDS", ge=0, le=600)
+    usage_drain_bytes: int = Field(1024 * 1024, alias="GATEWAY_USAGE_DRAIN_BYTES", ge=0)
 
     # `serve` also runs a settlement worker (a member of the same consumer group as `settle`).
     settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")

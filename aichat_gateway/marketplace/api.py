@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.httpbody import read_capped
 from aichat_gateway.marketplace import listings
-from aichat_gateway.marketplace.changes import parse_changes
+from aichat_gateway.marketplace.changes import NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
 from aichat_gateway.marketplace.offers import list_offers
 from aichat_gateway.marketplace.pricing import usd
@@ -105,21 +105,31 @@ async def update_listing(request: Request) -> Response:
     current = await listings.get_listing(state.db, request.path_params["listing_id"], owner)
     changes = parse_changes(
         await _json_body(request),
+        is_owner=str(current["seller_id"]) == seller_id,
         is_admin=is_admin,
         current_status=current["status"],
         models=[m["model"] for m in current["models"]],
         catalog=state.catalog,
     )
-    if changes.base_url is not None:
-        changes = replace(
-            changes, base_url=await validate_upstream_url(changes.base_url, state.settings.allow_private_upstreams)
-        )
-    if changes.base_url is not None or changes.api_key is not None:
-        key = changes.api_key or await listings.stored_key(state.db, state.vault, str(current["id"]))
-        await state.key_checker(current["provider"], changes.base_url or current["base_url"], key)
+    if changes.endpoint is not None:
+        changes = replace(changes, endpoint=await _checked_endpoint(request, current, changes.endpoint))
     row = await listings.update_listing(state.db, state.vault, str(current["id"]), owner, changes)
     await state.listings.announce_change()
     return JSONResponse(listing_json(row))
+
+
+async def _checked_endpoint(request: Request, current: asyncpg.Record, endpoint: NewEndpoint) -> NewEndpoint:
+    """The request's new key, checked with the provider where it will be sent: the new URL that
+    came with it, else the listing's own. Only this request's key is ever sent (no stored key is
+    decrypted here), and the URL it was checked with is written with it, so a concurrent change
+    cannot pair the key with another URL."""
+    state = request.app.state
+    if endpoint.base_url is None:
+        base_url = str(current["base_url"])
+    else:
+        base_url = await validate_upstream_url(endpoint.base_url, state.settings.allow_private_upstreams)
+    await state.key_checker(current["provider"], base_url, endpoint.api_key)
+    return NewEndpoint(api_key=endpoint.api_key, base_url=base_url)
 
 
 async def delete_listing(request: Request) -> Response:

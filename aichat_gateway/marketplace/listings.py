@@ -18,7 +18,7 @@ import asyncpg
 
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound, shown
-from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_usd
+from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_price
 from aichat_gateway.marketplace.vault import Vault, last4
 
 if TYPE_CHECKING:
@@ -116,8 +116,8 @@ def parse_pricing(value: object) -> tuple[Decimal | None, Price | None]:
             return parse_multiplier(value["multiplier"]), None
         if set(value) == {"input_usd_per_million", "output_usd_per_million"}:
             return None, Price(
-                parse_usd(value["input_usd_per_million"], "pricing.input_usd_per_million"),
-                parse_usd(value["output_usd_per_million"], "pricing.output_usd_per_million"),
+                parse_price(value["input_usd_per_million"], "pricing.input_usd_per_million"),
+                parse_price(value["output_usd_per_million"], "pricing.output_usd_per_million"),
             )
     except PriceError as exc:
         raise InvalidListing(str(exc), param="pricing") from None
@@ -217,8 +217,9 @@ async def update_listing(
     owner_id: str | None,
     changes: ListingChanges,
 ) -> asyncpg.Record:
-    """Apply already-validated changes (owner-scoped); a status change without a reason clears it."""
-    key = changes.api_key
+    """Apply already-validated changes (owner-scoped); a status change without a reason clears it.
+    A new key is written together with the URL it was checked with (`changes.endpoint`)."""
+    key = changes.endpoint.api_key if changes.endpoint else None
     multiplier, explicit = changes.pricing if changes.pricing is not None else (None, None)
     async with db.acquire() as conn, conn.transaction():
         try:
@@ -242,7 +243,7 @@ async def update_listing(
                 _uuid_or_not_found(listing_id),
                 uuid.UUID(owner_id) if owner_id else None,
                 changes.name,
-                changes.base_url,
+                changes.endpoint.base_url if changes.endpoint else None,
                 vault.encrypt(key) if key else None,
                 last4(key) if key else None,
                 vault.fingerprint(key) if key else None,
@@ -261,14 +262,6 @@ async def update_listing(
         row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM listings l WHERE l.id = $1", updated)  # noqa: S608
     assert row is not None
     return row
-
-
-async def stored_key(db: asyncpg.Pool, vault: Vault, listing_id: str) -> str:
-    """The decrypted provider key of a listing the caller was already allowed to see."""
-    ciphertext = await db.fetchval("SELECT key_ciphertext FROM listings WHERE id = $1", uuid.UUID(listing_id))
-    if ciphertext is None:
-        raise ListingNotFound("no such listing")
-    return vault.decrypt(ciphertext)
 
 
 async def delete_listing(db: asyncpg.Pool, listing_id: str, owner_id: str | None) -> None:

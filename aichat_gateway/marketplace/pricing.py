@@ -1,22 +1,27 @@
 """Pricing: pure functions over integers (micro-USD per million tokens).
 
 A listing is priced either by a multiplier over the catalog's list price or by explicit prices.
-Rounding: a multiplied price rounds half-up to a whole micro-USD per million tokens; a request's
-cost rounds *up* to a whole micro-USD, so no served request is ever free. `quote` gives the
-range a request can cost before it is sent; `surge` moves a price between a floor and a ceiling.
+Prices and multipliers are read with config.money's one strict decimal grammar (no exponents,
+underscores, spaces, non-ASCII digits, NaN or infinity; never rounded: too many places is a
+refusal) and must be more than zero. Rounding: a multiplied price rounds half-up to a whole
+micro-USD per million tokens; a request's cost rounds *up* to a whole micro-USD, so no served
+request is ever free. `quote` gives the range a request can cost before it is sent; `surge`
+moves a price between a floor and a ceiling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
-# `usd` (micro-USD → the API's decimal string) is config.money's, re-exported for marketplace callers;
-# `parse_usd` below stays here: prices have their own rules (not negative, at most 10,000 per million).
-from aichat_gateway.config.money import MICRO
+# `usd` (micro-USD → the API's decimal string) is config.money's, re-exported for marketplace callers.
+from aichat_gateway.config.money import MICRO, parse_fixed_point, parse_usd_micro
 from aichat_gateway.config.money import usd as usd
 
-MAX_USD_PER_MILLION = Decimal(10_000)
+MAX_USD_PER_MILLION = 10_000
+_MAX_MICRO_PER_MILLION = MAX_USD_PER_MILLION * MICRO
+_MULTIPLIER_PLACES = 4
+_MULTIPLIER_RANGE = (100, 100 * 10**_MULTIPLIER_PLACES)  # 0.01 to 100, in units of 0.0001
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,34 +34,44 @@ class PriceError(ValueError):
     """A price or multiplier string is not acceptable; the message says why."""
 
 
-def parse_usd(text: object, field: str) -> int:
-    """A decimal USD string (per million tokens) → integer micro-USD; refuses floats and excess precision."""
+def _micro(text: object, field: str) -> int:
     if not isinstance(text, str):
         raise PriceError(f'{field} must be a decimal string such as "0.15"')
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise PriceError(f"{field} is not a decimal number") from None
-    if not value.is_finite() or value < 0 or value > MAX_USD_PER_MILLION:
+        return parse_usd_micro(text, name=field)
+    except ValueError as exc:
+        raise PriceError(str(exc)) from None
+
+
+def parse_price(text: object, field: str) -> int:
+    """A listing's price: a decimal USD string per million tokens → integer micro-USD, more than
+    zero (a free listing would serve every request for nothing) and at most 10,000."""
+    micro = _micro(text, field)
+    if not 0 < micro <= _MAX_MICRO_PER_MILLION:
+        raise PriceError(f"{field} must be more than 0 and at most {MAX_USD_PER_MILLION}")
+    return micro
+
+
+def parse_usd(text: object, field: str) -> int:
+    """A price *cap* (a buyer's max_price): like `parse_price`, but zero is a valid cap."""
+    micro = _micro(text, field)
+    if not 0 <= micro <= _MAX_MICRO_PER_MILLION:
         raise PriceError(f"{field} must be between 0 and {MAX_USD_PER_MILLION}")
-    micro = value * MICRO
-    if micro != micro.to_integral_value():
-        raise PriceError(f"{field} has more than 6 decimal places")
-    return int(micro)
+    return micro
 
 
 def parse_multiplier(text: object) -> Decimal:
+    """A listing's multiplier over the catalog price: 0.01 to 100, at most four decimal places."""
     if not isinstance(text, str):
         raise PriceError('pricing.multiplier must be a decimal string such as "0.8"')
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise PriceError("pricing.multiplier is not a decimal number") from None
-    if not value.is_finite() or not Decimal("0.01") <= value <= Decimal(100):
+        units = parse_fixed_point(text, places=_MULTIPLIER_PLACES, name="pricing.multiplier")
+    except ValueError as exc:
+        raise PriceError(str(exc)) from None
+    low, high = _MULTIPLIER_RANGE
+    if not low <= units <= high:
         raise PriceError("pricing.multiplier must be between 0.01 and 100")
-    if value != value.quantize(Decimal("0.0001")):
-        raise PriceError("pricing.multiplier has more than 4 decimal places")
-    return value
+    return Decimal(units).scaleb(-_MULTIPLIER_PLACES)
 
 
 def multiplied(list_price: Price, multiplier: Decimal) -> Price:

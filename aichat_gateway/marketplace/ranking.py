@@ -80,16 +80,33 @@ class Ranking:
 class RouteTables:
     """What depends only on one candidates tuple, plus the rankings memoised over it."""
 
-    __slots__ = ("_band", "_band_set", "by_listing", "by_public", "ids", "inp", "n", "out", "rankings", "routes")
+    __slots__ = (
+        "_band",
+        "_band_set",
+        "by_listing",
+        "by_public",
+        "by_seller",
+        "ids",
+        "inp",
+        "n",
+        "out",
+        "rankings",
+        "routes",
+    )
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self.routes = routes
         self.n = len(routes)
         self.by_listing: dict[str, int] = {}
         self.by_public: dict[str, int] = {}
+        # seller id → positions of that seller's listings: the router skips the buyer's own with
+        # one look-up per request instead of a comparison per candidate.
+        self.by_seller: dict[str, list[int]] = {}
         for pos, r in enumerate(routes):
             self.by_listing.setdefault(r.listing_id, pos)
             self.by_public.setdefault(r.public_id, pos)
+            if r.seller_id:
+                self.by_seller.setdefault(r.seller_id, []).append(pos)
         self.ids = [r.listing_id for r in routes]
         self.inp = [r.price.input_micro_per_million for r in routes]
         self.out = [r.price.output_micro_per_million for r in routes]

@@ -6,7 +6,9 @@ key's preferences, a per-request seed); nothing here does I/O, reads a clock or 
 so the same context always gives the same decision and every rule is unit-testable.
 
 Filters, each giving the reason `RoutingDecision.excluded()` reports (first that applies):
-`ignored`, `not_in_only`, `over_max_price` (buyer preferences), `breaker_open` (`open_breakers`),
+`own_listing` (the buyer's own: a listing whose seller is `buyer_id`, whatever the preferences
+say, because a request must never earn money for the account that pays it), `ignored`,
+`not_in_only`, `over_max_price` (buyer preferences), `breaker_open` (`open_breakers`),
 `capacity_exhausted` (`exhausted_until[id] > now`), `fallbacks_disabled` (`allow_fallbacks=false`).
 
 Then `order` (buyer-named listings, in their order) comes first, then one strategy orders the rest
@@ -109,6 +111,7 @@ def observe(previous: SpeedStats | None, ttft_ms: float, alpha: float = 0.2) -> 
 
 
 class Exclusion(enum.StrEnum):
+    OWN_LISTING = "own_listing"
     IGNORED = "ignored"
     NOT_IN_ONLY = "not_in_only"
     OVER_MAX_PRICE = "over_max_price"
@@ -135,6 +138,7 @@ class RoutingContext:
     exhausted_until: Mapping[str, float] = _NO_LOAD
     limit: int | None = None  # routes wanted (upstream attempts); None: all, in order
     default_strategy: Strategy = Strategy.BALANCED
+    buyer_id: str = ""  # the paying user: their own listings are never routes ("": nobody's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +236,10 @@ class _Rules:
         for public_id in prefs.ignore or ():
             if (pos := by_public.get(public_id)) is not None:
                 blocked[pos] = Exclusion.IGNORED
+        # Last: no preference can bring an own listing back. One look-up; most buyers sell nothing.
+        if ctx.buyer_id and (own := table.by_seller.get(ctx.buyer_id)) is not None:
+            for pos in own:
+                blocked[pos] = Exclusion.OWN_LISTING
         self.blocked = blocked
         self.allowed: set[int] | None = None
         if prefs.only is not None:
@@ -271,7 +279,7 @@ class _Rules:
 
     def reason(self, pos: int) -> Exclusion | None:
         blocked = self.blocked.get(pos)
-        if blocked is Exclusion.IGNORED:
+        if blocked is Exclusion.OWN_LISTING or blocked is Exclusion.IGNORED:
             return blocked
         if self.allowed is not None and pos not in self.allowed:
             return Exclusion.NOT_IN_ONLY

@@ -58,6 +58,7 @@ from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.keycheck import check_provider_key, skip_key_check
 from aichat_gateway.proxy.metrics import Metrics, metrics_endpoint
 from aichat_gateway.proxy.recovery import Recovery
+from aichat_gateway.proxy.relay import UsageDrain
 from aichat_gateway.proxy.routing import KeyDefaults, SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
@@ -260,6 +261,7 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
     app.state.metrics = Metrics()
     app.state.tokens = TokenCounter()
     app.state.validate_key_routing = validate_key_routing
+    app.state.usage_drain = UsageDrain(settings.usage_drain_seconds, settings.usage_drain_bytes)
     return app
 
 

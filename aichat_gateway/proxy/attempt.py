@@ -39,3 +39,6 @@ class Attempt:
     # what the answer costs, fixed once it is known (never more than the hold).
     held_micro: int | None = None
     cost_micro: int = 0
+    # What the answer cost beyond the hold (the provider billed more than the worst case we sized):
+    # paid to the seller by the platform, never charged to the buyer.
+    beyond_hold_micro: int = 0

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.billing.meter import UsageEvent
-from aichat_gateway.config.logging import get_logger, mask
+from aichat_gateway.config.logging import get_logger, mask, remember_secret
 from aichat_gateway.config.money import usd
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
 from aichat_gateway.proxy import charging, failover, inbound, routing
@@ -61,10 +61,14 @@ async def chat_completions(request: Request) -> Response:
         attempt.estimate = functools.cache(lambda: _worst_case_tokens(request, body, chat.model, chat.max_tokens))
         routes = _routes_for(request, attempt, body, chat.max_tokens)
         answer_bound = (chat.max_tokens or _output_limit(request, chat.model)) * chat.choices
-        await _hold(request, attempt, routes, answer_bound)
+        prompt_bound = charging.prompt_tokens_bound(
+            body["messages"], request.scope["state"]["body_size"], state.catalog.part_allowance(chat.model)
+        )
+        await _hold(request, attempt, routes, prompt_bound, answer_bound)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
             key = route.api_key.reveal()
+            remember_secret(key)  # masked in this request's log lines, whatever its format
             return adapter.chat_request(body, route.upstream_model, chat.stream, route.base_url, key)
 
         opened, watch = await failover.open_watched(request, attempt, routes, build, chat.stream)
@@ -90,6 +94,8 @@ async def chat_completions(request: Request) -> Response:
             renew=functools.partial(_renew_leases, request, attempt),
             renew_every=min(state.settings.hold_ttl_seconds, state.capacity.lease_seconds) / 3,
             stall_after=state.settings.upstream_read_timeout,
+            drain=state.usage_drain,
+            secret=opened.route.api_key.reveal(),
         )
 
 
@@ -101,10 +107,12 @@ async def embeddings(request: Request) -> Response:
         attempt.model = inbound.parse_embeddings_request(body)
         attempt.estimate = functools.cache(lambda: int(state.tokens.count_prompt(body)))
         routes = _routes_for(request, attempt, body, 1)
-        await _hold(request, attempt, routes, 0)
+        await _hold(request, attempt, routes, request.scope["state"]["body_size"], 0)
 
         def build(route: ListingRoute, adapter: Adapter) -> UpstreamRequest:
-            return adapter.embeddings_request(body, route.upstream_model, route.base_url, route.api_key.reveal())
+            key = route.api_key.reveal()
+            remember_secret(key)
+            return adapter.embeddings_request(body, route.upstream_model, route.base_url, key)
 
         opened, _ = await failover.open_watched(request, attempt, routes, build, False)
         return _after_response(_finish_plain(request, attempt, opened, body), request, attempt)
@@ -166,9 +174,11 @@ def _output_limit(request: Request, model: str) -> int:
     return listed.max_output_tokens if listed else DEFAULT_ANSWER_TOKENS
 
 
-async def _hold(request: Request, attempt: Attempt, routes: list[ListingRoute], answer_bound: int) -> None:
+async def _hold(
+    request: Request, attempt: Attempt, routes: list[ListingRoute], prompt_bound: int, answer_bound: int
+) -> None:
     assert attempt.principal is not None
-    amount = charging.hold_amount(routes, request.scope["state"]["body_size"], answer_bound)
+    amount = charging.hold_amount(routes, prompt_bound, answer_bound)
     await charging.take_hold(request.app.state, attempt.principal, attempt.request_id, amount)
     attempt.held_micro = amount
 
@@ -193,6 +203,7 @@ def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_to
         body_size=request.scope["state"]["body_size"],
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
+        buyer_id=principal.user_id,
         key_defaults=state.key_defaults.of(principal.key_id, principal.routing),
     )
 
@@ -221,7 +232,8 @@ def _finish_plain(
     headers = _gateway_headers(attempt, opened.route)
     if status >= 400:
         attempt.outcome = "client_error"
-        error_body = mask(content.decode("utf-8", "replace")).encode()
+        # A provider may quote the key it was sent, in a format no pattern knows: mask it exactly too.
+        error_body = mask(content.decode("utf-8", "replace"), (opened.route.api_key.reveal(),)).encode()
         return Response(error_body, status_code=status, media_type="application/json", headers=headers)
     usage = opened.adapter.usage_of_response(raw)  # usually the only JSON parse of the answer
     if usage is not None:
@@ -244,8 +256,11 @@ def _finish_plain(
 
 
 def _cost(attempt: Attempt, route: ListingRoute) -> int:
-    """What the buyer pays for what was delivered (a cut stream: its delivered part)."""
-    return charging.charge(route.price, attempt.prompt_tokens, attempt.completion_tokens, attempt.held_micro or 0)
+    """What the buyer pays for what was delivered (a cut stream: its delivered part); what it cost
+    beyond the hold is noted on the attempt for settlement to pay the seller from the platform."""
+    held, prompt, completion = attempt.held_micro or 0, attempt.prompt_tokens, attempt.completion_tokens
+    attempt.beyond_hold_micro = charging.beyond_hold(route.price, prompt, completion, held)
+    return charging.charge(route.price, prompt, completion, held)
 
 
 def _answer_text(answer: Any) -> str:
@@ -267,14 +282,15 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
     attempt.outcome = result.outcome
     if attempt.ttft_seconds is None:  # measured when the first chunk arrived (failover.open_routes)
         attempt.ttft_seconds = result.ttft_seconds
-    # A cut stream is charged for what was delivered: the provider's usage only covers a full answer.
-    if meter.usage is not None and result.outcome == "ok":
+    # The provider's usage is what it bills, also for an answer the buyer left before its end (the
+    # relay reads on for it, bounded); without it, the text the provider sent is counted.
+    if meter.usage is not None:
         attempt.prompt_tokens = meter.usage.prompt_tokens
         attempt.completion_tokens = meter.usage.completion_tokens
         attempt.usage_source = "upstream"
     else:
         counter = request.app.state.tokens
-        attempt.prompt_tokens = meter.usage.prompt_tokens if meter.usage else counter.count_prompt(body)
+        attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
     # A provider that failed before generating anything delivered nothing: like a failed request,
     # that costs nothing (a buyer who leaves early still pays for the prompt).
@@ -343,7 +359,10 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         seller_id=attempt.listing.seller_id if attempt.listing else "",
         cost_micro=attempt.cost_micro,
         held_micro=attempt.held_micro or 0,
+        beyond_hold_micro=attempt.beyond_hold_micro,
     )
+    if attempt.beyond_hold_micro:
+        _note_beyond_hold(state, attempt, event)
     if attempt.listing is not None and attempt.outcome == "ok" and event.ttft_ms >= 0:
         state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
     view = state.breaker_view
@@ -407,6 +426,21 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             await release.resolve(results)  # retries a script Redis forgot (NOSCRIPT) with EVAL
         except (RedisError, OSError) as exc:
             log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
+
+
+def _note_beyond_hold(state: Any, attempt: Attempt, event: UsageEvent) -> None:
+    """The provider billed more than the hold: the seller is still paid in full (settlement books
+    the rest against the platform's exposure account); counted and logged for the operator."""
+    state.metrics.beyond_hold_micro.inc(attempt.beyond_hold_micro)
+    log.warning(
+        "usage_beyond_hold",
+        listing=attempt.listing.public_id if attempt.listing else None,
+        model=attempt.model,
+        prompt_tokens=event.prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        held_micro=event.held_micro,
+        beyond_hold_micro=attempt.beyond_hold_micro,
+    )
 
 
 # While Redis is unreachable (restarting: refused, reset, still LOADING its data) the finishing

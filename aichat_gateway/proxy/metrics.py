@@ -95,6 +95,11 @@ class Metrics:
         self.usage_events_failed = Counter(
             "gateway_usage_events_failed", "Usage events that could not be written to Redis", registry=r
         )
+        self.beyond_hold_micro = Counter(
+            "gateway_usage_beyond_hold_micro_usd",
+            "Cost providers reported beyond the buyer's hold (micro-USD): paid to sellers, borne by the platform",
+            registry=r,
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, memoised: prometheus_client takes a lock and builds a tuple on

@@ -371,7 +371,8 @@ def _billing_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema
         "/api/seller/payouts": {
             "post": op(
                 "requestPayout",
-                "Request a payout (default: everything available, floored to the cent)",
+                "Request a payout (default: everything available, floored to the cent; earnings in the holding "
+                "period are not available; above the approval amount it waits for an admin)",
                 "seller",
                 (201, "Payout"),
                 body="PayoutRequest",
@@ -410,6 +411,17 @@ def _billing_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema
                 body="MarkPaid",
                 params=payout,
                 errors=(400, 404, 409, *_AUTH_ERRORS),
+                security=unsafe,
+            )
+        },
+        "/api/admin/payouts/{payout_id}/approve": {
+            "post": op(
+                "approvePayout",
+                "Admin: approve a pending payout above GATEWAY_PAYOUT_APPROVAL_USD, so Stripe processing sends it",
+                "admin",
+                (200, "Payout"),
+                params=payout,
+                errors=(404, 409, *_AUTH_ERRORS),
                 security=unsafe,
             )
         },

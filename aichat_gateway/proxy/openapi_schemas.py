@@ -313,6 +313,8 @@ def component_schemas() -> dict[str, Schema]:
                 "earned_usd": USD,
                 "paid_out_usd": USD,
                 "pending_usd": USD,
+                "holding_usd": {**USD, "description": "Earned within the holding period: not payable yet"},
+                "next_payable_at": nullable(TIME),
                 "available_usd": USD,
                 "since": TIME,
                 "until": TIME,
@@ -355,6 +357,9 @@ def component_schemas() -> dict[str, Schema]:
                 "created_at": TIME,
                 "updated_at": TIME,
                 "paid_at": nullable(TIME),
+                "approval_required": {"type": "boolean"},
+                "awaiting_approval": {"type": "boolean"},
+                "approved_at": nullable(TIME),
             }
         ),
         "KeyList": data_of("Key"),

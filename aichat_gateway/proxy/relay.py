@@ -12,6 +12,13 @@ provider's body is drained so that its connection can be reused. One that breaks
 stops before that ends with an error event and outcome `upstream_error`. "Stalls" covers a
 provider trickling bytes: each read then stays under the read timeout, so the relay also ends a
 stream that forwarded nothing for `stall_after` seconds (the read timeout) while bytes kept coming.
+
+A buyer who leaves mid-stream does not end the provider's work at once: the provider bills what it
+generates, and its usage comes last (after `finish_reason`, with reasoning tokens the buyer never
+saw). So the relay stops sending and reads on for the usage alone, bounded by `UsageDrain`: it
+stops at the usage or the end of the answer, after `max_bytes` more bytes, or `seconds` after the
+buyer left (the watch's grace, which then cancels the read), and the provider's request is closed.
+The charge is the provider's usage when it came, else the text read so far, counted.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from aichat_gateway.config.logging import MIN_EXACT_SECRET, REDACTED
 from aichat_gateway.proxy.errors import ClientDisconnected
 from aichat_gateway.proxy.receipts import add_cost
 
@@ -49,6 +57,7 @@ from aichat_gateway.proxy.sse import (
 
 # (prompt tokens, completion tokens) -> the answer's cost in USD, for `usage.cost`.
 CostOf = Callable[[int, int], str]
+_REDACTED = REDACTED.encode()
 
 
 class StreamMeter:
@@ -165,18 +174,29 @@ def error_event(message: str, code: str) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+@dataclass(frozen=True, slots=True)
+class UsageDrain:
+    """How long, and how far, a stream is read for its usage after the buyer left (0, 0: not at all)."""
+
+    seconds: float = 0.0
+    max_bytes: int = 0
+
+
 class ClientWatch:
     """Notices the buyer going away at any point of a request and cancels the work done for it.
 
     One task per request waits on `receive()` for `http.disconnect`; whichever step is running
-    inside `guard()` (waiting for the provider, relaying its stream) is cancelled at once, and the
-    guard turns that cancellation into `ClientDisconnected`. Cancellations from elsewhere (server
-    shutdown) pass through untouched.
+    inside `guard()` (waiting for the provider, relaying its stream) is cancelled, at once or after
+    the guard's `grace` seconds, and the guard turns that cancellation into `ClientDisconnected`.
+    `gone` tells the guarded step at once, so during a grace it can wind down by itself.
+    Cancellations from elsewhere (server shutdown) pass through untouched.
     """
 
     def __init__(self, receive: Receive) -> None:
         self.gone = False
         self._target: asyncio.Task[Any] | None = None
+        self._grace = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._task = asyncio.create_task(self._watch(receive))
 
     async def _watch(self, receive: Receive) -> None:
@@ -184,14 +204,27 @@ class ClientWatch:
             pass
         self.gone = True
         if self._target is not None:
+            self._cancel_later()
+
+    def _cancel_later(self) -> None:
+        if self._grace <= 0:
+            self._cancel_target()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._grace, self._cancel_target)
+
+    def _cancel_target(self) -> None:
+        if self._target is not None:
             self._target.cancel()
 
     @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
+    def guard(self, grace: float = 0.0) -> Iterator[None]:
         task = asyncio.current_task()
+        self._target, self._grace = task, grace
         if self.gone:
-            raise ClientDisconnected("The client closed the connection.")
-        self._target = task
+            if grace <= 0:
+                self._target = None
+                raise ClientDisconnected("The client closed the connection.")
+            self._cancel_later()
         try:
             yield
         except asyncio.CancelledError:
@@ -200,7 +233,10 @@ class ClientWatch:
             task.uncancel()
             raise ClientDisconnected("The client closed the connection.") from None
         finally:
-            self._target = None
+            self._target, self._grace = None, 0.0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def close(self) -> None:
         self._task.cancel()
@@ -231,6 +267,8 @@ class RelayStream(Response):
         renew: Callable[[], Awaitable[None]] | None = None,
         renew_every: float = 40.0,
         stall_after: float | None = None,
+        drain: UsageDrain = UsageDrain(),
+        secret: str = "",
     ) -> None:
         # Response.__init__ is skipped on purpose: it would add `content-length: 0` for the empty body.
         self.status_code = 200
@@ -249,6 +287,9 @@ class RelayStream(Response):
         self._renew = renew
         self._renew_every = renew_every
         self._stall_after = stall_after
+        self._drain = drain
+        # The route's provider key: a provider quoting it (an error event) must not show it to the buyer.
+        self._secret = secret.encode() if len(secret) >= MIN_EXACT_SECRET else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "ok"
@@ -264,6 +305,7 @@ class RelayStream(Response):
             pending: bytes | None = self._first
             forwarded = started  # when the buyer last got something: the stall check's reference
             cut: str  # why the stream was cut short; set on every path that reaches the error event
+            drained = 0  # bytes read after the buyer left
             try:
                 while True:
                     if pending is None:
@@ -271,7 +313,17 @@ class RelayStream(Response):
                         if pending is None:
                             break
                     out = self._meter.feed(pending)
+                    if self._watch.gone:
+                        # Read on for the provider's usage only; nothing more is sent.
+                        drained += len(pending)
+                        meter = self._meter
+                        if meter.usage is not None or meter.saw_done or drained > self._drain.max_bytes:
+                            return
+                        pending = None
+                        continue
                     pending = None
+                    if self._secret and self._secret in out:
+                        out = out.replace(self._secret, _REDACTED)
                     now = self._clock()
                     if self._meter.saw_done:
                         # The answer is complete: its last bytes and the end of the body leave in one
@@ -294,6 +346,8 @@ class RelayStream(Response):
                 cut = _UNFINISHED_MESSAGE
             except (httpx.HTTPError, SSEError, _Stalled) as exc:
                 cut = _CUT_MESSAGES.get(type(exc), _FAILED_MESSAGE)
+            if self._watch.gone:
+                return  # the buyer left first: nobody to tell
             outcome = "upstream_error"
             if self._meter.error is None:  # else the translator already relayed the provider's error
                 failure = error_event(cut, "upstream_error")
@@ -302,8 +356,10 @@ class RelayStream(Response):
 
         try:
             try:
-                with self._watch.guard():
+                with self._watch.guard(grace=self._drain.seconds):
                     await relay()
+                if self._watch.gone and not ended:
+                    outcome = "client_disconnected"  # read for its usage after the buyer left
             except ClientDisconnected:
                 # Once the body has ended, the server reports every later receive() as a disconnect.
                 outcome = "ok" if ended else "client_disconnected"

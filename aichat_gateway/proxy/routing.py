@@ -5,7 +5,8 @@ Inputs come from this process only, so a decision costs no I/O: the listing snap
 route tables, breakers that are open (`BreakerView`), listings resting until a time
 (`exhausted_until`: at a capacity cap or told to wait by a provider's 429), the buyer's `provider`
 preferences from the request body and the key's defaults, and this process's EWMA of each
-listing's time to first token (`SpeedBoard`).
+listing's time to first token (`SpeedBoard`). The buyer's user id goes in too: the router never
+routes a request to a listing of the account that pays for it.
 
 `SpeedBoard` hands the router a `FrozenMapping` snapshot, rebuilt at most once per
 `SNAPSHOT_EVERY` seconds, because the router memoises its rankings per immutable snapshot: a plain
@@ -109,10 +110,11 @@ def routes_for(
     body_size: int,
     max_tokens: int | None,
     preferences: Preferences,
+    buyer_id: str,
     key_defaults: Preferences = NO_PREFERENCES,
 ) -> list[Route]:
-    """Listings to try, best first. 404 if nothing serves the model at all; an empty list if
-    listings exist but every one is excluded (the failover loop then explains why)."""
+    """Listings to try, best first, never one of `buyer_id`'s own. 404 if nothing serves the
+    model at all; `why_none`'s error if listings exist but every one is excluded."""
     tables = state.listings.index.tables_for(model)  # routes and their tables: one snapshot
     if not tables.routes:
         raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.", param="model")
@@ -130,6 +132,7 @@ def routes_for(
         open_breakers=open_breakers,
         exhausted_until=state.exhausted_until,
         limit=state.settings.upstream_attempts * 2,  # spares for listings the loop must still skip
+        buyer_id=buyer_id,
     )
     decision = route(ctx, tables)
     if not decision.routes:
@@ -153,10 +156,18 @@ def why_none(decision: RoutingDecision, model: str) -> GatewayError:
             "Every listing for this model is at its capacity limit right now. Please retry shortly.",
             headers={"retry-after": str(wait)},
         )
-    if Exclusion.BREAKER_OPEN in excluded.values():
+    reasons = set(excluded.values())
+    if Exclusion.BREAKER_OPEN in reasons:
         return Unavailable("Every provider for this model is failing right now. Please retry shortly.")
+    if reasons == {Exclusion.OWN_LISTING}:
+        return ModelNotFound(
+            f"Every listing for `{model}` is your own, and your own listings are never routed to your "
+            "requests (a request must not earn money for the account that pays for it).",
+            param="provider",
+        )
+    own = "; your own listings are never routed to your requests" if Exclusion.OWN_LISTING in reasons else ""
     return ModelNotFound(
         f"No listing for `{model}` satisfies this request's provider preferences "
-        "(order, only, ignore, max_price, allow_fallbacks).",
+        f"(order, only, ignore, max_price, allow_fallbacks){own}.",
         param="provider",
     )

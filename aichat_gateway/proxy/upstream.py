@@ -5,6 +5,12 @@ One client per process. By default requests go through aiohttp (`AiohttpUpstream
 ~640 ms, encode/httpx#3215) while the aiohttp transport held ~3,900 req/s with p99 ~41 ms
 (DESIGN.md; re-measure with `make bench` and GATEWAY_UPSTREAM_TRANSPORT=httpx). Redirects are
 never followed: a listing's URL is the only place a request may go.
+
+In production mode (`GATEWAY_ALLOW_PRIVATE_UPSTREAMS` off) every request's URL is checked again
+before it is sent (`urls.connect_refusal`, memoised per URL: https, a literal IP host public), and
+the aiohttp connector checks every name it resolves and every address it connects to
+(`PublicOnlyResolver`, `public_socket`). A refusal is an `httpx.ConnectError`: the hot path fails
+over as for any connection error.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import httpx
 from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.marketplace.urls import PublicOnlyResolver
+from aichat_gateway.marketplace.urls import PublicOnlyResolver, connect_refusal, public_socket
 
 
 class Upstream(Protocol):
@@ -42,15 +48,20 @@ class UpstreamClient:
     any httpx transport (respx's mock transport included).
     """
 
-    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: dict[str, float]) -> None:
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, timeout: dict[str, float], *, public_only: bool = False
+    ) -> None:
         self._transport = transport
         self._timeout = timeout
+        self._public_only = public_only
 
     async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
         """Send; the answer's body is left unread (stream it with `aiter_raw`, then `aclose`)."""
         return await self.send("POST", url, body, headers)
 
     async def send(self, method: str, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        if self._public_only:
+            refuse_unsafe(url)
         request = httpx.Request(
             method, _parsed(url), content=body, headers=headers, extensions={"timeout": self._timeout}
         )
@@ -72,8 +83,15 @@ class AiohttpUpstream:
     The session is created on first use, inside the serving event loop.
     """
 
-    def __init__(self, make_session: Callable[[], aiohttp.ClientSession], timeout: dict[str, float]) -> None:
+    def __init__(
+        self,
+        make_session: Callable[[], aiohttp.ClientSession],
+        timeout: dict[str, float],
+        *,
+        public_only: bool = False,
+    ) -> None:
         self._make_session = make_session
+        self._public_only = public_only
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             sock_connect=timeout["connect"], sock_read=timeout["read"], connect=timeout["pool"]
@@ -83,6 +101,8 @@ class AiohttpUpstream:
         return await self.send("POST", url, body, headers)
 
     async def send(self, method: str, url: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+        if self._public_only:
+            refuse_unsafe(url)
         if self._session is None:
             self._session = self._make_session()
         with map_aiohttp_exceptions():
@@ -104,6 +124,13 @@ class AiohttpUpstream:
             await self._session.close()
 
 
+def refuse_unsafe(url: str) -> None:
+    """Production mode's per-request check: one memoised lookup per request (`connect_refusal`)."""
+    reason = connect_refusal(url)
+    if reason is not None:
+        raise httpx.ConnectError(f"refusing to connect: {reason}")
+
+
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
     """A listing's endpoint, parsed once (httpx.URL is immutable; parsing was 3 % of a request)."""
@@ -117,6 +144,7 @@ def create_upstream_client(settings: Settings) -> Upstream:
         "write": settings.upstream_read_timeout,
         "pool": settings.upstream_connect_timeout,
     }
+    public_only = not settings.allow_private_upstreams
     if settings.upstream_transport == "aiohttp":
 
         def session() -> aiohttp.ClientSession:
@@ -124,17 +152,21 @@ def create_upstream_client(settings: Settings) -> Upstream:
                 limit=settings.upstream_max_connections,
                 keepalive_timeout=30.0,
                 ttl_dns_cache=60,
-                resolver=None if settings.allow_private_upstreams else PublicOnlyResolver(),
+                resolver=PublicOnlyResolver() if public_only else None,
+                socket_factory=public_socket if public_only else None,
             )
             return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
 
-        return AiohttpUpstream(session, timeout)
+        return AiohttpUpstream(session, timeout, public_only=public_only)
     limits = httpx.Limits(
         max_connections=settings.upstream_max_connections,
         max_keepalive_connections=settings.upstream_max_connections,
         keepalive_expiry=30.0,
     )
-    return UpstreamClient(httpx.AsyncHTTPTransport(limits=limits, trust_env=False), timeout)
+    # httpx resolves names inside httpcore, out of our reach: with this transport, names are
+    # checked at listing time only (DNS rebinding is covered by the aiohttp transport alone).
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return UpstreamClient(transport, timeout, public_only=public_only)
 
 
 def is_timeout(exc: httpx.HTTPError) -> bool:

@@ -52,6 +52,7 @@ TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 KEYED_FAKE_KEY = "sk-the-one-right-key"
 CLI = str(Path(sys.executable).with_name("aichat-gateway"))
 START_TIMEOUT = 30.0
+USAGE_DRAIN_SECONDS = 2.0  # the session gateways' GATEWAY_USAGE_DRAIN_SECONDS
 
 # The fake upstream's reply with its default 16 chunks: "fake reply word1 ... word14".
 FAKE_WORDS = ["fake", "reply", *[f"word{i}" for i in range(1, 15)]]
@@ -245,6 +246,7 @@ class Fakes:
     paced: FakeUpstream  # a long paced stream: 50 chunks, 200 ms apart (10 s if read to the end)
     hanging: FakeUpstream  # waits 10 s before its first byte; only the before-the-first-byte test uses it
     stalling: FakeUpstream  # 3 chunks 1.5 s apart: the strict gateway's 0.5 s read timeout hits mid-stream
+    reasoning: FakeUpstream  # 4 words, then 0.4 s later the usage: 4 + 4,994 reasoning completion tokens
 
 
 @pytest.fixture(scope="session")
@@ -260,6 +262,9 @@ def fakes(processes: Processes) -> Fakes:
         paced=spawn_fake(processes, "fake-paced", "--chunks", "50", "--chunk-interval-ms", "200"),
         hanging=spawn_fake(processes, "fake-hanging", "--latency-ms", "10000"),
         stalling=spawn_fake(processes, "fake-stalling", "--chunks", "3", "--chunk-interval-ms", "1500"),
+        reasoning=spawn_fake(
+            processes, "fake-reasoning", "--chunks", "4", "--usage-delay-ms", "400", "--reasoning-tokens", "4994"
+        ),
     )
     for fake in vars(started).values():
         fake.wait_healthy()
@@ -362,6 +367,8 @@ class GatewayFactory:
                 # Deliberately failing listings must keep answering 502 here; the breaker has
                 # its own gateway in test_proxy_breaker.py.
                 "GATEWAY_BREAKER_FAIL_MAX": "1000000",
+                # A buyer who leaves mid-stream: the provider is read on for its usage this long.
+                "GATEWAY_USAGE_DRAIN_SECONDS": str(USAGE_DRAIN_SECONDS),
             }
         )
         env.update(overrides)
@@ -547,6 +554,7 @@ def market(gateways: Gateways, fakes: Fakes, proxy_settings: Settings) -> Market
         "paced": (fakes.paced.base_url, serving("paced-model")),
         "hanging": (fakes.hanging.base_url, serving("hanging-model")),
         "stalling": (fakes.stalling.base_url, serving("stalling-model")),
+        "reasoning": (fakes.reasoning.base_url, serving("reasoning-model")),
         "dead": (dead, serving("dead-model")),
         # Two models served twice: the cheaper listing (tried first) fails, the dearer one answers.
         "failover-500-bad": (fakes.failing.base_url, serving("failover-500-model", cheap)),

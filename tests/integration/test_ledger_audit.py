@@ -246,6 +246,26 @@ async def test_a_usage_transfer_debiting_other_than_the_cost_is_named(
     assert await named(tamper) == {"usage_has_transfer"}
 
 
+async def test_usage_that_credits_its_own_buyers_seller_account_is_named(
+    tamper: asyncpg.Connection, seeded: Seeded
+) -> None:
+    request_id = f"req-{uuid.uuid4()}"
+    own_earnings = await account_id(tamper, AccountKind.SELLER, seeded.buyer)
+    legs = [(seeded.wallet, -100), (own_earnings, 90), (seeded.platform, 10)]
+    transfer = await post(tamper, idempotency_key=f"usage:{request_id}", kind="usage", legs=legs)
+    await tamper.execute(
+        """INSERT INTO usage_records (request_id, buyer_id, seller_id, cost_micro, held_micro, fee_micro, created_at,
+                                      transfer_id)
+           VALUES ($1, $2, $2, 100, 100, 10, now(), $3)""",
+        request_id,
+        seeded.buyer,
+        transfer,
+    )
+    breaches = await audit(tamper)
+    assert {b.invariant for b in breaches} == {"usage_never_pays_its_buyer"}
+    assert request_id in breaches[0].detail
+
+
 async def test_a_free_request_needs_no_transfer(tamper: asyncpg.Connection, seeded: Seeded) -> None:
     await tamper.execute(
         """INSERT INTO usage_records (request_id, buyer_id, created_at, outcome)

@@ -11,24 +11,60 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Fakes, GatewayFactory, Market, Proc, UsageEvents, read_then_leave, request_id, wait_for_models
+from conftest import (
+    USAGE_DRAIN_SECONDS,
+    Fakes,
+    GatewayFactory,
+    Market,
+    Proc,
+    UsageEvents,
+    read_then_leave,
+    request_id,
+    wait_for_models,
+)
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "tell me a long story"}]
 
 
-async def test_a_client_leaving_mid_stream_cancels_the_upstream_request(
-    gateway: Proc, market: Market, fakes: Fakes
+async def test_a_client_leaving_mid_stream_cancels_the_upstream_request_after_the_usage_drain_time(
+    gateway: Proc, market: Market, fakes: Fakes, usage_events: UsageEvents
 ) -> None:
+    """The paced provider needs 10 s for its answer; the gateway reads on for its usage for
+    USAGE_DRAIN_SECONDS after the buyer left, then closes it and charges the text it read."""
     before = await fakes.paced.astats()
-    got = await read_then_leave(gateway, market.buyer_key, "paced-model", events=2)
+    rid = request_id()
+    got = await read_then_leave(gateway, market.buyer_key, "paced-model", events=2, rid=rid)
     left = time.monotonic()
     assert len(got) == 2
-    stats = await fakes.paced.wait_for_stat("streams_cancelled", before["streams_cancelled"] + 1, within=2.0)
-    assert time.monotonic() - left < 2.0
+    within = USAGE_DRAIN_SECONDS + 2.0
+    stats = await fakes.paced.wait_for_stat("streams_cancelled", before["streams_cancelled"] + 1, within=within)
+    assert time.monotonic() - left < within
     assert stats["streams_completed"] == before["streams_completed"], "the provider's stream ran to its end"
     await fakes.paced.wait_for_stat("in_flight", 0, within=2.0)
+    [event] = await usage_events.wait_for(rid)
+    assert event["outcome"] == "client_disconnected" and event["usage_source"] == "estimated"
+    # One word reached the buyer; about ten more were read in the drain time, and are charged.
+    assert int(event["completion_tokens"]) > 2
+
+
+async def test_a_buyer_leaving_after_the_finish_reason_is_charged_the_usage_the_provider_sends_after_it(
+    gateway: Proc, market: Market, usage_events: UsageEvents
+) -> None:
+    """A reasoning model: 4 visible words, then its usage (4 + 4,994 reasoning tokens) 0.4 s later.
+    The buyer has the whole visible answer and leaves; the seller is still paid what the provider bills."""
+    rid = request_id()
+    got = await read_then_leave(gateway, market.buyer_key, "reasoning-model", events=5, rid=rid)
+    assert '"finish_reason":"stop"' in got[-1]
+    [event] = await usage_events.wait_for(rid)
+    assert event["outcome"] == "client_disconnected"
+    assert event["usage_source"] == "upstream"
+    assert event["completion_tokens"] == str(4 + 4994)
+    # 4,998 tokens at 2 USD per million (EXPLICIT_PRICE) is more than the hold (the model is outside the
+    # catalog, so the answer was held at 4,096 tokens): the buyer pays the hold, the seller gets it all.
+    assert int(event["cost_micro"]) == int(event["held_micro"])
+    assert int(event["cost_micro"]) + int(event["beyond_hold_micro"]) >= 4998 * 2
 
 
 async def test_the_gateway_keeps_serving_after_a_client_left_mid_stream(gateway: Proc, market: Market) -> None:

@@ -11,12 +11,17 @@ import asyncpg
 import pytest
 
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.marketplace.listings import NewListing, insert_listing, rotate_keys, stored_key
+from aichat_gateway.marketplace.listings import NewListing, insert_listing, rotate_keys
 from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.proxy.app import create_db_pool
 from tests.scratch import migrated_database
 
 OLD, NEW = "o" * 40, "n" * 40
+
+
+async def stored_key(db: asyncpg.Pool, vault: Vault, listing_id: str) -> str:
+    """The listing's key as the hot path's snapshot reads it (the API has no way to read one back)."""
+    return vault.decrypt(await db.fetchval("SELECT key_ciphertext FROM listings WHERE id = $1::uuid", listing_id))
 
 
 async def seller_id(db: Any) -> str:

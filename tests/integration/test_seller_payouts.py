@@ -2,7 +2,9 @@
 (httpx ASGITransport), the payout service on the app's own pool.
 
 Earnings are made the way the settlement worker makes them: a buyer is credited, then one usage
-transfer per request (buyer -cost, seller +share, platform +fee) and its usage_records row.
+transfer per request (buyer -cost, seller +share, platform +fee) and its usage_records row. Unless
+a test says when, they were earned long enough ago to be past the holding period. The app's clock
+is a `Clock` the tests move (the holding period is days long).
 
 localstripe (tests/localstripe.py) has no /v1/transfers (nor Connect accounts), so the Stripe side of
 a payout is an httpx MockTransport that records each request and answers as Stripe would; everything
@@ -45,7 +47,19 @@ USD = 1_000_000
 FEE = Decimal("0.10")
 PASSWORD = "correct horse battery"
 NOW = datetime(2030, 1, 16, 12, 0, tzinfo=UTC)  # a Wednesday, ISO week 2030-W03
+HOLD = timedelta(days=7)  # GATEWAY_EARNINGS_HOLD_DAYS' default
+PAYABLE = NOW - HOLD - timedelta(days=3)  # when earnings were made unless a test says otherwise
 ACCOUNT = "acct_1032D82eZvKYlo2C"
+
+
+class Clock:
+    """The app's wall clock (seconds), moved by the tests."""
+
+    def __init__(self, at: datetime = NOW) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at.timestamp()
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
@@ -77,8 +91,13 @@ def settings(database_dsn: str, prefix: str) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    application = create_app(settings, configure_logs=False, clock=NOW.timestamp)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
+    application = create_app(settings, configure_logs=False, clock=clock)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -145,7 +164,16 @@ def sent_for(stripe: FakeStripe, seller_id: str) -> int:
 
 
 def payouts_of(app: Starlette, stripe: FakeStripe | None) -> Payouts:
-    return Payouts(app.state.db, min_micro=10 * USD, stripe=stripe.opener if stripe else None)
+    """The payout service as the app builds it, with Stripe replaced by `stripe` (None: not configured)."""
+    settings: Settings = app.state.settings
+    return Payouts(
+        app.state.db,
+        min_micro=10 * USD,
+        stripe=stripe.opener if stripe else None,
+        hold_days=settings.earnings_hold_days,
+        approval_micro=int(settings.payout_approval_usd * USD),
+        clock=app.state.clock,
+    )
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -172,6 +200,13 @@ async def admin(client: httpx.AsyncClient, db: asyncpg.Connection) -> dict[str, 
     return await login(client, email)
 
 
+async def admin_account(client: httpx.AsyncClient, db: asyncpg.Connection) -> tuple[str, dict[str, str]]:
+    """An admin: (id, bearer headers)."""
+    email = f"admin-{uuid.uuid4().hex[:10]}@example.com"
+    created = await create_admin(db, email, PASSWORD)
+    return created.id, await login(client, email)
+
+
 async def admin_id(db: asyncpg.Connection) -> str:
     return (await create_admin(db, f"admin-{uuid.uuid4().hex[:10]}@example.com", PASSWORD)).id
 
@@ -193,7 +228,7 @@ async def listing(db: asyncpg.Connection, seller_id: str, name: str) -> tuple[st
 
 
 async def earn(
-    db: asyncpg.Connection, seller_id: str, cost_micro: int, *, listing_id: str | None = None, at: datetime = NOW
+    db: asyncpg.Connection, seller_id: str, cost_micro: int, *, listing_id: str | None = None, at: datetime = PAYABLE
 ) -> int:
     """One settled request that cost `cost_micro` and was served by the seller; the seller's share."""
     buyer = await db.fetchval(
@@ -263,7 +298,7 @@ def error_code(response: httpx.Response, status: int) -> str:
 # ---- earnings -----------------------------------------------------------------------------------
 
 
-async def test_earnings_show_earned_paid_out_pending_and_available(
+async def test_earnings_show_earned_paid_out_pending_holding_and_available(
     client: httpx.AsyncClient, app: Starlette, db: asyncpg.Connection
 ) -> None:
     seller, auth = await user(client)
@@ -282,12 +317,15 @@ async def test_earnings_show_earned_paid_out_pending_and_available(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["earned_usd"], body["paid_out_usd"], body["pending_usd"], body["available_usd"]) == (
-        "99.000000",
-        "20.000000",
-        "15.000000",
-        "64.000000",
-    )
+    # Earned within the last 7 days (18 + 9 + 36) is held; 99 earned = 20 + 15 + 63 + 1.
+    assert (
+        body["earned_usd"],
+        body["paid_out_usd"],
+        body["pending_usd"],
+        body["holding_usd"],
+        body["available_usd"],
+    ) == ("99.000000", "20.000000", "15.000000", "63.000000", "1.000000")
+    assert body["next_payable_at"] == "2030-01-22T12:00:00Z"  # the oldest held request, a day old, plus 7 days
     assert body["by_listing"] == [
         {"listing_id": b_id, "public_id": b_public, "name": "Beta", "earned_usd": "36.000000", "requests": 1},
         {"listing_id": a_id, "public_id": a_public, "name": "Alpha", "earned_usd": "27.000000", "requests": 2},
@@ -363,6 +401,95 @@ async def test_earnings_take_the_first_and_last_days_of_the_window(
     late = await client.get("/api/seller/earnings", params={"since": "2199-12-01", "until": "2199-12-31"}, headers=auth)
     assert (early.status_code, early.json()["since"]) == (200, "1969-12-06T00:00:00Z")
     assert (late.status_code, late.json()["until"]) == (200, "2199-12-31T00:00:00Z")
+
+
+# ---- the holding period -------------------------------------------------------------------------
+
+
+async def test_earnings_within_the_holding_period_cannot_be_paid_out_yet(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 30 * USD, at=NOW - timedelta(days=1))  # 27 earned yesterday
+
+    everything = await request_payout(client, auth)
+    explicit = await request_payout(client, auth, {"amount_usd": "20.00"})
+
+    assert error_code(everything, 409) == "conflict"
+    assert "27.000000 USD more is in the holding period" in everything.json()["error"]["message"]
+    assert error_code(explicit, 409) == "conflict"
+    assert await available(db, seller) == 27 * USD  # nothing left the earnings account
+    body = (await client.get("/api/seller/earnings", headers=auth)).json()
+    assert (body["holding_usd"], body["available_usd"], body["next_payable_at"]) == (
+        "27.000000",
+        "0.000000",
+        "2030-01-22T12:00:00Z",
+    )
+
+
+async def test_held_earnings_become_payable_once_the_clock_passes_the_holding_period(
+    client: httpx.AsyncClient, clock: Clock, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    earned_at = NOW - timedelta(days=1)
+    await earn(db, seller, 30 * USD, at=earned_at)
+
+    clock.at = earned_at + HOLD - timedelta(minutes=1)
+    assert error_code(await request_payout(client, auth), 409) == "conflict"
+    clock.at = earned_at + HOLD
+    response = await request_payout(client, auth)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["amount_usd"] == "27.000000"
+    assert await available(db, seller) == 0
+
+
+async def test_only_what_was_earned_within_the_holding_period_is_held(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 30 * USD)  # 27, past the holding period
+    await earn(db, seller, 20 * USD, at=NOW - timedelta(hours=1))  # 18, held
+
+    response = await request_payout(client, auth)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["amount_usd"] == "27.000000"
+    assert await available(db, seller) == 18 * USD
+    body = (await client.get("/api/seller/earnings", headers=auth)).json()
+    assert (body["pending_usd"], body["holding_usd"], body["available_usd"]) == ("27.000000", "18.000000", "0.000000")
+
+
+async def test_a_holding_period_of_zero_days_makes_earnings_payable_at_once(
+    client: httpx.AsyncClient, app: Starlette, db: asyncpg.Connection
+) -> None:
+    seller, _ = await user(client)
+    await earn(db, seller, 30 * USD, at=NOW)
+    service = Payouts(
+        app.state.db, min_micro=10 * USD, stripe=None, hold_days=0, approval_micro=1000 * USD, clock=app.state.clock
+    )
+
+    payout, _ = await service.request(seller, None)
+
+    assert payout.amount_micro == 27 * USD
+
+
+async def test_the_weekly_run_leaves_held_earnings_for_a_later_week(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await connect(client, auth)
+    await earn(db, seller, 30 * USD, at=NOW - timedelta(days=1))
+    stripe = FakeStripe(settings, transfer_made)
+    service = payouts_of(app, stripe)
+
+    await service.run(NOW)
+    assert await db.fetchval("SELECT count(*) FROM payouts WHERE seller_id = $1", uuid.UUID(seller)) == 0
+    await service.run(NOW + HOLD)
+
+    rows = await db.fetch("SELECT amount_micro, status FROM payouts WHERE seller_id = $1", uuid.UUID(seller))
+    assert [(r["amount_micro"], r["status"]) for r in rows] == [(27 * USD, "paid")]
+    assert sent_for(stripe, seller) == 1
 
 
 # ---- payout account -----------------------------------------------------------------------------
@@ -475,6 +602,39 @@ async def test_a_retried_request_with_the_same_idempotency_key_creates_one_payou
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["id"] == second.json()["id"]
     assert await available(db, seller) == 35 * USD
+
+
+async def test_the_same_idempotency_key_with_another_amount_is_409_and_creates_nothing(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 50 * USD)
+    headers = auth | {"Idempotency-Key": "retry-2"}
+    first = await client.post("/api/seller/payouts", json={"amount_usd": "10.00"}, headers=headers)
+    assert first.status_code == 201, first.text
+
+    other_amount = await client.post("/api/seller/payouts", json={"amount_usd": "12.00"}, headers=headers)
+    everything = await client.post("/api/seller/payouts", json={}, headers=headers)
+
+    for response in (other_amount, everything):
+        assert error_code(response, 409) == "conflict"
+        assert response.json()["error"]["param"] == "Idempotency-Key"
+    assert await db.fetchval("SELECT count(*) FROM payouts WHERE seller_id = $1", uuid.UUID(seller)) == 1
+    assert await available(db, seller) == 35 * USD
+
+
+async def test_a_request_for_everything_replayed_as_everything_answers_the_first_payout(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 50 * USD)
+    headers = auth | {"Idempotency-Key": "everything-1"}
+
+    first = await client.post("/api/seller/payouts", json={}, headers=headers)
+    second = await client.post("/api/seller/payouts", headers=headers)
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["id"] == second.json()["id"]
 
 
 async def test_a_seller_lists_their_payouts_newest_first_page_by_page(
@@ -676,6 +836,105 @@ async def wait_for_a_lock_wait(db: asyncpg.Connection) -> None:
         await asyncio.sleep(0.01)
 
 
+# ---- approval -----------------------------------------------------------------------------------
+
+
+async def big_payout(client: httpx.AsyncClient, db: asyncpg.Connection) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A connected seller's payout of 1,800 USD, above the default approval amount of 1,000."""
+    seller, auth = await user(client)
+    await connect(client, auth)
+    await earn(db, seller, 2_000 * USD)
+    response = await request_payout(client, auth)
+    assert response.status_code == 201, response.text
+    return seller, auth, response.json()
+
+
+async def test_a_payout_above_the_approval_amount_waits_for_an_admin_and_is_not_sent(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, db: asyncpg.Connection
+) -> None:
+    seller, _, created = await big_payout(client, db)
+    assert (created["amount_usd"], created["status"]) == ("1800.000000", "pending")
+    assert (created["approval_required"], created["awaiting_approval"], created["approved_at"]) == (True, True, None)
+    stripe = FakeStripe(settings, transfer_made)
+    service = payouts_of(app, stripe)
+
+    processed = await service.process(created["id"])
+    report = await service.run(NOW)
+
+    assert processed.status == "pending"
+    assert sent_for(stripe, seller) == 0
+    assert report.awaiting_approval >= 1
+    assert await available(db, seller) == 0  # the money is still on its way out, not available again
+
+
+async def test_a_payout_up_to_the_approval_amount_needs_no_approval(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 2_000 * USD)
+    response = await request_payout(client, auth, {"amount_usd": "1000.00"})
+    assert response.status_code == 201, response.text
+    assert (response.json()["approval_required"], response.json()["awaiting_approval"]) == (False, False)
+
+
+async def test_an_admin_approves_a_waiting_payout_and_processing_then_sends_it(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, db: asyncpg.Connection
+) -> None:
+    _, auth, created = await big_payout(client, db)
+    boss_id, boss = await admin_account(client, db)
+
+    response = await client.post(f"/api/admin/payouts/{created['id']}/approve", headers=boss)
+
+    assert response.status_code == 200, response.text
+    approved = response.json()
+    assert (approved["status"], approved["approval_required"], approved["awaiting_approval"]) == (
+        "pending",
+        True,
+        False,
+    )
+    assert approved["approved_at"] is not None
+    row = await db.fetchrow("SELECT approved_by, approved_at FROM payouts WHERE id = $1", uuid.UUID(created["id"]))
+    assert row is not None and str(row["approved_by"]) == boss_id and row["approved_at"] is not None
+    stripe = FakeStripe(settings, transfer_made)
+    paid = await payouts_of(app, stripe).process(created["id"])
+    assert (paid.status, stripe.form()["amount"]) == ("paid", "180000")
+    shown = (await client.get(f"/api/seller/payouts/{created['id']}", headers=auth)).json()
+    assert (shown["status"], shown["awaiting_approval"]) == ("paid", False)
+
+
+async def test_only_a_pending_payout_awaiting_approval_can_be_approved(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await earn(db, seller, 30 * USD)
+    small = (await request_payout(client, auth)).json()
+    _, _, big = await big_payout(client, db)
+    _, _, cancelled = await big_payout(client, db)
+    _, boss = await admin_account(client, db)
+    assert (await client.post(f"/api/admin/payouts/{cancelled['id']}/cancel", headers=boss)).status_code == 200
+    assert (await client.post(f"/api/admin/payouts/{big['id']}/approve", headers=boss)).status_code == 200
+
+    for payout in (small, big, cancelled):
+        answer = await client.post(f"/api/admin/payouts/{payout['id']}/approve", headers=boss)
+        assert error_code(answer, 409) == "conflict"
+    assert await db.fetchval("SELECT approved_at FROM payouts WHERE id = $1", uuid.UUID(small["id"])) is None
+
+
+async def test_an_admin_can_cancel_or_mark_paid_a_payout_awaiting_approval(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    seller, _, first = await big_payout(client, db)
+    _, _, second = await big_payout(client, db)
+    _, boss = await admin_account(client, db)
+
+    cancelled = await client.post(f"/api/admin/payouts/{first['id']}/cancel", headers=boss)
+    paid = await client.post(f"/api/admin/payouts/{second['id']}/mark-paid", json={"reference": "SEPA 9"}, headers=boss)
+
+    assert (cancelled.status_code, cancelled.json()["status"]) == (200, "cancelled")
+    assert (paid.status_code, paid.json()["status"]) == (200, "paid")
+    assert await available(db, seller) == 1_800 * USD
+
+
 # ---- admin --------------------------------------------------------------------------------------
 
 
@@ -743,13 +1002,15 @@ async def test_a_non_admin_gets_403_on_the_admin_payout_routes(
 
     assert error_code(await client.post(f"{base}/cancel", headers=auth), 403) == "forbidden"
     assert error_code(await client.post(f"{base}/mark-paid", json={"reference": "x"}, headers=auth), 403) == "forbidden"
+    assert error_code(await client.post(f"{base}/approve", headers=auth), 403) == "forbidden"
     assert (await client.get(f"/api/seller/payouts/{created['id']}", headers=auth)).json()["status"] == "pending"
 
 
 async def test_an_admin_acting_on_an_unknown_payout_gets_404(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     boss = await admin(client, db)
-    for path in (f"/api/admin/payouts/{uuid.uuid4()}/cancel", "/api/admin/payouts/not-an-id/cancel"):
-        assert error_code(await client.post(path, headers=boss), 404) == "not_found"
+    for action in ("cancel", "approve"):
+        for path in (f"/api/admin/payouts/{uuid.uuid4()}/{action}", f"/api/admin/payouts/not-an-id/{action}"):
+            assert error_code(await client.post(path, headers=boss), 404) == "not_found"
 
 
 # ---- the weekly run -----------------------------------------------------------------------------

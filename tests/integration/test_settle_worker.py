@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from structlog.testing import capture_logs
 
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.errors import LedgerError
@@ -509,6 +510,39 @@ async def test_settling_keeps_up_with_thousands_of_events_a_second(
     assert rate > 1_000  # a floor for a busy shared machine; the measured figure is printed
 
 
+async def test_a_request_whose_seller_is_its_buyer_books_the_whole_cost_to_the_platform_and_is_logged(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        [dealer] = await funded_buyers(conn, 1)
+        platform_before = await platform_balance(conn)
+    event = usage_event(dealer, dealer, 5_000)
+    await append(redis, prefix, [event])
+
+    with capture_logs() as logs:
+        assert await settler(db, redis, prefix, recorder).run_once() == 1
+
+    async with db.acquire() as conn:
+        assert (await balances(conn, AccountKind.SELLER)).get(dealer, 0) == 0
+        assert (await balances(conn, AccountKind.BUYER))[dealer] == FUNDS - 5_000
+        assert await platform_balance(conn) - platform_before == 5_000
+        query = "SELECT cost_micro, fee_micro FROM usage_records WHERE request_id = $1"
+        row = await conn.fetchrow(query, event.request_id)
+        assert row is not None and (row["cost_micro"], row["fee_micro"]) == (5_000, 5_000)
+        assert await audit(conn) == []
+    refused = [entry for entry in logs if entry["event"] == "self_dealing_refused"]
+    assert refused == [
+        {
+            "event": "self_dealing_refused",
+            "log_level": "warning",
+            "request_id": event.request_id,
+            "buyer_id": dealer,
+            "listing_id": event.listing_id,
+        }
+    ]
+    assert recorder.pairs == [(dealer, event.request_id)]  # settled like any other request
+
+
 async def test_the_fee_rate_is_checked_when_the_worker_is_built(db: asyncpg.Pool, redis: Redis, prefix: str) -> None:
     with pytest.raises(LedgerError, match="fee_rate"):
         Settler(db, redis, prefix, Decimal("1.5"), after_commit=Recorder(), consumer="x")
@@ -585,3 +619,45 @@ async def test_after_a_partial_batch_the_worker_lingers_so_the_next_one_fills_up
     await asyncio.wait_for(worker.run(stop), timeout=10)
     assert naps == [0.25]
     assert await worker.backlog() == 0
+
+
+# ---- cost beyond the hold: the seller is paid in full, the platform bears the rest -----------------
+
+
+async def test_a_cost_beyond_the_hold_pays_the_seller_in_full_and_debits_the_platforms_exposure(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        [buyer] = await funded_buyers(conn, 1)
+        seller = await new_user(conn)
+    held, beyond = 34_080_000, 135_930_000  # the 2,000-image request: $34.08 held, $170.01 billed
+    event = dataclasses.replace(usage_event(buyer, seller, held), held_micro=held, beyond_hold_micro=beyond)
+    await append(redis, prefix, [event])
+    await drain(settler(db, redis, prefix, recorder))
+
+    async with db.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM usage_records WHERE request_id = $1", event.request_id)
+        assert row is not None and row["cost_micro"] == held and row["beyond_hold_micro"] == beyond
+        assert (await balances(conn, AccountKind.BUYER))[buyer] == FUNDS - held
+        fee = (held + beyond) // 10
+        assert (await balances(conn, AccountKind.SELLER))[seller] == held + beyond - fee
+        assert await platform_balance(conn) == fee
+        exposure = await conn.fetchval("SELECT balance_micro FROM ledger_accounts WHERE kind = 'platform_exposure'")
+        assert exposure == -beyond
+        assert await audit(conn) == []
+
+
+async def test_the_audit_names_a_cost_beyond_the_hold_that_no_exposure_entry_books(
+    db: asyncpg.Pool, redis: Redis, prefix: str, recorder: Recorder
+) -> None:
+    async with db.acquire() as conn:
+        [buyer] = await funded_buyers(conn, 1)
+        seller = await new_user(conn)
+    event = usage_event(buyer, seller, 1_000)
+    await append(redis, prefix, [event])
+    await drain(settler(db, redis, prefix, recorder))
+    async with db.acquire() as conn:
+        await conn.execute("UPDATE usage_records SET beyond_hold_micro = 77 WHERE request_id = $1", event.request_id)
+        breaches = await audit(conn)
+    assert [b.invariant for b in breaches] == ["beyond_hold_booked_to_exposure"]
+    assert event.request_id in breaches[0].detail

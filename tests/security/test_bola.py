@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -71,7 +71,8 @@ async def victim(gateway: Gateway) -> Victim:
         datetime.now(UTC),
     )
     async with db.acquire() as conn:
-        await earn(conn, a.id, 20 * USD, listing_id=listing["id"], at=datetime.now(UTC))
+        # Earned past the holding period, so the payout below can be requested.
+        await earn(conn, a.id, 20 * USD, listing_id=listing["id"], at=datetime.now(UTC) - timedelta(days=10))
     payout = await gateway.client.post("/api/seller/payouts", json={}, headers=a.auth)
     assert payout.status_code == 201, payout.text
     account = await gateway.client.put(
@@ -158,7 +159,7 @@ async def test_another_sellers_payout_looks_absent_and_never_lists(gateway: Gate
 async def test_a_non_admin_gets_one_and_the_same_403_for_any_payout_decision(gateway: Gateway) -> None:
     """Admin-only calls refuse by role before any look-up: no existence oracle in the status."""
     a, b = await victim(gateway), await gateway.user("intruder")
-    for action, body in (("mark-paid", {"reference": "stolen"}), ("cancel", None)):
+    for action, body in (("mark-paid", {"reference": "stolen"}), ("cancel", None), ("approve", None)):
         real = await gateway.client.post(f"/api/admin/payouts/{a.payout_id}/{action}", json=body, headers=b.auth)
         fake = await gateway.client.post(f"/api/admin/payouts/{uuid.uuid4()}/{action}", json=body, headers=b.auth)
         assert assert_error(real, 403) == assert_error(fake, 403)

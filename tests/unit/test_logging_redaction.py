@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 
 import structlog
 
-from aichat_gateway.config.logging import REDACTED, configure_logging, get_logger, mask
+from aichat_gateway.config.logging import REDACTED, configure_logging, get_logger, mask, remember_secret
 
 GATEWAY_KEY = "agw-" + "A" * 43
 PROVIDER_KEY = "sk-proj-abcdefghijklmnop1234"
@@ -48,3 +49,29 @@ def test_ordinary_values_are_left_alone() -> None:
 def test_mask_handles_several_secrets_in_one_string() -> None:
     text = mask(f"{GATEWAY_KEY} and {PROVIDER_KEY}")
     assert GATEWAY_KEY not in text and PROVIDER_KEY not in text
+
+
+def test_keys_of_common_openai_compatible_providers_are_masked_by_their_format() -> None:
+    keys = ["gsk_" + "a1B2" * 10, "xai-" + "Q" * 40, "pplx-" + "7" * 40, "AIza" + "S" * 35, "nvapi-" + "k" * 30]
+    assert all(key not in mask(f"key {key} rejected") for key in keys)
+
+
+def test_a_secret_the_request_remembered_is_masked_in_its_log_lines_whatever_its_format() -> None:
+    secret = "zq" + "0123456789abcdef" * 2  # no pattern knows it
+
+    def in_a_request() -> dict[str, object]:
+        remember_secret(secret)
+        return log_line(error=f"upstream said: your key {secret} is invalid", nested={"body": secret})
+
+    line = contextvars.copy_context().run(in_a_request)
+    assert secret not in json.dumps(line)
+
+
+def test_a_secret_remembered_by_one_request_is_not_masked_in_anothers_log_lines() -> None:
+    contextvars.copy_context().run(remember_secret, "the-first-requests-key")
+    line = log_line(note="the-first-requests-key is just text here")
+    assert line["note"] == "the-first-requests-key is just text here"
+
+
+def test_a_value_too_short_to_be_a_key_is_never_masked_by_its_exact_value() -> None:
+    assert mask("a cat sat", exact=("cat",)) == "a cat sat"

@@ -1,5 +1,6 @@
-"""Payout decisions (amounts, minimum, states, ISO weeks, request bodies, the earnings window) and the
-Stripe client's transfer call over an in-memory httpx transport: localstripe has no /v1/transfers."""
+"""Payout decisions (amounts, minimum, the holding period, approval, replays, states, ISO weeks, request
+bodies, the earnings window) and the Stripe client's transfer call over an in-memory httpx transport:
+localstripe has no /v1/transfers."""
 
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ import orjson
 import pytest
 
 from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, PaymentsUnavailable
-from aichat_gateway.billing.payouts import (
-    _id,
+from aichat_gateway.billing.payoutplan import (
+    EVERYTHING,
+    approval_micro,
     cents,
+    check_approvable,
     check_pending,
+    check_replay,
     decide_amount,
+    hold_start,
     iso_week,
     min_payout_micro,
+    needs_approval,
     parse_payout_request,
     parse_reference,
     parse_stripe_account,
+    requested_value,
     run_key,
+    split_earnings,
 )
+from aichat_gateway.billing.payouts import _id
 from aichat_gateway.billing.seller_api import earnings_window, request_key
 from aichat_gateway.billing.stripe_client import StripeClient, StripeTransfer, TransferRefused
 from aichat_gateway.config.settings import load_settings
@@ -157,6 +166,88 @@ def test_a_reference_must_be_short_printable_text(value: object) -> None:
 def test_a_payout_id_that_is_not_a_uuid_is_simply_not_found() -> None:
     with pytest.raises(BillingNotFound):
         _id("../../etc")
+
+
+# ---- the holding period --------------------------------------------------------------------------
+
+
+def test_earnings_of_the_holding_period_are_held_and_the_rest_is_available() -> None:
+    split = split_earnings(50 * USD, 18 * USD, NOW - timedelta(days=2), 7)
+    assert (split.holding_micro, split.available_micro) == (18 * USD, 32 * USD)
+    assert split.next_release == NOW + timedelta(days=5)
+
+
+def test_holding_never_exceeds_the_balance_so_available_is_never_negative() -> None:
+    split = split_earnings(10 * USD, 18 * USD, NOW, 7)
+    assert (split.holding_micro, split.available_micro) == (10 * USD, 0)
+
+
+def test_nothing_held_means_everything_is_available_and_nothing_is_due() -> None:
+    split = split_earnings(10 * USD, 0, None, 7)
+    assert (split.holding_micro, split.available_micro, split.next_release) == (0, 10 * USD, None)
+
+
+def test_a_negative_balance_holds_nothing() -> None:
+    assert split_earnings(-5, 18 * USD, NOW, 7).holding_micro == 0
+
+
+def test_the_holding_period_starts_its_days_before_now_and_zero_days_is_none() -> None:
+    assert hold_start(NOW, 7) == NOW - timedelta(days=7)
+    assert hold_start(NOW, 0) is None
+
+
+def test_a_refusal_names_what_is_still_in_the_holding_period() -> None:
+    with pytest.raises(Conflict) as caught:
+        decide_amount(None, 0, MIN, holding_micro=27 * USD)
+    assert "27.000000 USD more is in the holding period" in caught.value.message
+
+
+# ---- approval and replays ------------------------------------------------------------------------
+
+
+def test_the_approval_setting_becomes_micro_usd() -> None:
+    assert approval_micro(Decimal("1000")) == 1_000 * USD
+
+
+def test_only_a_payout_above_the_approval_amount_needs_approval() -> None:
+    assert needs_approval(1_000 * USD + 10_000, 1_000 * USD)
+    assert not needs_approval(1_000 * USD, 1_000 * USD)
+    assert needs_approval(10 * USD, 0)  # 0: every payout
+
+
+def test_only_a_pending_payout_awaiting_approval_can_be_approved() -> None:
+    check_approvable("pending", True, None)
+    for status, required, approved_at in (
+        ("pending", False, None),
+        ("pending", True, NOW),
+        ("cancelled", True, None),
+        ("paid", True, NOW),
+    ):
+        with pytest.raises(Conflict):
+            check_approvable(status, required, approved_at)
+
+
+def test_a_request_for_everything_is_recorded_apart_from_any_amount() -> None:
+    assert requested_value(None) == EVERYTHING
+    assert requested_value(12 * USD) == 12 * USD != EVERYTHING
+
+
+def test_a_replay_with_the_same_request_passes_and_with_another_is_a_conflict_on_the_key() -> None:
+    check_replay(requested_value(10 * USD), 10 * USD)
+    check_replay(requested_value(None), None)
+    for stored, asked in ((10 * USD, 12 * USD), (10 * USD, None), (EVERYTHING, 10 * USD)):
+        with pytest.raises(Conflict) as caught:
+            check_replay(stored, asked)
+        assert caught.value.param == "Idempotency-Key"
+
+
+def test_a_payout_from_before_requests_were_recorded_replays_as_before() -> None:
+    check_replay(None, 12 * USD)
+
+
+def test_the_payout_controls_default_to_a_week_and_a_thousand_usd() -> None:
+    settings = load_settings(GATEWAY_SECRET_KEY="x" * 32)
+    assert (settings.earnings_hold_days, settings.payout_approval_usd) == (7, Decimal("1000"))
 
 
 # ---- states and weeks ----------------------------------------------------------------------------

@@ -6,12 +6,16 @@ counts far beyond any real request.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from aichat_gateway.config.money import MICRO
+from aichat_gateway.marketplace.errors import InvalidListing
+from aichat_gateway.marketplace.listings import parse_pricing
 from aichat_gateway.marketplace.pricing import (
     Price,
     PriceError,
@@ -19,6 +23,7 @@ from aichat_gateway.marketplace.pricing import (
     cost_micro,
     multiplied,
     parse_multiplier,
+    parse_price,
     parse_usd,
     quote,
     usd,
@@ -94,6 +99,10 @@ def test_a_usd_float_is_refused() -> None:
         parse_usd(0.15, "price")
 
 
+def test_a_price_cap_of_zero_is_a_valid_cap() -> None:
+    assert parse_usd("0", "provider.max_price.prompt") == 0
+
+
 @given(st.integers(-(10**15), 10**15))
 def test_usd_formats_and_parses_back_exactly(micro: int) -> None:
     text = usd(micro)
@@ -137,3 +146,132 @@ def test_a_quote_brackets_the_cost_of_any_answer_within_max_tokens(inp: int, out
     price = Price(inp, out)
     q = quote(price, prompt, cap)
     assert q.low_micro <= cost_micro(price, prompt, cap // 2) <= q.high_micro
+
+
+# ---- listing prices are read as strictly as every other amount of money ---------------------------
+
+# What Python's Decimal() takes but a price must not be: exponents, underscores, non-ASCII digits,
+# whitespace, NaN and infinity, signs, bare points, and zero or negative amounts.
+NOT_PRICES = [
+    "1e3",
+    "1E3",
+    "1e-999999999",
+    "0e5",
+    "1_000",
+    "0.1_5",
+    "\u0661\u0662",  # Arabic-Indic 12
+    "\uff11\uff12",  # fullwidth 12
+    "\uff10.\uff11\uff15",  # fullwidth 0.15
+    "\U0001d7cf",  # mathematical bold 1
+    "NaN",
+    "nan",
+    "sNaN",
+    "Infinity",
+    "-Infinity",
+    "inf",
+    " 1",
+    "1 ",
+    "\t1",
+    "1\n",
+    "\u00a01",  # no-break space
+    "1\u2003",  # em space
+    "+1",
+    "--1",
+    ".5",
+    "1.",
+    "0x10",
+    "1,5",
+    "",
+    "0",
+    "0.000000",
+    "-0",
+    "-1",
+    "-0.000001",
+    "0.0000001",
+    "10000.000001",
+]
+NOT_MULTIPLIERS = [t for t in NOT_PRICES if t != "10000.000001"] + ["1e0", "1E+1", "0.0001", "0.009", "100.0001"]
+PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def explicit(text: object) -> dict[str, object]:
+    return {"input_usd_per_million": text, "output_usd_per_million": "0.6"}
+
+
+@pytest.mark.parametrize("text", NOT_PRICES, ids=repr)
+def test_an_explicit_price_that_is_not_a_positive_plain_decimal_is_a_400_naming_pricing(text: str) -> None:
+    with pytest.raises(InvalidListing) as caught:
+        parse_pricing(explicit(text))
+    assert caught.value.param == "pricing"
+    assert "pricing.input_usd_per_million" in caught.value.message
+
+
+@pytest.mark.parametrize("text", NOT_MULTIPLIERS, ids=repr)
+def test_a_multiplier_that_is_not_a_plain_decimal_in_range_is_a_400_naming_pricing(text: str) -> None:
+    with pytest.raises(InvalidListing) as caught:
+        parse_pricing({"multiplier": text})
+    assert caught.value.param == "pricing"
+    assert "pricing.multiplier" in caught.value.message
+
+
+@pytest.mark.parametrize("value", [0.15, 1, 0, True, None, [], {}], ids=repr)
+def test_a_json_number_or_other_non_string_price_is_refused(value: object) -> None:
+    for pricing in (explicit(value), {"multiplier": value}):
+        with pytest.raises(InvalidListing) as caught:
+            parse_pricing(pricing)
+        assert caught.value.param == "pricing"
+
+
+@pytest.mark.parametrize(
+    ("text", "micro"), [("0.000001", 1), ("0.15", 150_000), ("007.5", 7_500_000), ("10000", 10**10)]
+)
+def test_a_positive_plain_decimal_price_is_its_exact_micro_usd(text: str, micro: int) -> None:
+    assert parse_price(text, "price") == micro
+
+
+# Strings that look like numbers often enough to reach every branch, and anything at all.
+PRICE_LIKE = (
+    st.sampled_from(NOT_PRICES + NOT_MULTIPLIERS)
+    | st.from_regex(r"\A-?[0-9]{0,6}(\.[0-9]{0,8})?\Z")
+    | st.text(alphabet="0123456789.-+eE_ \u0660\u0661\uff10\uff11naif", max_size=14)
+    | st.text(max_size=24)
+)
+
+
+@given(PRICE_LIKE)
+@example("0.000001")
+@example("10000")
+def test_any_string_parses_to_its_exact_positive_micro_usd_or_is_a_price_error(text: str) -> None:
+    try:
+        micro = parse_price(text, "pricing.input_usd_per_million")
+    except PriceError:
+        return
+    assert PLAIN_DECIMAL.fullmatch(text), text
+    assert type(micro) is int and 0 < micro <= 10_000 * MICRO
+    assert Decimal(micro) == Decimal(text) * MICRO  # exact: nothing was rounded
+
+
+@given(PRICE_LIKE)
+@example("0.01")
+@example("100")
+@example("1.2345")
+def test_any_string_parses_to_its_exact_multiplier_or_is_a_price_error(text: str) -> None:
+    try:
+        multiplier = parse_multiplier(text)
+    except PriceError:
+        return
+    assert PLAIN_DECIMAL.fullmatch(text), text
+    assert multiplier == Decimal(text)  # exact: nothing was rounded
+    assert Decimal("0.01") <= multiplier <= 100
+
+
+@given(PRICE_LIKE, PRICE_LIKE)
+def test_any_pricing_object_of_strings_is_exact_positive_prices_or_a_400_naming_pricing(a: str, b: str) -> None:
+    try:
+        multiplier, price = parse_pricing({"input_usd_per_million": a, "output_usd_per_million": b})
+    except InvalidListing as exc:
+        assert exc.param == "pricing"
+        return
+    assert multiplier is None and price is not None
+    assert Decimal(price.input_micro_per_million) == Decimal(a) * MICRO > 0
+    assert Decimal(price.output_micro_per_million) == Decimal(b) * MICRO > 0

@@ -8,6 +8,7 @@ with throwaway tables unless a test passes `tables=` (the memo the snapshot's `I
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -326,6 +327,58 @@ def test_without_fallbacks_nothing_is_returned_when_no_order_listing_is_availabl
 
 def test_limit_returns_only_that_many_routes() -> None:
     assert len(decide([listing(i) for i in range(10)], limit=3).routes) == 3
+
+
+# ---- the buyer's own listings --------------------------------------------------------------------
+
+BUYER = "8d2f5a56-0000-4000-8000-000000000001"
+
+
+def owned(i: int, seller: str = BUYER, inp: int = 100, out: int = 100) -> Route:
+    return replace(listing(i, inp, out), seller_id=seller)
+
+
+def test_the_buyers_own_listing_is_never_routed_to_them_however_cheap() -> None:
+    cands = [owned(0, inp=1, out=1), owned(1, "another-seller"), listing(2, 500, 500)]
+    assert order(cands, buyer_id=BUYER, default_strategy=Strategy.CHEAPEST) == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_own_listings_are_skipped_by_every_strategy(strategy: Strategy) -> None:
+    cands = [owned(i) if i % 2 else listing(i) for i in range(8)]
+    assert sorted(order(cands, buyer_id=BUYER, default_strategy=strategy)) == [0, 2, 4, 6]
+
+
+def test_own_listings_are_skipped_on_memoised_rankings_too() -> None:
+    index = Index({"m": tuple(owned(i) if i < 3 else listing(i, 100 + i, 100) for i in range(6))})
+    tables = index.tables_for("m")
+    stats = FrozenMapping({"id0": fast(1), "id1": fast(2)})
+    for strategy in Strategy:
+        decision = decide((), tables=tables, buyer_id=BUYER, stats=stats, default_strategy=strategy, limit=2)
+        assert {r.seller_id for r in decision.routes} == {""}, strategy
+
+
+def test_naming_an_own_listing_in_only_order_or_the_keys_defaults_does_not_route_to_it() -> None:
+    cands = [owned(0), listing(1)]
+    assert order(cands, buyer_id=BUYER, preferences=Preferences(only=frozenset({"lst_0"}))) == []
+    assert order(cands, buyer_id=BUYER, preferences=Preferences(order=("lst_0",), allow_fallbacks=False)) == []
+    assert order(cands, buyer_id=BUYER, preferences=Preferences(order=("lst_0",))) == [1]
+    assert order(cands, buyer_id=BUYER, key_defaults=Preferences(only=frozenset({"lst_0"}))) == []
+
+
+def test_own_listing_is_the_reason_given_over_every_other() -> None:
+    decision = decide(
+        [owned(0, inp=999), listing(1)],
+        buyer_id=BUYER,
+        preferences=Preferences(only=frozenset({"lst_1"}), ignore=frozenset({"lst_0"}), max_price=MaxPrice(500)),
+        open_breakers={"id0"},
+        exhausted_until={"id0": NOW + 5},
+    )
+    assert decision.excluded() == {"id0": Exclusion.OWN_LISTING}
+
+
+def test_without_a_buyer_id_no_listing_counts_as_own() -> None:
+    assert order([listing(0), listing(1)]) != []  # listings without a seller id are nobody's
 
 
 def test_no_candidates_give_no_routes() -> None:

@@ -23,8 +23,12 @@ LOADS = st.sampled_from([0.0, 0.25, 0.5, 1.0, -1.0, 2.0, math.nan])
 TIMES = st.sampled_from([0.5, 100.0, 250.0, 1e12, math.nan])
 
 
+SELLERS = ("s0", "s1", "s2")
+
+
 def listing(i: int, inp: int, out: int) -> Route:
-    return Route(f"id{i}", f"lst_{i}", "openai", "https://x", ProviderKey("k"), "m", "m", Price(inp, out))
+    seller = SELLERS[i % len(SELLERS)]
+    return Route(f"id{i}", f"lst_{i}", "openai", "https://x", ProviderKey("k"), "m", "m", Price(inp, out), None, seller)
 
 
 def candidates(prices: list[tuple[int, int]]) -> tuple[Route, ...]:
@@ -64,6 +68,7 @@ def markets(prices: st.SearchStrategy[list[tuple[int, int]]], ids: int) -> st.Se
         exhausted_until=st.dictionaries(state_ids, st.sampled_from([NOW - 1, NOW, NOW + 1])),
         limit=st.none() | st.integers(0, 12),
         default_strategy=st.sampled_from(Strategy),
+        buyer_id=st.sampled_from(["", *SELLERS, "s9"]),
     )
 
 
@@ -135,6 +140,12 @@ def test_no_route_costs_more_than_the_buyers_caps(ctx: RoutingContext) -> None:
     for r in route(ctx).routes:
         assert caps.prompt is None or r.price.input_micro_per_million <= caps.prompt
         assert caps.completion is None or r.price.output_micro_per_million <= caps.completion
+
+
+@settings(deadline=None)
+@given(MARKETS)
+def test_no_route_is_ever_a_listing_of_the_buyer(ctx: RoutingContext) -> None:
+    assert all(r.seller_id != ctx.buyer_id for r in route(ctx).routes)
 
 
 @settings(deadline=None)

@@ -17,10 +17,12 @@ from aichat_gateway.billing.settleplan import (
     MODEL_MAX_CHARS,
     Charge,
     Entry,
+    Poison,
     backoff_delay,
     charge_of,
     idempotency_key,
     outcome,
+    parse_event,
     plan_batch,
     read_entry,
     usage_legs,
@@ -262,6 +264,14 @@ def test_the_fee_is_the_ledgers_split() -> None:
     assert charge_of(usage, Decimal("0.10")) == Charge(seller_micro=900, fee_micro=99)
 
 
+def test_a_request_whose_seller_is_its_buyer_earns_the_seller_nothing() -> None:
+    usage = entry(seller_id=BUYER, cost_micro=999, held_micro=999).usage
+    assert usage is not None
+    charge = charge_of(usage, Decimal("0.10"))
+    assert charge == Charge(seller_micro=0, fee_micro=999)
+    assert usage_legs(999, charge, buyer=1, seller=2, platform=3) == [(1, -999), (3, 999)]
+
+
 def test_the_transfer_key_is_the_request_id() -> None:
     assert idempotency_key("req_1") == "usage:req_1"
 
@@ -272,3 +282,50 @@ def test_backoff_doubles_from_a_tenth_of_a_second() -> None:
 
 def test_backoff_stops_growing_at_five_seconds() -> None:
     assert backoff_delay(7) == 5.0 and backoff_delay(10_000) == 5.0
+
+
+def test_an_event_without_a_beyond_hold_field_settles_with_nothing_beyond_the_hold() -> None:
+    """Events written by a gateway from before the field existed are still valid."""
+    fields = {k: v for k, v in _beyond_event(0).items() if k != "beyond_hold_micro"}
+    assert parse_event(fields).beyond_hold_micro == 0
+
+
+def test_a_cost_beyond_the_hold_is_read_and_the_seller_is_paid_on_all_of_it() -> None:
+    usage = parse_event(_beyond_event(500))
+    assert usage.beyond_hold_micro == 500
+    charge = charge_of(usage, Decimal("0.10"))
+    assert charge.seller_micro + charge.fee_micro == usage.cost_micro + 500
+    legs = usage_legs(usage.cost_micro, charge, 1, 2, 3, beyond_hold_micro=500, exposure=4)
+    assert sum(amount for _, amount in legs) == 0
+    assert (1, -usage.cost_micro) in legs and (4, -500) in legs
+
+
+def test_a_cost_beyond_a_hold_that_was_never_taken_is_poison() -> None:
+    event = {**_beyond_event(500), "held_micro": "0", "cost_micro": "0"}
+    with pytest.raises(Poison, match="beyond_hold_micro"):
+        parse_event(event)
+
+
+def _beyond_event(beyond: int) -> dict[str, str]:
+    event = UsageEvent(
+        request_id="req-beyond",
+        key_id=str(uuid.uuid4()),
+        user_id=str(uuid.uuid4()),
+        listing_id=str(uuid.uuid4()),
+        model="m",
+        prompt_tokens=170_010,
+        completion_tokens=1,
+        usage_source="upstream",
+        latency_ms=1,
+        ttft_ms=1,
+        outcome="ok",
+        status=200,
+        attempts=1,
+        stream=False,
+        ts_ms=1_717_171_717_000,
+        seller_id=str(uuid.uuid4()),
+        cost_micro=34_080,
+        held_micro=34_080,
+        beyond_hold_micro=beyond,
+    )
+    return event.fields()
