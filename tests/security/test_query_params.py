@@ -228,7 +228,8 @@ async def caller(app: Starlette, client: httpx.AsyncClient, password_hash: str) 
             on_balance_change=app.state.hot.credit,
         )
     async with app.state.db.acquire() as conn:
-        await earn(conn, account.id, 100_000_000, at=datetime.now(UTC))
+        # Long past the earnings holding period, so it can be paid out.
+        await earn(conn, account.id, 100_000_000, at=datetime.now(UTC) - timedelta(days=365))
     for _ in range(2):
         made = await client.post("/api/seller/payouts", json={"amount_usd": "10.00"}, headers=account.auth)
         assert made.status_code == 201, made.text
