@@ -12,8 +12,6 @@ Authentication is done by the /api sub-app's middleware; this module reads only 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,14 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from aichat_gateway import httpbody
+from aichat_gateway import httpbody, queryparams
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.amounts import parse_usd, usd
 from aichat_gateway.billing.credits import grant_credit, user_id_for_email
 from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
 
 _MAX_BODY = 16 * 1024
-DEFAULT_PAGE, MAX_PAGE = 50, 200
 MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
 
 
@@ -66,63 +63,12 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def whole_number(text: str, low: int, high: int) -> int | None:
-    """ASCII digits only, within [low, high]; None otherwise. str.isdigit() alone lets "²" (int()
-    raises) and "١٢" (int() accepts) through, and the length guard keeps int() off huge inputs."""
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
-        return None
-    value = int(text)
-    return value if low <= value <= high else None
-
-
-def page_size(request: Request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    size = whole_number(raw, 1, MAX_PAGE)
-    if size is None:
-        raise InvalidBillingInput(f"limit must be a whole number from 1 to {MAX_PAGE}", param="limit")
-    return size
-
-
-def encode_cursor(*parts: str) -> str:
-    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str, arity: int) -> list[str]:
-    try:
-        parts = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().split("\x1f")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
-    # NUL: Postgres refuses it in text, so a tampered cursor would otherwise fail the query (500).
-    if len(parts) != arity or any("\x00" in part for part in parts):
-        raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
-    return parts
-
-
-def _utc(text: str) -> datetime | None:
-    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None if it is not one.
-    Converting here, not in asyncpg, turns "9999-12-31T23:59-05:00" (past datetime.max in UTC)
-    into a refusal instead of a failed query."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _timestamp(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    value = _utc(raw)
-    if value is None:
-        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name)
-    return value
+    return queryparams.timestamp(request.query_params, name, InvalidBillingInput)
 
 
 def _text(request: Request, name: str) -> str | None:
@@ -179,14 +125,9 @@ LIMIT $3
 
 async def transactions(request: Request) -> Response:
     user = _user(request)
-    limit = page_size(request)
-    cursor = request.query_params.get("cursor")
-    before = None
-    if cursor:
-        [raw] = decode_cursor(cursor, 1)
-        before = whole_number(raw, 1, MAX_ENTRY_ID)
-        if before is None:
-            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
+    limit = queryparams.page_limit(request.query_params, InvalidBillingInput)
+    after = queryparams.cursor(request.query_params, InvalidBillingInput, queryparams.cursor_int(1, MAX_ENTRY_ID))
+    before = after[0] if after else None
     rows = await request.app.state.db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
     page = rows[:limit]
     data = [
@@ -201,7 +142,7 @@ async def transactions(request: Request) -> Response:
         for r in page
     ]
     more = len(rows) > limit
-    return JSONResponse({"data": data, "next_cursor": encode_cursor(str(page[-1]["id"])) if more else None})
+    return JSONResponse({"data": data, "next_cursor": queryparams.encode_cursor(page[-1]["id"]) if more else None})
 
 
 def _describe(kind: str, memo: dict[str, Any]) -> str:
@@ -232,15 +173,11 @@ LIMIT $8
 
 async def usage(request: Request) -> Response:
     user = _user(request)
-    limit = page_size(request)
-    after_at: datetime | None = None
-    after_id: str | None = None
-    cursor = request.query_params.get("cursor")
-    if cursor:
-        at, after_id = decode_cursor(cursor, 2)
-        after_at = _utc(at)
-        if after_at is None:
-            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor")
+    limit = queryparams.page_limit(request.query_params, InvalidBillingInput)
+    after = queryparams.cursor(
+        request.query_params, InvalidBillingInput, queryparams.cursor_time, queryparams.cursor_text
+    )
+    after_at, after_id = after if after else (None, None)
     rows = await request.app.state.db.fetch(
         _USAGE_SQL,
         uuid.UUID(user),
@@ -271,7 +208,7 @@ async def usage(request: Request) -> Response:
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]
-        next_cursor = encode_cursor(last["created_at"].isoformat(), last["request_id"])
+        next_cursor = queryparams.encode_cursor(last["created_at"], last["request_id"])
     return JSONResponse({"data": data, "next_cursor": next_cursor})
 
 

@@ -29,8 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from aichat_gateway import queryparams
 from aichat_gateway.billing.amounts import usd
-from aichat_gateway.billing.api import decode_cursor, encode_cursor, page_size, read_capped
+from aichat_gateway.billing.api import read_capped
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.payoutplan import parse_payout_request, parse_reference, parse_stripe_account
 from aichat_gateway.billing.payouts import Payout, Payouts
@@ -122,14 +123,8 @@ def _payouts(request: Request) -> Payouts:
 
 
 def _timestamp(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidBillingInput(f"{name} must be an ISO 8601 date or time", param=name) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """Bounded to years 1970..2199 by the parser, so the window arithmetic below cannot overflow."""
+    return queryparams.timestamp(request.query_params, name, InvalidBillingInput)
 
 
 _TOTALS_SQL = """
@@ -228,20 +223,15 @@ async def create_payout(request: Request) -> Response:
 
 async def list_payouts(request: Request) -> Response:
     seller = _caller(request)
-    limit = page_size(request)
-    after: tuple[datetime, str] | None = None
-    cursor = request.query_params.get("cursor")
-    if cursor:
-        at, payout_id = decode_cursor(cursor, 2)
-        try:
-            after = (datetime.fromisoformat(at), str(uuid.UUID(payout_id)))
-        except ValueError:
-            raise InvalidBillingInput("cursor is not one this API gave out", param="cursor") from None
+    limit = queryparams.page_limit(request.query_params, InvalidBillingInput)
+    after = queryparams.cursor(
+        request.query_params, InvalidBillingInput, queryparams.cursor_time, queryparams.cursor_uuid
+    )
     rows: Sequence[Payout] = await _payouts(request).page(seller, limit + 1, after)
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
-        next_cursor = encode_cursor(page[-1].created_at.isoformat(), page[-1].id)
+        next_cursor = queryparams.encode_cursor(page[-1].created_at, page[-1].id)
     return JSONResponse({"data": [payout_json(p) for p in page], "next_cursor": next_cursor})
 
 

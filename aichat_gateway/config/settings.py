@@ -7,6 +7,7 @@ Sources, highest priority first: environment variables, then an optional TOML fi
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+_METRICS_TOKEN = re.compile(r"[!-~]{16,512}")
 _DEV_SECRET_HINT = "set GATEWAY_SECRET_KEY to at least 32 random characters (e.g. `openssl rand -hex 32`)"  # noqa: S105
 
 
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, alias="GATEWAY_PORT", ge=1, le=65535)
     workers: int = Field(1, alias="GATEWAY_WORKERS", ge=1, le=64)
     public_base_url: str | None = Field(None, alias="GATEWAY_PUBLIC_BASE_URL")
+    # When set, GET /metrics answers only `Authorization: Bearer <token>` (401 otherwise); unset, it is open.
+    metrics_token: SecretStr | None = Field(None, alias="GATEWAY_METRICS_TOKEN")
 
     @field_validator("secret_key")
     @classmethod
@@ -108,15 +112,27 @@ class Settings(BaseSettings):
             raise ValueError(f"every GATEWAY_SECRET_KEY entry must be >= 32 characters; {_DEV_SECRET_HINT}")
         return value
 
-    @field_validator("stripe_secret_key", "stripe_webhook_secret", mode="before")
+    @field_validator("stripe_secret_key", "stripe_webhook_secret", "metrics_token", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:
-        """An empty or blank Stripe secret means "not configured". Taken as a secret, an empty
-        webhook secret would make every forged signature valid (HMAC with an empty key)."""
+        """An empty or blank secret means "not configured". Taken as a secret, an empty webhook
+        secret would make every forged signature valid (HMAC with an empty key)."""
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        """/metrics has no login limit, so the token must resist guessing; visible ASCII only, as an
+        Authorization header carries it byte for byte."""
+        if value is not None and not _METRICS_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "GATEWAY_METRICS_TOKEN must be 16 to 512 visible ASCII characters, no spaces "
+                "(e.g. `openssl rand -hex 32`)"
+            )
         return value
 
     @field_validator("database_url")

@@ -298,7 +298,12 @@ def _marketplace_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Sc
 
 
 def _billing_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema]]:
-    time_filter = {"type": "string", "format": "date-time"}
+    time_filter = {
+        "type": "string",
+        "format": "date-time",
+        "description": "ISO 8601: a date (UTC midnight) or a date-time with Z or +-HH:MM (none means UTC), "
+        "between 1970-01-01 and 2199-12-31 UTC; anything else is 400",
+    }
     payout = [path_id("payout_id", "payout")]
     return {
         "/api/billing/balance": {

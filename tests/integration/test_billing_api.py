@@ -22,9 +22,9 @@ import pytest
 from starlette.applications import Starlette
 
 from aichat_gateway.billing import ledger
-from aichat_gateway.billing.api import encode_cursor
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.credits import grant_credit
+from aichat_gateway.queryparams import encode_cursor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -293,6 +293,8 @@ async def test_a_full_last_page_has_no_next_cursor(client: httpx.AsyncClient, ap
         encode_cursor("99999999999999999999999"),
         encode_cursor("12", "req-1"),  # a usage cursor
         encode_cursor(T0.isoformat(), "req-1"),
+        encode_cursor("12") + "!!",  # base64 decoders skip stray characters; we do not
+        encode_cursor("12") + "==",
     ],
 )
 async def test_a_tampered_or_foreign_transactions_cursor_is_refused_naming_cursor(
@@ -435,6 +437,15 @@ async def test_usage_times_with_an_offset_are_compared_in_utc(
         ("key_id", "not-a-uuid"),
         ("since", "9999-12-31T23:59:59-05:00"),
         ("until", "0001-01-01T00:00:00+05:00"),
+        # Outside 1970..2199 UTC, or not the ISO 8601 forms the API documents:
+        ("since", "0001-01-01"),
+        ("until", "9999-12-31"),
+        ("since", "1969-12-31T23:59:59Z"),
+        ("until", "2200-01-01"),
+        ("since", "2024-W10-1"),
+        ("since", "20240310"),
+        ("until", "2024-03-10T12:00:00+05:00:30"),
+        ("until", "2024-03-10T12:00:00 01:00"),  # an unencoded + arrives as a space
     ],
 )
 async def test_a_malformed_usage_filter_is_refused_naming_it(
@@ -473,6 +484,10 @@ async def test_usage_pages_keep_their_filters(
         encode_cursor("not a time", "req-1"),
         encode_cursor(T0.isoformat(), "req-1", "extra"),
         encode_cursor(T0.isoformat(), "req\x00-1"),
+        encode_cursor("9999-12-31T23:59:59", "req-1"),  # year 9999
+        encode_cursor("0001-01-01", "req-1"),
+        encode_cursor(T0.isoformat(), "r" * 257),
+        encode_cursor(T0.isoformat(), ""),
     ],
 )
 async def test_a_tampered_or_foreign_usage_cursor_is_refused_naming_cursor(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 import httpx
 import pytest
-from conftest import Market, Proc, await_until, read_then_leave
+from conftest import GatewayFactory, Market, Proc, assert_openai_error, await_until, read_then_leave
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "hello"}]
+METRICS_TOKEN = "scrape-" + secrets.token_hex(24)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +125,73 @@ def test_every_listing_tried_has_its_outcomes_and_latency_by_public_id(metrics_t
         labels["listing"] for labels, _ in samples(metrics_text, "gateway_listing_upstream_duration_seconds_count")
     }
     assert {main, failing} <= latencies
+
+
+# ---- GATEWAY_METRICS_TOKEN -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(gateway_factory: GatewayFactory) -> Proc:
+    """A gateway whose /metrics needs METRICS_TOKEN, logging at debug so whatever it could log, it does."""
+    return gateway_factory.start(
+        "gateway-metrics-token", GATEWAY_METRICS_TOKEN=METRICS_TOKEN, GATEWAY_LOG_LEVEL="debug"
+    )
+
+
+def test_without_a_metrics_token_configured_metrics_are_served_to_anyone(gateway: Proc) -> None:
+    answer = httpx.get(gateway.url + "/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert "gateway_inflight_streams" in answer.text
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer wrong-" + "0" * 40,
+        METRICS_TOKEN,  # no scheme
+        f"Basic {METRICS_TOKEN}",
+        f"Bearer {METRICS_TOKEN}x",
+        f"Bearer {METRICS_TOKEN[:-1]}",
+    ],
+    ids=["no header", "another token", "no scheme", "basic scheme", "one character more", "one character less"],
+)
+def test_with_a_metrics_token_a_scrape_without_it_gets_401_and_no_metric(
+    guarded: Proc, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = httpx.get(guarded.url + "/metrics", headers=headers, timeout=10)
+    assert_openai_error(answer, 401, "invalid_api_key")
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert "gateway_" not in answer.text
+    assert METRICS_TOKEN not in answer.text
+    assert not any(METRICS_TOKEN in value for value in answer.headers.values())
+
+
+def test_with_a_metrics_token_a_scrape_with_it_gets_the_metrics(guarded: Proc) -> None:
+    answer = httpx.get(guarded.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "gateway_inflight_streams" in answer.text
+    assert METRICS_TOKEN not in answer.text
+
+
+def test_the_metrics_token_shows_in_no_log_line_and_no_other_answer(guarded: Proc) -> None:
+    """The token sent right, wrong, and where other credentials go (/v1 and /api bearers, a query)."""
+    attempts = [
+        ("GET", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"}),
+        ("GET", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}x"}),
+        ("GET", "/metrics?token=" + METRICS_TOKEN, {}),
+        ("POST", "/v1/chat/completions", {"Authorization": f"Bearer {METRICS_TOKEN}"}),
+        ("GET", "/api/billing/balance", {"Authorization": f"Bearer {METRICS_TOKEN}"}),
+        ("GET", "/readyz", {}),
+    ]
+    with httpx.Client(base_url=guarded.url, timeout=10) as http:
+        for method, path, headers in attempts:
+            answer = http.request(method, path, headers=headers, json={"model": "gpt-4o-mini", "messages": MESSAGES})
+            assert METRICS_TOKEN not in answer.text, path
+            assert not any(METRICS_TOKEN in value for value in answer.headers.values()), path
+    # Log lines are written (unbuffered) while a request is handled, before its answer leaves.
+    logs = guarded.logs()
+    assert logs.strip(), "the gateway wrote no log at all"
+    assert METRICS_TOKEN not in logs

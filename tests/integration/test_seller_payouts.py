@@ -37,6 +37,7 @@ from aichat_gateway.billing.payouts import Payouts
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.proxy.app import create_app
+from aichat_gateway.queryparams import encode_cursor
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -366,6 +367,42 @@ async def test_earnings_need_a_session(client: httpx.AsyncClient, db: asyncpg.Co
     assert (await client.get("/api/seller/earnings")).status_code == 401
 
 
+def assert_refused(response: httpx.Response, param: str) -> None:
+    """A 400 in OpenAI's error shape naming `param`."""
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert (error["type"], error["param"]) == ("invalid_request_error", param), error
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("until", "0001-01-05"),  # the default window (30 days before) would start before year 1
+        ("until", "9999-12-31T23:59:59-05:00"),  # past datetime.max once moved to UTC
+        ("until", "9999-12-31"),
+        ("since", "0001-01-01T00:00:00+05:00"),
+        ("until", "2024-W10-1"),
+        ("until", "2030-01-10T00:00:00 01:00"),  # an unencoded + arrives as a space
+    ],
+)
+async def test_earnings_refuse_a_date_outside_1970_to_2199_or_in_another_format_naming_it(
+    client: httpx.AsyncClient, db: asyncpg.Connection, param: str, value: str
+) -> None:
+    _, auth = await user(client)
+    assert_refused(await client.get("/api/seller/earnings", params={param: value}, headers=auth), param)
+
+
+async def test_earnings_take_the_first_and_last_days_of_the_window(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    _, auth = await user(client)
+    early = await client.get("/api/seller/earnings", params={"until": "1970-01-05"}, headers=auth)
+    late = await client.get("/api/seller/earnings", params={"since": "2199-12-01", "until": "2199-12-31"}, headers=auth)
+    assert (early.status_code, early.json()["since"]) == (200, "1969-12-06T00:00:00Z")
+    assert (late.status_code, late.json()["until"]) == (200, "2199-12-31T00:00:00Z")
+
+
 # ---- the holding period -------------------------------------------------------------------------
 
 
@@ -614,6 +651,26 @@ async def test_a_seller_lists_their_payouts_newest_first_page_by_page(
 
     assert [p["id"] for p in first["data"] + second["data"]] == made[::-1]
     assert second["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        encode_cursor("9999-12-31T23:59:59-05:00", str(uuid.uuid4())),  # year 9999 (and past datetime.max in UTC)
+        encode_cursor("9999-12-31T23:59:59", str(uuid.uuid4())),
+        encode_cursor("0001-01-01T00:00:00+05:00", str(uuid.uuid4())),  # before year 1 in UTC
+        encode_cursor(NOW.isoformat(), "not-a-uuid"),
+        encode_cursor(NOW.isoformat(), "{" + str(uuid.uuid4()) + "}"),  # a UUID, but not as the API writes it
+        encode_cursor(NOW.isoformat(), str(uuid.uuid4()), "extra"),
+    ],
+)
+async def test_a_payout_cursor_with_an_impossible_time_or_a_foreign_id_is_refused_naming_cursor(
+    client: httpx.AsyncClient, db: asyncpg.Connection, cursor: str
+) -> None:
+    _, auth = await user(client)
+    response = await client.get("/api/seller/payouts", params={"cursor": cursor}, headers=auth)
+    assert_refused(response, "cursor")
+    assert response.json()["error"]["message"] == "cursor is not one this API gave out"
 
 
 async def test_another_seller_can_neither_see_nor_list_a_payout(

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aichat_gateway.billing.api import encode_cursor
 from aichat_gateway.billing.credits import grant_credit
+from aichat_gateway.queryparams import encode_cursor
 from tests.integration.test_seller_payouts import earn
 from tests.security.support import Account, Gateway, assert_error
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from aichat_gateway.billing.api import encode_cursor
+from aichat_gateway.queryparams import encode_cursor
 from tests.security.support import (
     INJECTIONS,
     TABLES,
