@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The demo: migrate, seed a seller/listing/buyer, start the fake upstream and the gateway.
 run: setup
-	$(BIN)/python -m aichat_gateway.proxy.devrun
+	$(BIN)/python -m aichat_gateway.server.devrun
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider

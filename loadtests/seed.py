@@ -32,7 +32,7 @@ import urllib.request
 from typing import Any
 
 from aichat_gateway.config.settings import SettingsError, load_settings
-from aichat_gateway.proxy.demo import BUYER_EMAIL, LISTING_NAME, SELLER_EMAIL, demo_password
+from aichat_gateway.server.demo import BUYER_EMAIL, LISTING_NAME, SELLER_EMAIL, demo_password
 
 BURST_LISTING_NAME = "Load test: rpm-limited fake upstream"
 KEY_NAME = "loadtest"

@@ -48,7 +48,7 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Starlette]:
-    from aichat_gateway.proxy.app import create_app
+    from aichat_gateway.server.app import create_app
 
     application = create_app(settings)
     async with application.router.lifespan_context(application):

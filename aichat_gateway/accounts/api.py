@@ -10,12 +10,9 @@ turns them into OpenAI-shaped responses. Nothing secret is logged: user and key 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,19 +21,16 @@ from aichat_gateway.accounts import keys as keys_repo
 from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
 from aichat_gateway.accounts.bodies import read_object
-from aichat_gateway.accounts.db import Executor
 from aichat_gateway.accounts.errors import InvalidCredentials
-from aichat_gateway.accounts.keycache import KeyCache
 from aichat_gateway.accounts.keysettings import (
     PATCH_FIELDS,
     SETTING_FIELDS,
-    RoutingValidator,
     parse_changes,
     parse_settings,
 )
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords
-from aichat_gateway.accounts.sessioncache import SessionCache
+from aichat_gateway.accounts.services import AccountsServices, services
 from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
@@ -46,34 +40,9 @@ log = get_logger(__name__)
 _CREDENTIAL_FIELDS = {"email": str, "password": str}
 
 
-@dataclass(frozen=True, slots=True)
-class Deps:
-    settings: Settings
-    db: Executor
-    redis: Redis
-    keys: KeyCache
-    sessions: SessionCache
-    clock: Callable[[], float]  # wall time, seconds
-    # Set by the app factory (accounts must not import the marketplace's preferences parser).
-    validate_key_routing: RoutingValidator
-
-
-def deps(request: Request) -> Deps:
-    """What the handlers need, from the state of the app serving this request.
-
-    Under `Mount("/api", app=api)` that is the sub-app, so app.py shares the root app's state with
-    it (`api.state = app.state`).
-    """
-    state = request.app.state
-    return Deps(
-        settings=state.settings,
-        db=state.db,
-        redis=state.redis,
-        keys=state.keys,
-        sessions=state.sessions,
-        clock=state.clock,
-        validate_key_routing=state.validate_key_routing,
-    )
+def deps(request: Request) -> AccountsServices:
+    """What the handlers need: the services of the app serving this request."""
+    return services(request)
 
 
 def json_response(data: Any, status_code: int = 200) -> Response:

@@ -38,6 +38,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from aichat_gateway.accounts.errors import AccountsError, Forbidden, InvalidCredentials, StoreUnavailable
+from aichat_gateway.accounts.services import services
 from aichat_gateway.accounts.tokens import SessionClaims, SessionTokens
 from aichat_gateway.config.settings import Settings
 
@@ -55,7 +56,7 @@ SessionCheck = Callable[[HTTPConnection, SessionClaims], Awaitable[str | None]]
 async def live_session_role(conn: HTTPConnection, claims: SessionClaims) -> str | None:
     """SessionCheck on the session cache (`state.sessions`) of the app serving the request."""
     try:
-        role: str | None = await conn.app.state.sessions.role_of(claims)
+        role: str | None = await services(conn).sessions.role_of(claims)
     except StoreUnavailable as exc:
         raise SessionAuthError(exc) from None
     return role

@@ -26,6 +26,7 @@ from aichat_gateway.billing import ledger
 from aichat_gateway.billing.amounts import parse_usd, usd
 from aichat_gateway.billing.credits import grant_credit, user_id_for_email
 from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
+from aichat_gateway.billing.services import services
 
 _MAX_BODY = 16 * 1024
 MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
@@ -93,13 +94,13 @@ def _uuid(request: Request, name: str) -> uuid.UUID | None:
 
 async def balance(request: Request) -> Response:
     user = _user(request)
-    state = request.app.state
-    view = await state.hot.view(user)
+    svc = services(request)
+    view = await svc.hot.view(user)
     if view is None:  # never loaded (or Redis lost it): Postgres is the truth, and the view is rebuilt
-        async with state.db.acquire() as conn:
+        async with svc.db.acquire() as conn:
             settled = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user)
-        await state.hot.load(user, settled)
-        view = await state.hot.view(user)
+        await svc.hot.load(user, settled)
+        view = await svc.hot.view(user)
     assert view is not None
     return JSONResponse(
         {
@@ -128,7 +129,7 @@ async def transactions(request: Request) -> Response:
     limit = queryparams.page_limit(request.query_params, InvalidBillingInput)
     after = queryparams.cursor(request.query_params, InvalidBillingInput, queryparams.cursor_int(1, MAX_ENTRY_ID))
     before = after[0] if after else None
-    rows = await request.app.state.db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
+    rows = await services(request).db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
     page = rows[:limit]
     data = [
         {
@@ -178,7 +179,7 @@ async def usage(request: Request) -> Response:
         request.query_params, InvalidBillingInput, queryparams.cursor_time, queryparams.cursor_text
     )
     after_at, after_id = after if after else (None, None)
-    rows = await request.app.state.db.fetch(
+    rows = await services(request).db.fetch(
         _USAGE_SQL,
         uuid.UUID(user),
         _uuid(request, "key_id"),
@@ -221,17 +222,17 @@ async def create_credit(request: Request) -> Response:
     unknown = sorted(set(body) - {"email", "amount_usd", "reason"})
     if unknown:
         raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    state = request.app.state
+    svc = services(request)
     amount = parse_usd(body.get("amount_usd"), "amount_usd")
-    user_id = await user_id_for_email(state.db, body.get("email"))
+    user_id = await user_id_for_email(svc.db, body.get("email"))
     credit = await grant_credit(
-        state.db,
+        svc.db,
         user_id=user_id,
         amount_micro=amount,
         reason=body.get("reason"),  # type: ignore[arg-type]  # checked by grant_credit
         granted_by=admin,
         idempotency_key=request.headers.get("idempotency-key"),
-        on_balance_change=state.hot.credit,
+        on_balance_change=svc.hot.credit,
     )
     return JSONResponse(
         {

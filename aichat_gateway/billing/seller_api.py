@@ -35,6 +35,7 @@ from aichat_gateway.billing.api import read_capped
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.payoutplan import parse_payout_request, parse_reference, parse_stripe_account
 from aichat_gateway.billing.payouts import Payout, Payouts
+from aichat_gateway.billing.services import services
 
 DEFAULT_WINDOW: Final = timedelta(days=30)
 MAX_WINDOW: Final = timedelta(days=366)
@@ -118,8 +119,8 @@ async def _json_body(request: Request) -> Any:
 
 
 def _payouts(request: Request) -> Payouts:
-    state = request.app.state
-    return Payouts.from_settings(state.db, state.settings, clock=state.clock)
+    svc = services(request)
+    return Payouts.from_settings(svc.db, svc.settings, clock=svc.clock)
 
 
 def _timestamp(request: Request, name: str) -> datetime | None:
@@ -159,7 +160,7 @@ async def earnings(request: Request) -> Response:
     payouts = _payouts(request)
     now = payouts.now()
     since, until = earnings_window(_timestamp(request, "since"), _timestamp(request, "until"), now)
-    db: asyncpg.Pool = request.app.state.db
+    db: asyncpg.Pool = services(request).db
     async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         totals = await conn.fetchrow(_TOTALS_SQL, seller)
         assert totals is not None

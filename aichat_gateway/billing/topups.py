@@ -3,10 +3,10 @@ with the returned `client_secret`. Money moves only when a verified webhook says
 (webhooks.py); this module never credits anything.
 
 Routes (mounted under /api): `POST /billing/topups`, `GET /billing/topups/{id}` for the buyer, and
-`POST /webhooks/stripe` for Stripe (no session: its signature is its authentication). Handlers build
-what they need from `request.app.state` per request (settings, db, clock, and the hot balance
-view's credit hook: `on_balance_change` if set, else `hot.credit`); the Stripe client is opened per
-request too (top-ups are rare; nothing outlives the request).
+`POST /webhooks/stripe` for Stripe (no session: its signature is its authentication). Handlers use
+the app's billing services (settings, db, clock, and the hot balance view's credit hook
+`on_balance_change`); the Stripe client is opened per request (top-ups are rare; nothing outlives
+the request).
 
 Never two PaymentIntents for one top-up: our top-up row (and its id) exists before Stripe is called,
 and the PaymentIntent is created with `Idempotency-Key: topup-<id>`, so a retried create returns the
@@ -16,7 +16,6 @@ unique row per user).
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +39,10 @@ from aichat_gateway.billing.errors import (
     PaymentsUnavailable,
     WebhookRejected,
 )
+from aichat_gateway.billing.services import services
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.stripe_effects import CURRENCY, MICRO_PER_CENT
-from aichat_gateway.billing.webhooks import BalanceHook, StripeWebhooks, parse_event, verify_signature
+from aichat_gateway.billing.webhooks import StripeWebhooks, parse_event, verify_signature
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 
@@ -192,10 +192,10 @@ async def _json_body(request: Request) -> Any:
 
 async def create_topup(request: Request) -> Response:
     user_id = _buyer(request)
-    state = request.app.state
-    amount = parse_topup_amount(await _json_body(request), TopupLimits.from_settings(state.settings))
-    async with StripeClient.open(state.settings) as stripe:
-        created = await TopUps(state.db, stripe).create(user_id, amount)
+    svc = services(request)
+    amount = parse_topup_amount(await _json_body(request), TopupLimits.from_settings(svc.settings))
+    async with StripeClient.open(svc.settings) as stripe:
+        created = await TopUps(svc.db, stripe).create(user_id, amount)
     log.info("topup_created", topup_id=created.id, payment_intent_id=created.payment_intent_id)
     return JSONResponse(
         {
@@ -211,31 +211,17 @@ async def create_topup(request: Request) -> Response:
 
 async def get_topup(request: Request) -> Response:
     user_id = _buyer(request)
-    return JSONResponse(await topup_json(request.app.state.db, user_id, request.path_params["topup_id"]))
-
-
-async def _no_hot_view(_user_id: str, _amount_micro: int) -> None:
-    """Without a hot view wired in, Postgres alone is the truth (the reconciler repairs Redis)."""
-
-
-def balance_hook(state: Any) -> BalanceHook:
-    """`state.on_balance_change` if the app (or a test) set one, else the hot view's credit."""
-    explicit: BalanceHook | None = getattr(state, "on_balance_change", None)
-    if explicit is not None:
-        return explicit
-    hot = getattr(state, "hot", None)
-    credit: BalanceHook | None = getattr(hot, "credit", None)
-    return credit or _no_hot_view
+    return JSONResponse(await topup_json(services(request).db, user_id, request.path_params["topup_id"]))
 
 
 async def stripe_webhook(request: Request) -> Response:
-    state = request.app.state
-    settings: Settings = state.settings
+    svc = services(request)
+    settings: Settings = svc.settings
     if settings.stripe_webhook_secret is None:
         raise PaymentsUnavailable("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is unset)")
     try:
         raw = await read_capped(request, MAX_WEBHOOK_BODY, error=WebhookRejected)
-        now: float = getattr(state, "clock", time.time)()
+        now = svc.clock()
         verify_signature(
             raw,
             request.headers.get("stripe-signature"),
@@ -247,9 +233,8 @@ async def stripe_webhook(request: Request) -> Response:
     except WebhookRejected as exc:
         log.warning("stripe_webhook_rejected", reason=exc.message)
         raise
-    hook = balance_hook(state)
     async with StripeClient.open(settings) as stripe:
-        outcome = await StripeWebhooks(state.db, stripe, hook).handle(event)
+        outcome = await StripeWebhooks(svc.db, stripe, svc.on_balance_change).handle(event)
     log.info("stripe_webhook", event_id=event.id, event_type=event.type, outcome=outcome.value)
     return JSONResponse({"received": True, "outcome": outcome.value})
 

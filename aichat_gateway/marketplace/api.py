@@ -23,6 +23,7 @@ from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, 
 from aichat_gateway.marketplace.offers import list_offers
 from aichat_gateway.marketplace.pricing import usd
 from aichat_gateway.marketplace.resting import shown_status
+from aichat_gateway.marketplace.services import services
 from aichat_gateway.marketplace.urls import validate_upstream_url
 
 _MAX_BODY = 64 * 1024
@@ -47,13 +48,13 @@ async def _json_body(request: Request) -> Any:
 
 async def create_listing(request: Request) -> Response:
     seller_id, _ = _seller(request)
-    state = request.app.state
-    new = listings.parse_new_listing(await _json_body(request), state.catalog)
-    base_url = await validate_upstream_url(new.base_url, state.settings.allow_private_upstreams)
-    await state.key_checker(new.provider, base_url, new.api_key)
+    svc = services(request)
+    new = listings.parse_new_listing(await _json_body(request), svc.catalog)
+    base_url = await validate_upstream_url(new.base_url, svc.settings.allow_private_upstreams)
+    await svc.key_checker(new.provider, base_url, new.api_key)
     row = await listings.insert_listing(
-        state.db,
-        state.vault,
+        svc.db,
+        svc.vault,
         seller_id,
         listings.NewListing(
             new.name,
@@ -66,20 +67,20 @@ async def create_listing(request: Request) -> Response:
             new.limits,
         ),
     )
-    await state.listings.announce_change()
+    await svc.listings.announce_change()
     return JSONResponse(listing_json(row), status_code=201)
 
 
 async def list_listings(request: Request) -> Response:
     seller_id, is_admin = _seller(request)
-    rows = await listings.list_listings(request.app.state.db, None if is_admin else seller_id)
+    rows = await listings.list_listings(services(request).db, None if is_admin else seller_id)
     return JSONResponse({"data": await _with_rests(request, rows)})
 
 
 async def get_listing(request: Request) -> Response:
     seller_id, is_admin = _seller(request)
     row = await listings.get_listing(
-        request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
+        services(request).db, request.path_params["listing_id"], None if is_admin else seller_id
     )
     [shown] = await _with_rests(request, [row])
     return JSONResponse(shown)
@@ -87,10 +88,10 @@ async def get_listing(request: Request) -> Response:
 
 async def _with_rests(request: Request, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """Listings as JSON, an active one shown `exhausted` or `cooling` while it rests."""
-    state = request.app.state
+    svc = services(request)
     shown = [listing_json(r) for r in rows]
-    rests = await state.rests.current([item["id"] for item in shown])
-    now = state.clock()
+    rests = await svc.rests.current([item["id"] for item in shown])
+    now = svc.clock()
     for item in shown:
         override = shown_status(item["status"], rests.get(item["id"]), now)
         if override is not None:
@@ -100,21 +101,21 @@ async def _with_rests(request: Request, rows: list[asyncpg.Record]) -> list[dict
 
 async def update_listing(request: Request) -> Response:
     seller_id, is_admin = _seller(request)
-    state = request.app.state
+    svc = services(request)
     owner = None if is_admin else seller_id
-    current = await listings.get_listing(state.db, request.path_params["listing_id"], owner)
+    current = await listings.get_listing(svc.db, request.path_params["listing_id"], owner)
     changes = parse_changes(
         await _json_body(request),
         is_owner=str(current["seller_id"]) == seller_id,
         is_admin=is_admin,
         current_status=current["status"],
         models=[m["model"] for m in current["models"]],
-        catalog=state.catalog,
+        catalog=svc.catalog,
     )
     if changes.endpoint is not None:
         changes = replace(changes, endpoint=await _checked_endpoint(request, current, changes.endpoint))
-    row = await listings.update_listing(state.db, state.vault, str(current["id"]), owner, changes)
-    await state.listings.announce_change()
+    row = await listings.update_listing(svc.db, svc.vault, str(current["id"]), owner, changes)
+    await svc.listings.announce_change()
     return JSONResponse(listing_json(row))
 
 
@@ -123,21 +124,21 @@ async def _checked_endpoint(request: Request, current: asyncpg.Record, endpoint:
     came with it, else the listing's own. Only this request's key is ever sent (no stored key is
     decrypted here), and the URL it was checked with is written with it, so a concurrent change
     cannot pair the key with another URL."""
-    state = request.app.state
+    svc = services(request)
     if endpoint.base_url is None:
         base_url = str(current["base_url"])
     else:
-        base_url = await validate_upstream_url(endpoint.base_url, state.settings.allow_private_upstreams)
-    await state.key_checker(current["provider"], base_url, endpoint.api_key)
+        base_url = await validate_upstream_url(endpoint.base_url, svc.settings.allow_private_upstreams)
+    await svc.key_checker(current["provider"], base_url, endpoint.api_key)
     return NewEndpoint(api_key=endpoint.api_key, base_url=base_url)
 
 
 async def delete_listing(request: Request) -> Response:
     seller_id, is_admin = _seller(request)
     await listings.delete_listing(
-        request.app.state.db, request.path_params["listing_id"], None if is_admin else seller_id
+        services(request).db, request.path_params["listing_id"], None if is_admin else seller_id
     )
-    await request.app.state.listings.announce_change()
+    await services(request).listings.announce_change()
     return Response(status_code=204)
 
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from aichat_gateway.marketplace.errors import InvalidListing
 from aichat_gateway.marketplace.pricing import usd
+from aichat_gateway.marketplace.services import services
 from aichat_gateway.marketplace.snapshot import Route
 from aichat_gateway.marketplace.stats import ListingStats
 
@@ -38,10 +39,10 @@ async def list_offers(request: Request) -> Response:
     model = request.query_params.get("model")
     if model is not None and not 0 < len(model) <= 256:
         raise InvalidListing("model must be 1 to 256 characters", param="model")
-    index = request.app.state.listings.index
+    index = services(request).listings.index
     models = [model] if model is not None else index.models()
     routes = [route for name in models for route in index.routes_for(name)]
-    stats = await request.app.state.stats.last_hour(sorted({r.listing_id for r in routes}), time.time())
+    stats = await services(request).stats.last_hour(sorted({r.listing_id for r in routes}), time.time())
     routes.sort(
         key=lambda r: (r.model, r.price.input_micro_per_million + r.price.output_micro_per_million, r.public_id)
     )

@@ -22,7 +22,7 @@ exposure account by settlement.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -36,6 +36,9 @@ from aichat_gateway.config.money import usd
 from aichat_gateway.marketplace.pricing import Price, cost_micro
 from aichat_gateway.marketplace.snapshot import Route
 from aichat_gateway.proxy.errors import InsufficientQuota, Unavailable
+
+if TYPE_CHECKING:  # services.py imports this module
+    from aichat_gateway.proxy.services import ProxyServices
 
 log = get_logger(__name__)
 
@@ -105,28 +108,28 @@ def refusal(status: HoldStatus, amount_micro: int, available_micro: int) -> Insu
     )
 
 
-async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount_micro: int) -> None:
+async def take_hold(svc: ProxyServices, principal: KeyPrincipal, request_id: str, amount_micro: int) -> None:
     """Reserve the worst case against the buyer's available balance and the key's caps, or refuse."""
     caps = KeyCaps(principal.daily_cap_micro, principal.monthly_cap_micro)
-    hot = state.hot
+    hot = svc.hot
     try:
         result = await hot.hold(
             buyer_id=principal.user_id,
             request_id=request_id,
             amount_micro=amount_micro,
             key_id=principal.key_id,
-            ttl_s=state.settings.hold_ttl_seconds,
+            ttl_s=svc.settings.hold_ttl_seconds,
             caps=caps,
         )
         if result.status is HoldStatus.COLD:  # not in Redis (new buyer, or Redis lost its data)
-            await state.recovery.ensure()
-            await load_balance(state, principal.user_id)
+            await svc.recovery.ensure()
+            await load_balance(svc, principal.user_id)
             result = await hot.hold(
                 buyer_id=principal.user_id,
                 request_id=request_id,
                 amount_micro=amount_micro,
                 key_id=principal.key_id,
-                ttl_s=state.settings.hold_ttl_seconds,
+                ttl_s=svc.settings.hold_ttl_seconds,
                 caps=caps,
             )
     except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
@@ -145,7 +148,7 @@ async def take_hold(state: Any, principal: KeyPrincipal, request_id: str, amount
         raise refusal(result.status, amount_micro, result.available_micro)
 
 
-async def load_balance(state: Any, buyer_id: str) -> None:
-    async with state.db.acquire() as conn:
+async def load_balance(svc: ProxyServices, buyer_id: str) -> None:
+    async with svc.db.acquire() as conn:
         balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, buyer_id)
-    await state.hot.load(buyer_id, balance)
+    await svc.hot.load(buyer_id, balance)

@@ -42,6 +42,7 @@ from aichat_gateway.proxy.errors import (
 from aichat_gateway.proxy.failover import Opened
 from aichat_gateway.proxy.receipts import add_cost
 from aichat_gateway.proxy.relay import RelayStream, StreamResult
+from aichat_gateway.proxy.services import ProxyServices, services
 from aichat_gateway.redislua import Batch, Pending
 
 log = get_logger(__name__)
@@ -52,17 +53,17 @@ DEFAULT_ANSWER_TOKENS = 4096  # a model outside the catalog, asked without max_t
 
 
 async def chat_completions(request: Request) -> Response:
-    state = request.app.state
+    svc = services(request)
     async with _accounted(request, "chat") as attempt:
         attempt.principal = await _authenticate(request)
-        body = await inbound.read_json_body(request, state.settings.max_body_bytes)
-        chat = inbound.parse_chat_request(body, state.settings)
+        body = await inbound.read_json_body(request, svc.settings.max_body_bytes)
+        chat = inbound.parse_chat_request(body, svc.settings)
         attempt.model, attempt.stream = chat.model, chat.stream
         attempt.estimate = functools.cache(lambda: _worst_case_tokens(request, body, chat.model, chat.max_tokens))
         routes = _routes_for(request, attempt, body, chat.max_tokens)
         answer_bound = (chat.max_tokens or _output_limit(request, chat.model)) * chat.choices
         prompt_bound = charging.prompt_tokens_bound(
-            body["messages"], request.scope["state"]["body_size"], state.catalog.part_allowance(chat.model)
+            body["messages"], request.scope["state"]["body_size"], svc.catalog.part_allowance(chat.model)
         )
         await _hold(request, attempt, routes, prompt_bound, answer_bound)
 
@@ -77,12 +78,12 @@ async def chat_completions(request: Request) -> Response:
             return _after_response(answer, request, attempt)
 
         async def on_done(result: StreamResult) -> None:
-            state.metrics.inflight_streams.dec()
+            svc.metrics.inflight_streams.dec()
             _account_stream(request, attempt, result, body)
             await _finish(request, attempt)
 
         attempt.handed_off = True
-        state.metrics.inflight_streams.inc()
+        svc.metrics.inflight_streams.inc()
         return RelayStream(
             opened.response,
             opened.first_chunk,
@@ -92,20 +93,20 @@ async def chat_completions(request: Request) -> Response:
             on_done,
             _gateway_headers(attempt, opened.route),
             renew=functools.partial(_renew_leases, request, attempt),
-            renew_every=min(state.settings.hold_ttl_seconds, state.capacity.lease_seconds) / 3,
-            stall_after=state.settings.upstream_read_timeout,
-            drain=state.usage_drain,
+            renew_every=min(svc.settings.hold_ttl_seconds, svc.capacity.lease_seconds) / 3,
+            stall_after=svc.settings.upstream_read_timeout,
+            drain=svc.usage_drain,
             secret=opened.route.api_key.reveal(),
         )
 
 
 async def embeddings(request: Request) -> Response:
-    state = request.app.state
+    svc = services(request)
     async with _accounted(request, "embeddings") as attempt:
         attempt.principal = await _authenticate(request)
-        body = await inbound.read_json_body(request, state.settings.max_body_bytes)
+        body = await inbound.read_json_body(request, svc.settings.max_body_bytes)
         attempt.model = inbound.parse_embeddings_request(body)
-        attempt.estimate = functools.cache(lambda: int(state.tokens.count_prompt(body)))
+        attempt.estimate = functools.cache(lambda: int(svc.tokens.count_prompt(body)))
         routes = _routes_for(request, attempt, body, 1)
         await _hold(request, attempt, routes, request.scope["state"]["body_size"], 0)
 
@@ -138,9 +139,9 @@ async def _accounted(request: Request, route: str) -> AsyncIterator[Attempt]:
 
 async def list_models(request: Request) -> Response:
     await _authenticate(request)
-    catalog = request.app.state.catalog
+    catalog = services(request).catalog
     data = []
-    for model in request.app.state.listings.index.models():
+    for model in services(request).listings.index.models():
         listed = catalog.get(model)
         data.append(
             {
@@ -156,7 +157,7 @@ async def list_models(request: Request) -> Response:
 async def _authenticate(request: Request) -> KeyPrincipal:
     secret = inbound.bearer_key(request)
     try:
-        principal: KeyPrincipal | None = await request.app.state.keys.lookup(secret)
+        principal: KeyPrincipal | None = await services(request).keys.lookup(secret)
     except StoreUnavailable as exc:
         raise Unavailable(exc.message) from None
     if principal is None:
@@ -166,11 +167,11 @@ async def _authenticate(request: Request) -> KeyPrincipal:
 
 def _worst_case_tokens(request: Request, body: dict[str, Any], model: str, max_tokens: int | None) -> int:
     """Prompt plus the longest answer allowed: what capacity must assume."""
-    return int(request.app.state.tokens.count_prompt(body)) + (max_tokens or _output_limit(request, model))
+    return int(services(request).tokens.count_prompt(body)) + (max_tokens or _output_limit(request, model))
 
 
 def _output_limit(request: Request, model: str) -> int:
-    listed = request.app.state.catalog.get(model)
+    listed = services(request).catalog.get(model)
     return listed.max_output_tokens if listed else DEFAULT_ANSWER_TOKENS
 
 
@@ -179,7 +180,7 @@ async def _hold(
 ) -> None:
     assert attempt.principal is not None
     amount = charging.hold_amount(routes, prompt_bound, answer_bound)
-    await charging.take_hold(request.app.state, attempt.principal, attempt.request_id, amount)
+    await charging.take_hold(services(request), attempt.principal, attempt.request_id, amount)
     attempt.held_micro = amount
 
 
@@ -193,18 +194,18 @@ def _receipt(attempt: Attempt, route: ListingRoute) -> Callable[[int, int], str]
 
 
 def _routes_for(request: Request, attempt: Attempt, body: dict[str, Any], max_tokens: int | None) -> list[ListingRoute]:
-    state = request.app.state
+    svc = services(request)
     principal = attempt.principal
     assert principal is not None
     return routing.routes_for(
-        state,
+        svc,
         attempt.model,
         attempt.request_id,
         body_size=request.scope["state"]["body_size"],
         max_tokens=max_tokens,
         preferences=routing.request_preferences(body),
         buyer_id=principal.user_id,
-        key_defaults=state.key_defaults.of(principal.key_id, principal.routing),
+        key_defaults=svc.key_defaults.of(principal.key_id, principal.routing),
     )
 
 
@@ -245,7 +246,7 @@ def _finish_plain(
         except orjson.JSONDecodeError:
             attempt.outcome = "upstream_error"
             raise UpstreamFailed("The upstream provider sent an unreadable answer.") from None
-        counter = request.app.state.tokens
+        counter = services(request).tokens
         attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text(_answer_text(answer))
     attempt.outcome = "ok"
@@ -289,7 +290,7 @@ def _account_stream(request: Request, attempt: Attempt, result: StreamResult, bo
         attempt.completion_tokens = meter.usage.completion_tokens
         attempt.usage_source = "upstream"
     else:
-        counter = request.app.state.tokens
+        counter = services(request).tokens
         attempt.prompt_tokens = counter.count_prompt(body)
         attempt.completion_tokens = counter.count_text("".join(meter.text_parts))
     # A provider that failed before generating anything delivered nothing: like a failed request,
@@ -328,18 +329,18 @@ def _log_if_notable(attempt: Attempt, elapsed: float, slow_after: float) -> None
 
 async def _finish(request: Request, attempt: Attempt) -> None:
     """Metrics and the usage event, exactly once per request that presented a valid key."""
-    state = request.app.state
+    svc = services(request)
     elapsed = time.perf_counter() - attempt.started
-    known_model = attempt.model if state.listings.index.routes_for(attempt.model) else "other"
-    metrics = state.metrics
+    known_model = attempt.model if svc.listings.index.routes_for(attempt.model) else "other"
+    metrics = svc.metrics
     metrics.child(metrics.requests, attempt.route, known_model, str(attempt.status)).inc()
     metrics.child(metrics.latency, attempt.route).observe(elapsed)
     if attempt.stream and attempt.ttft_seconds is not None:
         metrics.child(metrics.ttft, known_model).observe(attempt.ttft_seconds)
-    _log_if_notable(attempt, elapsed, state.settings.slow_request_seconds)
+    _log_if_notable(attempt, elapsed, svc.settings.slow_request_seconds)
     if attempt.principal is None:
         return
-    state.keys.note_used(attempt.principal.key_id)
+    svc.keys.note_used(attempt.principal.key_id)
     event = UsageEvent(
         request_id=attempt.request_id,
         key_id=attempt.principal.key_id,
@@ -355,17 +356,17 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         status=attempt.status,
         attempts=attempt.attempts,
         stream=attempt.stream,
-        ts_ms=int(state.clock() * 1000),
+        ts_ms=int(svc.clock() * 1000),
         seller_id=attempt.listing.seller_id if attempt.listing else "",
         cost_micro=attempt.cost_micro,
         held_micro=attempt.held_micro or 0,
         beyond_hold_micro=attempt.beyond_hold_micro,
     )
     if attempt.beyond_hold_micro:
-        _note_beyond_hold(state, attempt, event)
+        _note_beyond_hold(svc, attempt, event)
     if attempt.listing is not None and attempt.outcome == "ok" and event.ttft_ms >= 0:
-        state.speed.observe(attempt.listing.listing_id, event.ttft_ms)
-    view = state.breaker_view
+        svc.speed.observe(attempt.listing.listing_id, event.ttft_ms)
+    view = svc.breaker_view
     health = [
         (listing_id, healthy, probe)
         for listing_id, healthy, probe in attempt.health
@@ -373,12 +374,12 @@ async def _finish(request: Request, attempt: Attempt) -> None:
     ]
 
     def queue(pipe: Batch) -> _Queued:
-        state.meter.record_in(pipe, event)  # first: `results[0]` says whether the event was written
+        svc.meter.record_in(pipe, event)  # first: `results[0]` says whether the event was written
         settled = None
         if attempt.held_micro is not None:
             # Redis runs one connection's pipelined commands back to back: no settlement worker
             # sees the event before this settle has recorded its charge.
-            settled = state.hot.settle_in(
+            settled = svc.hot.settle_in(
                 pipe,
                 buyer_id=event.user_id,
                 request_id=event.request_id,
@@ -386,10 +387,10 @@ async def _finish(request: Request, attempt: Attempt) -> None:
                 late_cap_micro=attempt.held_micro,
             )
         if attempt.listing is not None:
-            state.stats.record_in(
+            svc.stats.record_in(
                 pipe,
                 attempt.listing.listing_id,
-                state.clock(),
+                svc.clock(),
                 attempt.outcome == "ok",
                 event.latency_ms,
                 event.ttft_ms,
@@ -398,27 +399,27 @@ async def _finish(request: Request, attempt: Attempt) -> None:
         for ticket in attempt.tickets:
             served = attempt.outcome in ("ok", "client_disconnected") and ticket.listing_id == _listing_id(attempt)
             used = attempt.prompt_tokens + attempt.completion_tokens if served else 0
-            releases.append(state.capacity.release_in(pipe, ticket, used))
+            releases.append(svc.capacity.release_in(pipe, ticket, used))
         breaker_updates = [
-            (listing_id, state.breakers.record_in(pipe, listing_id, healthy, probe))
+            (listing_id, svc.breakers.record_in(pipe, listing_id, healthy, probe))
             for listing_id, healthy, probe in health
         ]
         return settled, releases, breaker_updates
 
     # Only a charge is worth waiting for, and a request with one has had its answer sent already.
     retry_for = FINISH_RETRY_SECONDS if event.cost_micro > 0 else 0.0
-    results, tries, (settled, releases, breaker_updates) = await _execute_retrying(state, queue, retry_for)
+    results, tries, (settled, releases, breaker_updates) = await _execute_retrying(svc, queue, retry_for)
     if isinstance(results[0], Exception):
-        state.metrics.usage_events_failed.inc()
+        svc.metrics.usage_events_failed.inc()
         # The log line is the record of last resort: it carries the whole event.
         log.error("usage_event_not_recorded", error=repr(results[0]), tries=tries, usage_event=event.fields())
         return
-    state.recent.add(event.request_id, event.user_id, event.cost_micro, state.clock())
+    svc.recent.add(event.request_id, event.user_id, event.cost_micro, svc.clock())
     if settled is not None:
-        await _settled(state, event, settled, results, retried=tries > 1)
+        await _settled(svc, event, settled, results, retried=tries > 1)
     for listing_id, pending in breaker_updates:
         try:
-            state.breaker_view.apply_state(listing_id, await pending.resolve(results))
+            svc.breaker_view.apply_state(listing_id, await pending.resolve(results))
         except (RedisError, OSError) as exc:
             log.warning("breaker_not_updated", listing_id=listing_id, error=repr(exc))
     for release in releases:
@@ -428,10 +429,10 @@ async def _finish(request: Request, attempt: Attempt) -> None:
             log.warning("capacity_not_released", error=repr(exc))  # the lease expires it anyway
 
 
-def _note_beyond_hold(state: Any, attempt: Attempt, event: UsageEvent) -> None:
+def _note_beyond_hold(svc: ProxyServices, attempt: Attempt, event: UsageEvent) -> None:
     """The provider billed more than the hold: the seller is still paid in full (settlement books
     the rest against the platform's exposure account); counted and logged for the operator."""
-    state.metrics.beyond_hold_micro.inc(attempt.beyond_hold_micro)
+    svc.metrics.beyond_hold_micro.inc(attempt.beyond_hold_micro)
     log.warning(
         "usage_beyond_hold",
         listing=attempt.listing.public_id if attempt.listing else None,
@@ -456,7 +457,7 @@ def redis_unreachable(result: Any) -> bool:
 
 
 async def _execute_retrying(
-    state: Any, queue: Callable[[Batch], _Queued], retry_for: float
+    svc: ProxyServices, queue: Callable[[Batch], _Queued], retry_for: float
 ) -> tuple[list[Any], int, _Queued]:
     """Queue the finishing commands on a fresh pipeline and run it, again while Redis is
     unreachable, for up to `retry_for` seconds. Every command in it is safe to repeat: the hold
@@ -464,7 +465,7 @@ async def _execute_retrying(
     give_up = time.monotonic() + retry_for
     tries = 0
     while True:
-        batch = Batch(state.redis)
+        batch = Batch(svc.redis)
         queued = queue(batch)
         tries += 1
         try:
@@ -480,19 +481,19 @@ async def _execute_retrying(
 async def _renew_leases(request: Request, attempt: Attempt) -> None:
     """Keep a long stream's hold and capacity slots alive: one pipeline, failures only logged (the
     stream goes on; at worst a slot frees early or the hold is swept and the charge still stands)."""
-    state = request.app.state
+    svc = services(request)
     pending: list[Pending[bool]] = []
-    batch = Batch(state.redis)
+    batch = Batch(svc.redis)
     if attempt.held_micro is not None and attempt.principal is not None:
         pending.append(
-            state.hot.renew_in(
+            svc.hot.renew_in(
                 batch,
                 buyer_id=attempt.principal.user_id,
                 request_id=attempt.request_id,
-                ttl_s=state.settings.hold_ttl_seconds,
+                ttl_s=svc.settings.hold_ttl_seconds,
             )
         )
-    pending.extend(state.capacity.renew_in(batch, ticket) for ticket in attempt.tickets)
+    pending.extend(svc.capacity.renew_in(batch, ticket) for ticket in attempt.tickets)
     try:
         results = await batch.execute()
         for item in pending:
@@ -502,7 +503,7 @@ async def _renew_leases(request: Request, attempt: Attempt) -> None:
 
 
 async def _settled(
-    state: Any, event: UsageEvent, settled: Pending[int], results: list[Any], retried: bool = False
+    svc: ProxyServices, event: UsageEvent, settled: Pending[int], results: list[Any], retried: bool = False
 ) -> None:
     """Check the hold's settle. A hold swept before the request finished (it outlived its TTL) is
     charged anyway by the same script, as an unsettled charge (`late_cap_micro`), so nothing is

@@ -187,10 +187,9 @@ async def store_unavailable(app_state: Any, exc: Exception) -> Response:
     pooled connection is dead and a pipeline is not retried, so the idle ones are dropped at the
     first failure: one failed request per connection in use, not one per pooled connection."""
     log.error("store_unavailable", error=repr(exc))
-    if isinstance(exc, RedisConnectionError):
-        redis = getattr(app_state, "redis", None)
-        if redis is not None:
-            await redis.connection_pool.disconnect(inuse_connections=False)
+    services = getattr(app_state, "services", None)  # absent if the lifespan never started
+    if isinstance(exc, RedisConnectionError) and services is not None:
+        await services.redis.connection_pool.disconnect(inuse_connections=False)
     store = "Redis" if isinstance(exc, RedisError) else "Postgres"
     return error_response(
         503,

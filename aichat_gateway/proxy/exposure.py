@@ -14,9 +14,12 @@ last value.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+from redis.asyncio import Redis
 
 from aichat_gateway.billing.meter import decode_entry
 from aichat_gateway.config.logging import get_logger
@@ -65,21 +68,29 @@ def lost(recorded: Sequence[Recorded], settled: Iterable[str], in_new_stream: It
     return [e for e in recorded if e.request_id not in safe]
 
 
-async def account_for_loss(state: Any) -> list[Recorded]:
+async def account_for_loss(
+    recent: RecentEvents,
+    clock: Callable[[], float],
+    db: asyncpg.Pool,
+    redis: Redis,
+    stream: str,
+    lost_counter: Counter,
+) -> list[Recorded]:
     """Find, log and count this process's events that Redis lost."""
-    recorded = state.recent.take(state.clock())
+    recorded = recent.take(clock())
     if not recorded:
         return []
     ids = [e.request_id for e in recorded]
-    rows = await state.db.fetch("SELECT request_id FROM usage_records WHERE request_id = ANY($1)", ids)
-    entries = await state.redis.xrange(state.meter.stream, count=len(ids) + 10_000)
+    rows = await db.fetch("SELECT request_id FROM usage_records WHERE request_id = ANY($1)", ids)
+    # redis-py types replies for clients that decode them; ours does not: bytes field maps.
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(stream, count=len(ids) + 10_000)  # type: ignore[assignment]
     present = [decode_entry(fields).get("request_id", "") for _, fields in entries]
     gone = lost(recorded, (r["request_id"] for r in rows), present)
     for event in gone:
         log.error(
             "usage_event_lost", lost_request_id=event.request_id, buyer_id=event.buyer_id, cost_micro=event.cost_micro
         )
-    state.metrics.usage_events_lost.inc(len(gone))
+    lost_counter.inc(len(gone))
     log.warning(
         "usage_loss_accounted",
         checked=len(recorded),

@@ -36,6 +36,7 @@ from aichat_gateway.proxy.errors import (
     UpstreamTimeout,
 )
 from aichat_gateway.proxy.relay import ClientWatch
+from aichat_gateway.proxy.services import services
 from aichat_gateway.proxy.upstream import Outcome, Upstream, classify_status, is_timeout
 
 log = get_logger(__name__)
@@ -64,7 +65,7 @@ async def open_watched(
     For a stream the watch stays running and is handed to the relay; otherwise it is closed here.
     """
     watch = ClientWatch(request.receive)
-    deadline = request.app.state.settings.upstream_deadline_seconds
+    deadline = services(request).settings.upstream_deadline_seconds
     try:
         with watch.guard():
             try:
@@ -90,17 +91,17 @@ async def open_routes(
     request: Request, attempt: Attempt, routes: list[ListingRoute], build: Build, stream: bool
 ) -> Opened:
     """Try routes in order until one answers; failover happens only here, before any byte is relayed."""
-    state = request.app.state
-    client: Upstream = state.upstream
+    svc = services(request)
+    client: Upstream = svc.upstream
     timed_out = False
     refusal: AdapterError | None = None  # the last provider kind that cannot express this request
     busy_statuses: list[int] = []  # 429/503 answers: the providers are up but have no room
     retry_after: float | None = None
-    unroutable = state.breaker_view.unroutable()  # breakers not closed: usually empty
+    unroutable = svc.breaker_view.unroutable()  # breakers not closed: usually empty
     tried = skipped_broken = skipped_full = 0
     full_retry: float | None = None
     for route in routes:
-        if tried == state.settings.upstream_attempts:
+        if tried == svc.settings.upstream_attempts:
             break
         try:
             adapter = adapter_for(route.provider)
@@ -112,8 +113,8 @@ async def open_routes(
         if gate is Verdict.SKIP:  # breaker open
             skipped_broken += 1
             continue
-        resting = state.exhausted_until.get(route.listing_id)
-        now = state.clock()
+        resting = svc.exhausted_until.get(route.listing_id)
+        now = svc.clock()
         if resting is not None and resting > now:  # at a cap, or told to wait (429 Retry-After)
             skipped_full += 1
             full_retry = min(full_retry or resting - now, resting - now)
@@ -129,10 +130,10 @@ async def open_routes(
             ticket = admission.ticket
         probe = None
         if gate is Verdict.PROBE:  # open long enough: one request may probe it
-            permit = await state.breakers.allow(route.listing_id)
+            permit = await svc.breakers.allow(route.listing_id)
             if not permit:
                 if ticket is not None:
-                    await state.capacity.cancel(ticket)
+                    await svc.capacity.cancel(ticket)
                 skipped_broken += 1
                 continue
             probe = permit.probe
@@ -157,11 +158,11 @@ async def open_routes(
             if verdict.retry_after is not None:
                 retry_after = min(retry_after or verdict.retry_after, verdict.retry_after)
                 # The provider said when to come back: this process leaves the listing alone until then.
-                until = state.clock() + verdict.retry_after
-                state.exhausted_until[route.listing_id] = until
-                await state.rests.begin(route.listing_id, COOLING, until, cooling_reason(verdict.retry_after, until))
+                until = svc.clock() + verdict.retry_after
+                svc.exhausted_until[route.listing_id] = until
+                await svc.rests.begin(route.listing_id, COOLING, until, cooling_reason(verdict.retry_after, until))
         if verdict.outcome is Outcome.KEY_REJECTED:
-            await state.listings.mark_invalid(
+            await svc.listings.mark_invalid(
                 route.listing_id, f"the provider rejected the listing's API key (HTTP {response.status_code})"
             )
         # "Busy" (429) is the provider working as it should: not a breaker failure.
@@ -218,17 +219,17 @@ async def open_routes(
 
 async def take_capacity(request: Request, attempt: Attempt, route: ListingRoute) -> Admission:
     """Take room on a limited listing; a listing at a cap is remembered as resting until it resets."""
-    state = request.app.state
-    exhausted: dict[str, float] = state.exhausted_until
-    now = state.clock()
+    svc = services(request)
+    exhausted: dict[str, float] = svc.exhausted_until
+    now = svc.clock()
     assert attempt.estimate is not None
-    admission: Admission = await state.capacity.take(
+    admission: Admission = await svc.capacity.take(
         route.listing_id, route.limits, attempt.estimate(), attempt.request_id
     )
     if admission.exhausts_listing and admission.retry_after is not None:
         until = now + admission.retry_after
         exhausted[route.listing_id] = until
-        await state.rests.begin(route.listing_id, EXHAUSTED, until, exhausted_reason(admission.limit or "a", until))
+        await svc.rests.begin(route.listing_id, EXHAUSTED, until, exhausted_reason(admission.limit or "a", until))
     return admission
 
 
@@ -249,7 +250,7 @@ async def read_bounded(response: httpx.Response) -> bytes:
 def observe_upstream(
     request: Request, outcome: str, sent: float, route: ListingRoute, attempt: Attempt, **fields: Any
 ) -> None:
-    metrics = request.app.state.metrics
+    metrics = services(request).metrics
     elapsed = time.perf_counter() - sent
     metrics.child(metrics.upstream_latency, outcome).observe(elapsed)
     metrics.child(metrics.listing_attempts, route.public_id, outcome).inc()

@@ -17,6 +17,7 @@ from aichat_gateway.marketplace.pricing import quote, usd
 from aichat_gateway.marketplace.router import order_routes
 from aichat_gateway.proxy.errors import InvalidRequest, ModelNotFound
 from aichat_gateway.proxy.inbound import read_json_body
+from aichat_gateway.proxy.services import services
 
 _ALLOWED = {"model", "messages", "tools", "prompt_tokens", "max_tokens"}
 _DEFAULT_MAX_TOKENS = 4096  # when neither the body nor the catalog says
@@ -32,7 +33,7 @@ def _count(body: dict[str, Any], name: str, high: int) -> int | None:
 
 
 async def quote_request(request: Request) -> Response:
-    state = request.app.state
+    svc = services(request)
     body = await read_json_body(request, 1024 * 1024)
     unknown = sorted(set(body) - _ALLOWED)
     if unknown:
@@ -44,12 +45,12 @@ async def quote_request(request: Request) -> Response:
     if prompt_tokens is None:
         if not isinstance(body.get("messages"), list):
             raise InvalidRequest("Send 'messages' (to be counted) or 'prompt_tokens'.", param="messages")
-        prompt_tokens = state.tokens.count_prompt(body)
-    listed = state.catalog.get(model)
-    max_tokens = _count(body, "max_tokens", state.settings.max_tokens_cap)
+        prompt_tokens = svc.tokens.count_prompt(body)
+    listed = svc.catalog.get(model)
+    max_tokens = _count(body, "max_tokens", svc.settings.max_tokens_cap)
     if max_tokens is None:
         max_tokens = listed.max_output_tokens if listed else _DEFAULT_MAX_TOKENS
-    tables = state.listings.index.tables_for(model)
+    tables = svc.listings.index.tables_for(model)
     if not tables.routes:
         raise ModelNotFound(f"No active listing serves `{model}` right now.", param="model")
     best = order_routes(tables.routes, zlib.crc32(model.encode()), tables)[0]

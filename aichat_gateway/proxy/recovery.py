@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
 
 from aichat_gateway.config.logging import get_logger
-from aichat_gateway.marketplace.capacity import Usage, windows
-from aichat_gateway.proxy.exposure import account_for_loss
+from aichat_gateway.marketplace.capacity import Capacity, Usage, windows
+from aichat_gateway.marketplace.snapshot import ListingSnapshot
 
 log = get_logger(__name__)
 
@@ -48,10 +51,21 @@ def window_starts(now: float) -> tuple[datetime, datetime, datetime]:
 
 
 class Recovery:
-    def __init__(self, state: Any) -> None:
-        self._state = state
+    """Watches the `<prefix>:state` sentinel; `rebuild` restores what Postgres can (the capacity
+    counters), `on_loss` accounts for this process's usage events the loss took (exposure.py)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        redis_prefix: str,
+        rebuild: Callable[[], Awaitable[int]],
+        on_loss: Callable[[], Awaitable[object]],
+    ) -> None:
+        self._redis = redis
+        self._rebuild = rebuild
+        self._on_loss = on_loss
         self._lock = asyncio.Lock()
-        self.sentinel = f"{state.settings.redis_prefix}:state"
+        self.sentinel = f"{redis_prefix}:state"
         self._epoch: bytes | None = None  # the sentinel's value this process last saw
 
     async def start(self) -> None:
@@ -62,37 +76,40 @@ class Recovery:
         """Rebuild what Postgres can rebuild if Redis has lost its data; cheap when it has not.
         Called on every cold hold and every few seconds, so each process also accounts for the
         usage events it recorded that the loss took with it."""
-        redis = self._state.redis
-        epoch = await redis.get(self.sentinel)
+        redis = self._redis
+        epoch: bytes | None = await redis.get(self.sentinel)  # type: ignore[assignment]  # a bytes client
         if epoch is not None and epoch == self._epoch:
             return
         async with self._lock:
-            epoch = await redis.get(self.sentinel)
+            epoch = await redis.get(self.sentinel)  # type: ignore[assignment]
             if epoch is None:
-                restored = await self._restore_capacity()
+                restored = await self._rebuild()
                 epoch = uuid.uuid4().hex.encode()
                 if await redis.set(self.sentinel, epoch, nx=True):
                     log.warning("redis_state_rebuilt", listings_with_capacity=restored)
                 else:  # another process rebuilt at the same moment: its epoch stands
-                    epoch = await redis.get(self.sentinel)
+                    epoch = await redis.get(self.sentinel)  # type: ignore[assignment]
             if self._epoch is not None and epoch != self._epoch:
-                await account_for_loss(self._state)  # Redis lost its data since we last looked
+                await self._on_loss()  # Redis lost its data since we last looked
             self._epoch = epoch
 
-    async def _restore_capacity(self) -> int:
-        state = self._state
-        limited = [r.listing_id for routes in state.listings.index.by_model.values() for r in routes if r.limits]
-        ids = sorted(set(limited))
-        if not ids:
-            return 0
-        minute, day, month = window_starts(state.clock())
-        rows = await state.db.fetch(_USED_SQL, [uuid.UUID(i) for i in ids], minute, day, month)
-        for row in rows:
-            used = Usage(
-                rpm=int(row["minute_requests"]),
-                tpm=int(row["minute_tokens"]),
-                daily_tokens=int(row["day_tokens"]),
-                monthly_tokens=int(row["month_tokens"]),
-            )
-            await state.capacity.restore(str(row["listing_id"]), used)
-        return len(rows)
+
+async def restore_capacity(
+    db: asyncpg.Pool, listings: ListingSnapshot, capacity: Capacity, clock: Callable[[], float]
+) -> int:
+    """Rebuild every limited listing's capacity counters from the settled usage rows."""
+    limited = [r.listing_id for routes in listings.index.by_model.values() for r in routes if r.limits]
+    ids = sorted(set(limited))
+    if not ids:
+        return 0
+    minute, day, month = window_starts(clock())
+    rows = await db.fetch(_USED_SQL, [uuid.UUID(i) for i in ids], minute, day, month)
+    for row in rows:
+        used = Usage(
+            rpm=int(row["minute_requests"]),
+            tpm=int(row["minute_tokens"]),
+            daily_tokens=int(row["day_tokens"]),
+            monthly_tokens=int(row["month_tokens"]),
+        )
+        await capacity.restore(str(row["listing_id"]), used)
+    return len(rows)

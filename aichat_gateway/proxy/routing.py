@@ -19,7 +19,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.marketplace.breaker import Verdict
@@ -36,6 +36,9 @@ from aichat_gateway.marketplace.router import (
 )
 from aichat_gateway.marketplace.snapshot import Route
 from aichat_gateway.proxy.errors import GatewayError, InvalidRequest, ModelNotFound, RateLimited, Unavailable
+
+if TYPE_CHECKING:  # services.py imports this module
+    from aichat_gateway.proxy.services import ProxyServices
 
 log = get_logger(__name__)
 SNAPSHOT_EVERY = 1.0
@@ -103,7 +106,7 @@ def request_preferences(body: Mapping[str, Any]) -> Preferences:
 
 
 def routes_for(
-    state: Any,
+    svc: ProxyServices,
     model: str,
     request_id: str,
     *,
@@ -115,23 +118,23 @@ def routes_for(
 ) -> list[Route]:
     """Listings to try, best first, never one of `buyer_id`'s own. 404 if nothing serves the
     model at all; `why_none`'s error if listings exist but every one is excluded."""
-    tables = state.listings.index.tables_for(model)  # routes and their tables: one snapshot
+    tables = svc.listings.index.tables_for(model)  # routes and their tables: one snapshot
     if not tables.routes:
         raise ModelNotFound(f"The model `{model}` does not exist or no active listing serves it.", param="model")
-    unroutable = state.breaker_view.unroutable()
+    unroutable = svc.breaker_view.unroutable()
     open_breakers = frozenset(lid for lid, verdict in unroutable.items() if verdict is Verdict.SKIP)
     ctx = RoutingContext(
         candidates=tables.routes,
-        now=state.clock(),
+        now=svc.clock(),
         seed=zlib.crc32(request_id.encode()),
         prompt_tokens_estimate=max(1, body_size // _BYTES_PER_TOKEN),
         max_tokens=max_tokens,
         preferences=preferences,
         key_defaults=key_defaults,
-        stats=state.speed.snapshot(),
+        stats=svc.speed.snapshot(),
         open_breakers=open_breakers,
-        exhausted_until=state.exhausted_until,
-        limit=state.settings.upstream_attempts * 2,  # spares for listings the loop must still skip
+        exhausted_until=svc.exhausted_until,
+        limit=svc.settings.upstream_attempts * 2,  # spares for listings the loop must still skip
         buyer_id=buyer_id,
     )
     decision = route(ctx, tables)

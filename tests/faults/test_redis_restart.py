@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from aichat_gateway.billing.holdplan import buyer_tag
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.proxy.app import create_app
+from aichat_gateway.server.app import create_app
 from tests.faults.conftest import (
     MESSAGES,
     Buyer,
@@ -249,7 +249,7 @@ async def test_after_a_redis_restart_the_gateways_client_reconnects_each_dead_po
     in between."""
     app = create_app(redis_settings)
     async with app.router.lifespan_context(app):
-        redis = app.state.redis
+        redis = app.state.services.redis
         await asyncio.gather(*(redis.ping() for _ in range(8)))
         persistent_redis.kill()
         persistent_redis.start()

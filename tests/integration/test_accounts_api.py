@@ -69,7 +69,7 @@ async def test_register_login_create_list_and_revoke_a_key(client: httpx.AsyncCl
     created = await create_key(client, auth, "laptop")
     assert set(created) >= {"id", "name", "key", "prefix", "created_at"}
     assert created["key"].startswith("agw-") and created["prefix"] == created["key"][:12]
-    assert (await app.state.keys.lookup(created["key"])).key_id == created["id"]
+    assert (await app.state.services.keys.lookup(created["key"])).key_id == created["id"]
 
     listed = await client.get("/api/keys", headers=auth)
     assert listed.status_code == 200
@@ -88,7 +88,7 @@ async def test_register_login_create_list_and_revoke_a_key(client: httpx.AsyncCl
     assert entry["revoked_at"] is None and created["key"] not in listed.text
 
     assert (await client.delete(f"/api/keys/{created['id']}", headers=auth)).status_code == 204
-    assert await app.state.keys.lookup(created["key"]) is None
+    assert await app.state.services.keys.lookup(created["key"]) is None
     [revoked] = (await client.get("/api/keys", headers=auth)).json()["data"]
     assert revoked["revoked_at"] is not None
 
@@ -220,7 +220,7 @@ async def test_deleting_another_users_key_is_404_and_the_key_keeps_working(
     intruder = await bearer_for(client)
     key = await create_key(client, owner)
     assert_openai_error(await client.delete(f"/api/keys/{key['id']}", headers=intruder), 404, "id")
-    assert await app.state.keys.lookup(key["key"]) is not None
+    assert await app.state.services.keys.lookup(key["key"]) is not None
     [entry] = (await client.get("/api/keys", headers=owner)).json()["data"]
     assert entry["revoked_at"] is None
 

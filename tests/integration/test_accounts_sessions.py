@@ -89,11 +89,11 @@ def with_cookie(client: httpx.AsyncClient, session: Login) -> None:
 @pytest.fixture
 async def app_b(settings: Settings) -> AsyncIterator[Starlette]:
     """A second gateway process: another app on the same Postgres and Redis, listening for ends."""
-    from aichat_gateway.proxy.app import create_app
+    from aichat_gateway.server.app import create_app
 
     application = create_app(settings, configure_logs=False)
     async with application.router.lifespan_context(application):
-        await asyncio.wait_for(application.state.sessions.subscribed.wait(), timeout=5)
+        await asyncio.wait_for(application.state.services.sessions.subscribed.wait(), timeout=5)
         yield application
 
 
@@ -105,7 +105,7 @@ async def client_b(app_b: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def subscribed(app: Starlette) -> None:
-    await asyncio.wait_for(app.state.sessions.subscribed.wait(), timeout=5)
+    await asyncio.wait_for(app.state.services.sessions.subscribed.wait(), timeout=5)
 
 
 # ---- logout --------------------------------------------------------------------------------------
@@ -230,8 +230,8 @@ async def test_guessing_the_current_password_shares_the_login_limit(client: http
     """A stolen session cannot brute-force the password: wrong guesses count against the account's
     login window (ten per 15 minutes; nine are counted straight into Redis, each real one costs argon2)."""
     current = await new_user(client)
-    limiter = LoginLimiter(app.state.redis, app.state.settings.redis_prefix)
-    await app.state.redis.set(limiter.email_key(current.email), 9, ex=900)
+    limiter = LoginLimiter(app.state.services.redis, app.state.settings.redis_prefix)
+    await app.state.services.redis.set(limiter.email_key(current.email), 9, ex=900)
     body = {"current_password": "guess-0001", "new_password": NEW_PASSWORD}
     assert (await client.post("/api/auth/password", json=body, headers=current.auth)).status_code == 400
     right = {"current_password": PASSWORD, "new_password": NEW_PASSWORD}

@@ -76,13 +76,13 @@ def assert_error(response: httpx.Response, status: int, param: str | None) -> di
 async def credit(app: Starlette, user_id: str, amount_micro: int, reason: str = "test funds") -> None:
     """Promotional credit as the product grants it: Postgres first, then the hot view."""
     await grant_credit(
-        app.state.db,
+        app.state.services.db,
         user_id=user_id,
         amount_micro=amount_micro,
         reason=reason,
         granted_by=None,
         idempotency_key=None,
-        on_balance_change=app.state.hot.credit,
+        on_balance_change=app.state.services.hot.credit,
     )
 
 
@@ -190,7 +190,7 @@ async def test_an_open_hold_is_held_and_not_available(
 ) -> None:
     await credit(app, buyer.id, 5 * USD)
     await client.get("/api/billing/balance", headers=buyer.auth)  # loads the hot view
-    held = await app.state.hot.hold(
+    held = await app.state.services.hot.hold(
         buyer_id=buyer.id, request_id=f"req-{uuid.uuid4().hex}", amount_micro=1_250_000, key_id="k", ttl_s=300
     )
     assert held.ok
@@ -204,8 +204,8 @@ async def test_a_settled_hold_is_charged_and_no_longer_held(
     await credit(app, buyer.id, 5 * USD)
     await client.get("/api/billing/balance", headers=buyer.auth)
     rid = f"req-{uuid.uuid4().hex}"
-    await app.state.hot.hold(buyer_id=buyer.id, request_id=rid, amount_micro=USD, key_id="k", ttl_s=300)
-    assert await app.state.hot.settle(buyer_id=buyer.id, request_id=rid, cost_micro=400_000) == 400_000
+    await app.state.services.hot.hold(buyer_id=buyer.id, request_id=rid, amount_micro=USD, key_id="k", ttl_s=300)
+    assert await app.state.services.hot.settle(buyer_id=buyer.id, request_id=rid, cost_micro=400_000) == 400_000
     answer = await client.get("/api/billing/balance", headers=buyer.auth)
     assert answer.json() == {"balance_usd": "4.600000", "held_usd": "0.000000", "available_usd": "4.600000"}
 
@@ -597,7 +597,7 @@ async def test_a_granted_credit_shows_alike_in_the_answer_the_balance_the_ledger
     )
     shown = (await client.get("/api/billing/balance", headers=buyer.auth)).json()
     assert shown == {"balance_usd": "25.500000", "held_usd": "0.000000", "available_usd": "25.500000"}
-    view = await app.state.hot.view(buyer.id)
+    view = await app.state.services.hot.view(buyer.id)
     assert view is not None and view.balance_micro == 25_500_000
     assert await ledger.balance_micro(db, ledger.AccountKind.BUYER, buyer.id) == 25_500_000
     assert await ledger.balance_micro(db, ledger.AccountKind.PROMOTIONS) == promotions_before - 25_500_000
@@ -645,7 +645,7 @@ async def test_the_same_idempotency_key_twice_posts_once_and_the_second_answer_s
     assert (first.json()["replayed"], second.json()["replayed"]) == (False, True)
     assert second.json()["balance_usd"] == "25.500000"
     assert await ledger.balance_micro(db, ledger.AccountKind.BUYER, buyer.id) == 25_500_000
-    view = await app.state.hot.view(buyer.id)
+    view = await app.state.services.hot.view(buyer.id)
     assert view is not None and view.balance_micro == 25_500_000
     credits = await db.fetchval(
         """SELECT count(*) FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id

@@ -114,7 +114,7 @@ async def other_process(pool: asyncpg.Pool, settings: Settings) -> AsyncIterator
 
 
 async def principal(app: Starlette, secret: str) -> KeyPrincipal:
-    found = await app.state.keys.lookup(secret)
+    found = await app.state.services.keys.lookup(secret)
     assert found is not None
     return found  # type: ignore[no-any-return]
 
@@ -366,8 +366,8 @@ async def test_a_change_announcement_does_not_bring_a_revoked_key_back(
     created = await create_key(client, auth)
     assert (await client.delete(f"/api/keys/{created['id']}", headers=auth)).status_code == 204
     key_hash = await db.fetchval("SELECT key_hash FROM api_keys WHERE id = $1", uuid.UUID(created["id"]))
-    await app.state.keys.announce_changed(bytes(key_hash))
-    assert await app.state.keys.lookup(created["key"]) is None
+    await app.state.services.keys.announce_changed(bytes(key_hash))
+    assert await app.state.services.keys.lookup(created["key"]) is None
 
 
 # ---- the schema ---------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.proxy.app import create_app
+from aichat_gateway.server.app import create_app
+from tests.support.app import replace_services
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -47,7 +48,7 @@ async def clocked_app(settings: Settings, clock: Clock) -> AsyncIterator[Starlet
         async def accept(provider: str, base_url: str, api_key: str) -> None:
             return None
 
-        app.state.key_checker = accept
+        replace_services(app, key_checker=accept)
         yield app
 
 
@@ -84,7 +85,7 @@ async def list_endpoint(client: httpx.AsyncClient, seller: dict[str, str], base_
 async def buyer_key(client: httpx.AsyncClient) -> dict[str, str]:
     buyer = await session(client, "buyer")
     me = (await client.get("/api/auth/me", headers=buyer)).json()
-    state = client._transport.app.state  # type: ignore[attr-defined]
+    state = client._transport.app.state.services  # type: ignore[attr-defined]
     await grant_credit(
         state.db,
         user_id=me["id"],

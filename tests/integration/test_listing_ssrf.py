@@ -22,9 +22,10 @@ from starlette.applications import Starlette
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.errors import UpstreamRefused
 from aichat_gateway.marketplace.urls import public_socket
-from aichat_gateway.proxy.app import create_app
 from aichat_gateway.proxy.keycheck import check_provider_key
 from aichat_gateway.proxy.upstream import AiohttpUpstream, UpstreamClient, create_upstream_client, is_timeout
+from aichat_gateway.server.app import create_app
+from tests.support.app import replace_services
 
 if TYPE_CHECKING:  # only an annotation: tests/security imports UNSAFE from here, under its own conftest
     from conftest import Fakes
@@ -100,7 +101,7 @@ async def test_an_unsafe_base_url_is_refused_when_a_listing_is_changed(
     async def accept(provider: str, base_url: str, api_key: str) -> None:
         return None  # no internet here: the public address below is never called
 
-    production_app.state.key_checker = accept
+    replace_services(production_app, key_checker=accept)
     headers = await seller(client)
     created = await client.post("/api/marketplace/listings", json=listing("https://93.184.216.34/v1"), headers=headers)
     assert created.status_code == 201, created.text

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.app import replace_services
+
 PASSWORD = "listing-test-password"
 
 
@@ -21,7 +23,7 @@ def accept_every_key(app: Any) -> list[tuple[str, str, str]]:
     async def checker(provider: str, base_url: str, api_key: str) -> None:
         checked.append((provider, base_url, api_key))
 
-    app.state.key_checker = checker
+    replace_services(app, key_checker=checker)
     return checked
 
 
@@ -91,10 +93,10 @@ async def test_a_seller_pauses_renames_and_reprices_a_listing(client: httpx.Asyn
     assert patched.status_code == 200, patched.text
     assert (patched.json()["name"], patched.json()["status"]) == ("renamed", "paused")
     assert patched.json()["pricing"] == {"multiplier": "1.25"}
-    assert not app.state.listings.index.routes_for("gpt-4.1-nano")
+    assert not app.state.services.listings.index.routes_for("gpt-4.1-nano")
     resumed = await client.patch(path, json={"status": "active"}, headers=headers)
     assert resumed.json()["status"] == "active"
-    assert app.state.listings.index.routes_for("gpt-4.1-nano")
+    assert app.state.services.listings.index.routes_for("gpt-4.1-nano")
 
 
 async def test_a_new_key_is_checked_and_replaces_the_old_one(
@@ -154,7 +156,7 @@ async def test_a_new_listing_is_routable_at_once(client: httpx.AsyncClient, app:
     await client.post(
         "/api/marketplace/listings", json=listing(models=[{"model": "llama-3.1-8b-instruct"}]), headers=headers
     )
-    assert app.state.listings.index.routes_for("llama-3.1-8b-instruct")
+    assert app.state.services.listings.index.routes_for("llama-3.1-8b-instruct")
 
 
 async def test_another_seller_cannot_read_or_delete_a_listing(client: httpx.AsyncClient) -> None:
@@ -175,7 +177,7 @@ async def test_deleting_a_listing_removes_it_from_routing(client: httpx.AsyncCli
         )
     ).json()
     assert (await client.delete(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 204
-    assert not app.state.listings.index.routes_for("mistral-small")
+    assert not app.state.services.listings.index.routes_for("mistral-small")
     assert (await client.get(f"/api/marketplace/listings/{created['id']}", headers=headers)).status_code == 404
 
 

@@ -36,8 +36,8 @@ from aichat_gateway.billing.errors import Conflict
 from aichat_gateway.billing.payouts import Payouts
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.config.settings import Settings, load_settings
-from aichat_gateway.proxy.app import create_app
 from aichat_gateway.queryparams import encode_cursor
+from aichat_gateway.server.app import create_app
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -167,12 +167,12 @@ def payouts_of(app: Starlette, stripe: FakeStripe | None) -> Payouts:
     """The payout service as the app builds it, with Stripe replaced by `stripe` (None: not configured)."""
     settings: Settings = app.state.settings
     return Payouts(
-        app.state.db,
+        app.state.services.db,
         min_micro=10 * USD,
         stripe=stripe.opener if stripe else None,
         hold_days=settings.earnings_hold_days,
         approval_micro=int(settings.payout_approval_usd * USD),
-        clock=app.state.clock,
+        clock=app.state.services.clock,
     )
 
 
@@ -466,7 +466,12 @@ async def test_a_holding_period_of_zero_days_makes_earnings_payable_at_once(
     seller, _ = await user(client)
     await earn(db, seller, 30 * USD, at=NOW)
     service = Payouts(
-        app.state.db, min_micro=10 * USD, stripe=None, hold_days=0, approval_micro=1000 * USD, clock=app.state.clock
+        app.state.services.db,
+        min_micro=10 * USD,
+        stripe=None,
+        hold_days=0,
+        approval_micro=1000 * USD,
+        clock=app.state.services.clock,
     )
 
     payout, _ = await service.request(seller, None)

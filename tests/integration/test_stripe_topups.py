@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from aichat_gateway.billing.topups import TopUps
 from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
-from aichat_gateway.proxy.app import create_app
+from aichat_gateway.server.app import create_app
 from tests.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
 from tests.ports import free_port
 from tests.scratch import TEST_REDIS_URL, migrated_database
@@ -88,7 +88,6 @@ def gateway(database_dsn: str, stripe: LocalStripe) -> Iterator[Gateway]:
         settings = gateway_settings(database_dsn, prefix, stripe.url)
         logs = io.StringIO()
         configure_logging("debug", True, stream=logs)
-        app = create_app(settings, configure_logs=False)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -98,7 +97,9 @@ def gateway(database_dsn: str, stripe: LocalStripe) -> Iterator[Gateway]:
         async def on_balance_change(user_id: str, amount_micro: int) -> None:
             gw.hot.append((user_id, amount_micro))
 
-        app.state.on_balance_change = on_balance_change
+        app = create_app(
+            settings, configure_logs=False, adjust=lambda svc: replace(svc, on_balance_change=on_balance_change)
+        )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()

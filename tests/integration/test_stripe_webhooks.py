@@ -12,6 +12,7 @@ import asyncio
 import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from aichat_gateway.billing.topups import CreatedTopup, TopUps
 from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
-from aichat_gateway.proxy.app import create_app
+from aichat_gateway.server.app import create_app
 from tests.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
 from tests.ports import free_port
 from tests.scratch import TEST_REDIS_URL, migrated_database
@@ -103,12 +104,15 @@ def hot() -> list[tuple[str, int]]:
 
 @pytest.fixture
 async def app(settings: Settings, clock: Clock, logs: io.StringIO, hot: list[tuple[str, int]]) -> AsyncIterator[Any]:
-    application = create_app(settings, configure_logs=False, clock=clock)
-
     async def on_balance_change(user_id: str, amount_micro: int) -> None:
         hot.append((user_id, amount_micro))
 
-    application.state.on_balance_change = on_balance_change
+    application = create_app(
+        settings,
+        configure_logs=False,
+        clock=clock,
+        adjust=lambda svc: replace(svc, on_balance_change=on_balance_change),
+    )
     async with application.router.lifespan_context(application):
         yield application
 
@@ -139,7 +143,7 @@ async def new_user(db: asyncpg.Connection) -> str:
 
 async def new_topup(app: Starlette, settings: Settings, user_id: str, amount_micro: int = 20 * USD) -> CreatedTopup:
     async with StripeClient.open(settings) as stripe_client:
-        return await TopUps(app.state.db, stripe_client).create(user_id, amount_micro)
+        return await TopUps(app.state.services.db, stripe_client).create(user_id, amount_micro)
 
 
 async def paid_topup(

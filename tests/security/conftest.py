@@ -24,6 +24,7 @@ from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.proxy.upstream import UpstreamClient
 from tests.scratch import TEST_REDIS_URL
 from tests.security.support import PASSWORD, Clock, Gateway, Provider
+from tests.support.app import replace_services
 
 TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
 
@@ -48,7 +49,7 @@ def clock() -> Clock:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app(settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
-    from aichat_gateway.proxy.app import create_app
+    from aichat_gateway.server.app import create_app
 
     application = create_app(settings, clock=clock)
 
@@ -58,7 +59,7 @@ async def app(settings: Settings, clock: Clock) -> AsyncIterator[Starlette]:
     async with application.router.lifespan_context(application):
         # The provider-key check (tested against a real fake provider elsewhere) accepts every key:
         # these tests attack the gateway, not a provider.
-        application.state.key_checker = accept
+        replace_services(application, key_checker=accept)
         yield application
 
 
@@ -83,13 +84,12 @@ def gateway(app: Starlette, client: httpx.AsyncClient, password_hash: str) -> Ga
 def provider(app: Starlette) -> Iterator[Provider]:
     """Every upstream request of this test goes to a recording fake provider (no sockets)."""
     fake = Provider()
-    real = app.state.upstream
     timeouts = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
-    app.state.upstream = UpstreamClient(httpx.MockTransport(fake.handle), timeouts)
+    real = replace_services(app, upstream=UpstreamClient(httpx.MockTransport(fake.handle), timeouts))
     try:
         yield fake
     finally:
-        app.state.upstream = real
+        app.state.services = real
 
 
 @pytest_asyncio.fixture(loop_scope="module")

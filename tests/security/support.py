@@ -108,7 +108,7 @@ class Gateway:
         """A user stored directly, with a session as login would give it: fast, for attacks that
         start after login. Logging in with PASSWORD works too."""
         email = unique_email(tag)
-        user_id = await self.app.state.db.fetchval(
+        user_id = await self.app.state.services.db.fetchval(
             "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
             email,
             self.password_hash,
@@ -119,7 +119,7 @@ class Gateway:
     async def session_token(self, user_id: str, role: str = "user") -> str:
         """A new session of the user, as login makes it: a token and its server-side session row."""
         issued = SessionTokens.from_settings(self.app.state.settings).issue(user_id, role)
-        await sessions.start(self.app.state.db, issued.claims)
+        await sessions.start(self.app.state.services.db, issued.claims)
         return issued.token
 
     async def admin(self) -> Account:
@@ -161,20 +161,20 @@ class Gateway:
             models=[{"model": model, "upstream_model": "gpt-4o-mini"}],
             pricing={"input_usd_per_million": "1", "output_usd_per_million": "2"},
         )
-        await self.app.state.listings.refresh()
+        await self.app.state.services.listings.refresh()
         return model
 
     async def funded_key(self, usd: int = 5) -> tuple[Account, str]:
         """A buyer with `usd` of promotional credit and a gateway key: (buyer, key secret)."""
         buyer = await self.user("buyer")
         await grant_credit(
-            self.app.state.db,
+            self.app.state.services.db,
             user_id=buyer.id,
             amount_micro=usd * 1_000_000,
             reason="attack suite",
             granted_by=None,
             idempotency_key=None,
-            on_balance_change=self.app.state.hot.credit,
+            on_balance_change=self.app.state.services.hot.credit,
         )
         return buyer, (await self.create_key(buyer))["key"]
 

@@ -40,7 +40,7 @@ async def victim(gateway: Gateway) -> Victim:
     a = await gateway.user("victim")
     key = await gateway.create_key(a, "a's key")
     listing = await gateway.create_listing(a, name="a's listing")
-    db = gateway.app.state.db
+    db = gateway.app.state.services.db
 
     async def no_hot_view(user_id: str, amount_micro: int) -> None:
         return None
@@ -97,7 +97,7 @@ async def test_another_users_key_cannot_be_changed_or_revoked_and_looks_absent(g
     await assert_looks_absent(gateway.client, "DELETE", path, made_up, headers=b.auth)
     [key] = (await gateway.client.get("/api/keys", headers=a.account.auth)).json()["data"]
     assert (key["name"], key["revoked_at"]) == ("a's key", None)
-    assert (await gateway.app.state.keys.lookup(a.key["key"])).user_id == a.account.id
+    assert (await gateway.app.state.services.keys.lookup(a.key["key"])).user_id == a.account.id
 
 
 async def test_another_users_session_cannot_be_ended_and_looks_absent(gateway: Gateway) -> None:

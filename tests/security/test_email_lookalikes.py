@@ -61,8 +61,8 @@ async def test_refused_addresses_are_not_counted_against_the_address_or_the_clie
     for _ in range(3):
         body = {"email": spoof(victim.email, "i", "\u0130"), "password": "whatever-long"}
         assert_error(await client.post("/api/auth/login", json=body), 400, "email")
-    limiter = LoginLimiter(gateway.app.state.redis, gateway.app.state.settings.redis_prefix)
-    assert await gateway.app.state.redis.exists(limiter.ip_key(address), limiter.email_key(victim.email)) == 0
+    limiter = LoginLimiter(gateway.app.state.services.redis, gateway.app.state.settings.redis_prefix)
+    assert await gateway.app.state.services.redis.exists(limiter.ip_key(address), limiter.email_key(victim.email)) == 0
 
 
 @pytest.mark.parametrize("lookalike, letter", LOOKALIKES)

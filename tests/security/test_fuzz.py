@@ -38,8 +38,8 @@ from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.tokens import SessionTokens
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.proxy.app import create_app
-from aichat_gateway.proxy.openapi import openapi_document
+from aichat_gateway.server.app import create_app
+from aichat_gateway.server.openapi import openapi_document
 from tests.integration.test_seller_payouts import earn
 from tests.localstripe import LocalStripe, running_localstripe
 from tests.scratch import migrated_database

@@ -174,7 +174,7 @@ async def test_an_injection_as_login_email_or_password_logs_nobody_in(
 
 
 async def test_every_table_is_still_there_after_the_injections(gateway: Gateway) -> None:
-    db = gateway.app.state.db
+    db = gateway.app.state.services.db
     for table in TABLES:
         assert await db.fetchval("SELECT to_regclass($1)", table) is not None, table
     assert await db.fetchval("SELECT count(*) FROM users") > 0

@@ -139,7 +139,7 @@ async def test_a_malformed_token_is_a_401_not_a_500(gateway: Gateway, garbage: s
 
 async def test_a_token_of_a_deleted_user_is_refused(gateway: Gateway) -> None:
     user = await gateway.user("deleted")
-    await gateway.app.state.db.execute("DELETE FROM users WHERE id = $1::uuid", user.id)
+    await gateway.app.state.services.db.execute("DELETE FROM users WHERE id = $1::uuid", user.id)
     await assert_refused_everywhere(gateway, user.token)
     created = await gateway.client.post("/api/keys", json={"name": "ghost"}, headers=user.auth)
     assert_error(created, 401)
@@ -160,7 +160,7 @@ async def test_an_admin_demoted_in_the_database_loses_the_role_their_token_still
     admin = await gateway.admin()
     before = await gateway.client.post("/api/admin/credits", json={}, headers=admin.auth)
     assert_error(before, 400)  # past the admin check, refused for the empty body
-    await gateway.app.state.db.execute("UPDATE users SET role = 'user' WHERE id = $1::uuid", admin.id)
+    await gateway.app.state.services.db.execute("UPDATE users SET role = 'user' WHERE id = $1::uuid", admin.id)
     after = await gateway.client.post("/api/admin/credits", json={}, headers=admin.auth)
     assert_error(after, 403)
 

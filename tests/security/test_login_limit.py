@@ -58,8 +58,8 @@ async def test_guessing_across_many_accounts_from_one_address_is_cut_off(
     """Spraying one password over many e-mails: the per-address window. Its first 100 attempts are
     counted straight into Redis (each real one costs an argon2 run)."""
     client, address = stranger
-    limiter = LoginLimiter(gateway.app.state.redis, gateway.app.state.settings.redis_prefix)
-    await gateway.app.state.redis.set(limiter.ip_key(address), PER_IP, ex=WINDOW)
+    limiter = LoginLimiter(gateway.app.state.services.redis, gateway.app.state.settings.redis_prefix)
+    await gateway.app.state.services.redis.set(limiter.ip_key(address), PER_IP, ex=WINDOW)
     fresh = await gateway.user("spray")
     assert_limited(await client.post("/api/auth/login", json={"email": fresh.email, "password": PASSWORD}))
     # Another address is not affected.

@@ -29,7 +29,7 @@ async def test_registering_with_a_field_beyond_email_and_password_is_refused(
     email = unique_email("escalate")
     answer = await gateway.client.post("/api/auth/register", json={"email": email, "password": PASSWORD, **extra})
     assert_error(answer, 400, param=next(iter(extra)))
-    assert await gateway.app.state.db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
+    assert await gateway.app.state.services.db.fetchval("SELECT count(*) FROM users WHERE email = $1", email) == 0
 
 
 async def test_a_user_cannot_make_themself_admin_by_any_body_field(gateway: Gateway) -> None:
@@ -37,7 +37,7 @@ async def test_a_user_cannot_make_themself_admin_by_any_body_field(gateway: Gate
     for path, method in (("/api/keys", "POST"), ("/api/seller/payout-account", "PUT"), ("/api/seller/payouts", "POST")):
         answer = await gateway.client.request(method, path, json={"role": "admin"}, headers=user.auth)
         assert_error(answer, 400)
-    assert await gateway.app.state.db.fetchval("SELECT role FROM users WHERE id = $1::uuid", user.id) == "user"
+    assert await gateway.app.state.services.db.fetchval("SELECT role FROM users WHERE id = $1::uuid", user.id) == "user"
     assert_error(await gateway.client.post("/api/admin/credits", json={}, headers=user.auth), 403)
 
 
@@ -59,7 +59,7 @@ async def test_patching_a_key_field_outside_the_allow_list_is_refused_and_change
         key["created_at"],
         None,
     )
-    assert (await gateway.app.state.keys.lookup(key["key"])).user_id == owner.id
+    assert (await gateway.app.state.services.keys.lookup(key["key"])).user_id == owner.id
 
 
 async def test_creating_a_key_for_someone_else_is_refused(gateway: Gateway) -> None:
@@ -138,7 +138,10 @@ async def test_money_requests_refuse_fields_naming_another_owner_or_a_status(
     user = await gateway.user("money")
     answer = await gateway.client.post(path, json=body, headers=user.auth)
     assert_error(answer, 400, param=next(iter(set(body) - {"amount_usd"})))
-    assert await gateway.app.state.db.fetchval("SELECT count(*) FROM payouts WHERE seller_id = $1::uuid", user.id) == 0
+    assert (
+        await gateway.app.state.services.db.fetchval("SELECT count(*) FROM payouts WHERE seller_id = $1::uuid", user.id)
+        == 0
+    )
 
 
 async def test_a_payout_account_cannot_be_put_on_another_seller(gateway: Gateway) -> None:

@@ -9,7 +9,7 @@ from schemathesis.core.result import Ok
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
-from aichat_gateway.proxy.openapi import openapi_document
+from aichat_gateway.server.openapi import openapi_document
 from tests.security.support import Gateway, listing_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]

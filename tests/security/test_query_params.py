@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from aichat_gateway.billing.credits import grant_credit
-from aichat_gateway.proxy.openapi import openapi_document
 from aichat_gateway.queryparams import encode_cursor
+from aichat_gateway.server.openapi import openapi_document
 from tests.integration.test_seller_payouts import earn
 from tests.security.support import Account, Gateway, assert_error
 
@@ -219,15 +219,15 @@ async def caller(app: Starlette, client: httpx.AsyncClient, password_hash: str) 
     account = await Gateway(app, client, password_hash).user("params")
     for _ in range(2):
         await grant_credit(
-            app.state.db,
+            app.state.services.db,
             user_id=account.id,
             amount_micro=5_000_000,
             reason="query parameter attack",
             granted_by=None,
             idempotency_key=None,
-            on_balance_change=app.state.hot.credit,
+            on_balance_change=app.state.services.hot.credit,
         )
-    async with app.state.db.acquire() as conn:
+    async with app.state.services.db.acquire() as conn:
         # Long past the earnings holding period, so it can be paid out.
         await earn(conn, account.id, 100_000_000, at=datetime.now(UTC) - timedelta(days=365))
     for _ in range(2):

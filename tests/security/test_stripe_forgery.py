@@ -40,7 +40,7 @@ async def pending_topup(gateway: Gateway) -> tuple[str, dict[str, Any]]:
     """A buyer with a pending top-up; the `payment_intent.succeeded` object Stripe would send for it."""
     buyer = await gateway.user("stripe-victim")
     topup_id, intent_id = str(uuid.uuid4()), "pi_" + uuid.uuid4().hex[:24]
-    await gateway.app.state.db.execute(
+    await gateway.app.state.services.db.execute(
         "INSERT INTO topups (id, user_id, amount_micro, payment_intent_id, status) VALUES ($1, $2, $3, $4, 'pending')",
         uuid.UUID(topup_id),
         uuid.UUID(buyer.id),
@@ -59,7 +59,7 @@ async def pending_topup(gateway: Gateway) -> tuple[str, dict[str, Any]]:
 
 
 async def assert_nothing_credited(gateway: Gateway, user_id: str, intent_id: str) -> None:
-    db = gateway.app.state.db
+    db = gateway.app.state.services.db
     async with db.acquire() as conn:
         assert await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user_id) == 0
     assert await db.fetchval("SELECT status FROM topups WHERE payment_intent_id = $1", intent_id) == "pending"
@@ -162,7 +162,10 @@ async def test_a_forged_event_leaves_no_trace_in_the_event_log(gateway: Gateway,
     event_id = "evt_" + uuid.uuid4().hex[:16]
     body = event_body("payment_intent.succeeded", obj, event_id)
     assert_error(await post(gateway, body, signed(body, clock(), "whsec-guessed")), 400)
-    assert await gateway.app.state.db.fetchval("SELECT count(*) FROM stripe_events WHERE event_id = $1", event_id) == 0
+    assert (
+        await gateway.app.state.services.db.fetchval("SELECT count(*) FROM stripe_events WHERE event_id = $1", event_id)
+        == 0
+    )
 
 
 async def test_an_oversized_event_is_refused_without_being_read_to_the_end(gateway: Gateway, clock: Clock) -> None:

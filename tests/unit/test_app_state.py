@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichat_gateway.proxy.app import AppState
+from aichat_gateway.server.app import AppState
 
 
 def test_a_value_set_as_an_attribute_is_a_real_attribute_and_an_item() -> None:

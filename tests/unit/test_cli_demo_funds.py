@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichat_gateway.proxy.cli import build_parser
+from aichat_gateway.server.cli import build_parser
 
 
 def test_funds_default_to_ten_dollars_in_micro_usd() -> None:

@@ -17,7 +17,7 @@ from aichat_gateway.accounts.keysettings import (
     parse_routing,
     parse_settings,
 )
-from aichat_gateway.proxy.app import validate_key_routing
+from aichat_gateway.server.services import validate_key_routing
 
 
 def accept_any(value: object) -> dict[str, Any]:

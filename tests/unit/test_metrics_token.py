@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from aichat_gateway.config.settings import SettingsError, load_settings
-from aichat_gateway.proxy.metrics import bearer_matches
+from aichat_gateway.server.ops import bearer_matches
 
 TOKEN = "metrics-" + "0123456789abcdef" * 2
 

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aichat_gateway.proxy.openapi_schemas import STRING, UUID, Schema, component_schemas, ref
+from aichat_gateway.server.openapi_schemas import STRING, UUID, Schema, component_schemas, ref
 
 _ERROR_DESCRIPTIONS = {
     400: "Malformed JSON or fields (`param` names the field)",

@@ -64,7 +64,7 @@ async def _user_id(db: asyncpg.Pool, passwords: Passwords, email: str, password:
 async def run_demo(
     settings: Settings, upstream_url: str, gateway_url: str | None, funds_micro: int = DEMO_FUNDS_MICRO
 ) -> dict[str, Any]:
-    from aichat_gateway.proxy.app import create_db_pool
+    from aichat_gateway.server.services import create_db_pool
 
     base_url = await validate_upstream_url(upstream_url, settings.allow_private_upstreams)
     db = await create_db_pool(settings)

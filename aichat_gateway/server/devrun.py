@@ -20,7 +20,7 @@ import asyncpg
 
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, SettingsError, load_settings
-from aichat_gateway.proxy.demo import run_demo
+from aichat_gateway.server.demo import run_demo
 
 FAKE_PORT = int(os.environ.get("DEMO_FAKE_UPSTREAM_PORT", "9100"))
 

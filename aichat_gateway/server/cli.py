@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Workers are separate processes: share metric files so /metrics shows the sum of all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="aichat-metrics-")
     uvicorn.run(
-        "aichat_gateway.proxy.app:app_from_env",
+        "aichat_gateway.server.app:app_from_env",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -152,7 +152,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     """Run one database job from the command line on a pool of its own."""
-    from aichat_gateway.proxy.app import create_db_pool
+    from aichat_gateway.server.services import create_db_pool
 
     async def run() -> T:
         db = await create_db_pool(settings)
@@ -211,7 +211,7 @@ def _positive_usd(text: str) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from aichat_gateway.proxy.demo import run_demo
+    from aichat_gateway.server.demo import run_demo
 
     settings = _settings()
     result = asyncio.run(run_demo(settings, args.upstream_url, args.gateway_url, args.funds))

@@ -1,21 +1,15 @@
-"""Prometheus metrics, one registry per app (no globals).
+"""Prometheus metrics, one registry per app (no globals); every package may count into it.
 
 With several uvicorn workers, `serve` sets PROMETHEUS_MULTIPROC_DIR so every worker writes to
-shared files and `/metrics` (whichever worker answers) aggregates them all.
-
-`/metrics` names models and listing ids: with `GATEWAY_METRICS_TOKEN` set it answers only a
-scraper that sends `Authorization: Bearer <token>`; anyone else gets a 401 with no metric in it.
+shared files and `/metrics` (whichever worker answers; server/ops.py) aggregates them all.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from typing import Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -23,11 +17,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from pydantic import SecretStr
-from starlette.requests import Request
-from starlette.responses import Response
-
-from aichat_gateway.proxy.errors import AuthenticationFailed
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -117,26 +106,3 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
-
-
-def bearer_matches(authorization: str | None, token: str) -> bool:
-    """Whether an Authorization header is `Bearer <token>` (the scheme in any case). The digests
-    are compared in constant time, so the timing tells neither how much of a guess was right nor
-    how long the token is."""
-    scheme, _, credentials = (authorization or "").partition(" ")
-    presented = credentials.strip() if scheme.lower() == "bearer" else ""
-    # Starlette decodes header bytes as latin-1: encoding back gives the bytes that were sent.
-    given = hashlib.sha256(presented.encode("latin-1")).digest()
-    # bool(presented): an empty token (Settings copied without validation) must not match no header.
-    return hmac.compare_digest(given, hashlib.sha256(token.encode()).digest()) and bool(presented)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    token: SecretStr | None = request.app.state.settings.metrics_token
-    if token is not None and not bearer_matches(request.headers.get("authorization"), token.get_secret_value()):
-        raise AuthenticationFailed(
-            "/metrics needs Authorization: Bearer <the GATEWAY_METRICS_TOKEN of this gateway>",
-            headers={"www-authenticate": 'Bearer realm="metrics"'},
-        )
-    metrics: Metrics = request.app.state.metrics
-    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,140 @@
+"""The composition root: `create_app(settings)` builds the ASGI app; its lifespan owns every pool.
+
+Each package contributes its `/api` routes and its background work (`<package>.component`: `routes()`
+and `running(services, supervisor)`); this module combines them, so adding a package is one line in
+`COMPONENTS`. Nothing is global: tests build as many independent apps as they like. The services
+(server/services.py) are built when the lifespan starts and set on `app.state.services`, which the
+`/api` sub-app shares.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.datastructures import State
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import BaseRoute, Mount, Route
+
+from aichat_gateway.accounts import component as accounts
+from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
+from aichat_gateway.billing import component as billing
+from aichat_gateway.config.catalog import load_catalog
+from aichat_gateway.config.logging import configure_logging
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.marketplace import component as marketplace
+from aichat_gateway.marketplace.vault import Vault
+from aichat_gateway.metrics import Metrics
+from aichat_gateway.proxy import component as proxy
+from aichat_gateway.proxy.edge import exception_handlers, request_context
+from aichat_gateway.proxy.hotpath import GatewayApp
+from aichat_gateway.proxy.tokens import TokenCounter
+from aichat_gateway.server import openapi, ops
+from aichat_gateway.server.services import Base, Services, open_services
+from aichat_gateway.supervisor import Supervisor
+
+
+class Component(Protocol):
+    """A package's part in the app (see each `<package>/component.py`)."""
+
+    def routes(self) -> list[BaseRoute]: ...
+
+    def running(self, svc: Services, supervisor: Supervisor) -> AbstractAsyncContextManager[None]: ...
+
+
+# Started in this order (the listing snapshot is loaded before the proxy's recovery reads it) and
+# stopped in reverse.
+COMPONENTS: tuple[Component, ...] = (accounts, marketplace, billing, proxy)
+
+
+class AppState(State):
+    """Starlette's `State`, its values also kept as real attributes.
+
+    `State` keeps them only in a dict behind `__getattr__`, so each `state.x` first fails the normal
+    lookup and builds an AttributeError, message formatted, before `__getattr__` finds it: the hot
+    path reads `app.state.services` once per request (docs/performance.md has the measurement).
+    Item access and iteration see the same values.
+    """
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        object.__setattr__(self, key, value)
+        self._state[key] = value
+
+    def __delattr__(self, key: str) -> None:
+        object.__delattr__(self, key)
+        del self._state[key]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    configure_logs: bool = True,
+    clock: Callable[[], float] = time.time,
+    adjust: Callable[[Services], Services] | None = None,
+) -> Starlette:
+    """`clock` (wall time, seconds) drives every window and deadline: tests pass a fake one; so is
+    `adjust`, which may swap services (a recording hook, a fake transport) once they are built."""
+    base = Base(
+        settings=settings,
+        clock=clock,
+        catalog=load_catalog(),
+        vault=Vault(settings.secret_keys),
+        metrics=Metrics(),
+        tokens=TokenCounter(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(base) as opened, AsyncExitStack() as running:
+            svc = adjust(opened) if adjust is not None else opened
+            app.state.services = svc
+            for component in COMPONENTS:
+                await running.enter_async_context(component.running(svc, svc.supervisor))
+            # On the way out the background tasks stop first, then each component finishes (in
+            # reverse order), then the pools close.
+            running.push_async_callback(svc.supervisor.stop)
+            yield
+
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_json)
+
+    api = Starlette(
+        routes=[route for component in COMPONENTS for route in component.routes()],
+        middleware=[
+            Middleware(
+                AuthenticationMiddleware,
+                backend=SessionBackend(settings, session_of=live_session_role),
+                on_error=auth_error_response,
+            )
+        ],
+        exception_handlers=exception_handlers(),
+    )
+    app = GatewayApp(
+        hot_paths=proxy.hot_paths(),
+        routes=[
+            Route("/healthz", ops.healthz),
+            Route("/readyz", ops.readyz),
+            Route("/metrics", ops.metrics_endpoint),
+            Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+            Mount("/api", app=api),
+        ],
+        middleware=[Middleware(request_context)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    # One state object for both apps: handlers under /api see the same services.
+    app.state = api.state = AppState()
+    app.state.settings = settings
+    app.state.base = base
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Zero-argument factory for `uvicorn --factory` and multi-worker serving."""
+    from aichat_gateway.config.settings import load_settings
+
+    return create_app(load_settings())
