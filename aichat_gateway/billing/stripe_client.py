@@ -1,24 +1,35 @@
-"""A thin async Stripe client over httpx: the calls billing makes, and nothing else.
+"""Stripe, through the official `stripe` SDK: the calls billing makes, typed, and nothing else.
 
-Why not the `stripe` SDK: it keeps its API key and base URL in module globals (or a client object
-whose transport is synchronous unless configured per call), and four form-encoded requests do not
-need it. Why one client per use (`async with StripeClient.open(settings)`): top-ups and webhooks are
+This is the one module that imports `stripe`. Every call goes through a `stripe.StripeClient`
+instance (never the SDK's module-level `stripe.api_key`), asynchronously (`client.v1.…_async`) over
+`stripe.HTTPXClient`, at `STRIPE_API_BASE` (localstripe in tests). The SDK answers with its own
+objects; billing gets plain frozen dataclasses (`PaymentIntent`, `Charge`, `StripeTransfer`) read
+from their JSON, so the decisions stay pure functions over plain data.
+
+Why one client per use (`async with StripeClient.open(settings)`): top-ups, webhooks and payouts are
 rare next to /v1 traffic, so a fresh connection costs nothing that matters, and nothing outlives the
-request that opened it (no pool to close at shutdown, no module state).
+request that opened it (no pool to close at shutdown, no module state). Tests hand `open` an httpx
+transport (a MockTransport) to see and answer every request.
 
-Every failure becomes PaymentsUnavailable, whose message never carries the secret key: Stripe's own
-error texts are passed through `_scrub` first, and the key only ever travels in a header.
+Failures become billing's errors (errors.py): Stripe unreachable (`stripe.APIConnectionError`, after
+the SDK's one retry) or answering anything but success → PaymentsUnavailable (503); a transfer
+Stripe refuses for good → TransferRefused. No message carries the secret key: Stripe's own error
+texts are scrubbed first, the key only ever travels in a header, and the SDK's own log lines
+(request bodies, answers, error texts) are kept out of ours (config/logging.py).
+
+Webhook signatures are checked by the SDK too (`webhook_signature_matches`); webhooks.py parses the
+header and applies the tolerance window with the app's clock around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import orjson
+import stripe
 
 from aichat_gateway.billing.errors import PaymentsUnavailable
 from aichat_gateway.config.settings import Settings
@@ -26,8 +37,10 @@ from aichat_gateway.config.settings import Settings
 # Stripe answers in well under a second; a webhook handler waits on these calls, and Stripe gives a
 # webhook 10+ s before it calls the delivery failed and retries it.
 _TIMEOUT = httpx.Timeout(8.0, connect=3.0)
-# Transport errors only: a POST is safe to resend because it carries an Idempotency-Key.
-_ATTEMPTS = 2
+# Two attempts in all, as before the SDK. Its retries resend the same Idempotency-Key (one it makes
+# up for a POST without ours), after a short backoff, on a connection error, a 409, a 5xx or
+# `Stripe-Should-Retry: true`.
+_NETWORK_RETRIES = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,25 +65,6 @@ class Charge:
     amount_refunded: int
     currency: str
     payment_intent: str | None
-
-
-def form_fields(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """Stripe's form encoding: nested mappings in bracket notation (`metadata[account_id]=...`),
-    sequences as `key[0]`, booleans as `true`/`false`; None is left out."""
-    fields: list[tuple[str, str]] = []
-    for key, value in params.items():
-        name = f"{prefix}[{key}]" if prefix else str(key)
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            fields.extend(form_fields(value, name))
-        elif isinstance(value, list | tuple):
-            fields.extend(form_fields({str(i): v for i, v in enumerate(value)}, name))
-        elif isinstance(value, bool):
-            fields.append((name, "true" if value else "false"))
-        else:
-            fields.append((name, str(value)))
-    return fields
 
 
 def amount_received(body: Mapping[str, Any]) -> int:
@@ -153,7 +147,8 @@ class TransferRefused:
     message: str
 
 
-# Answers that are about the request itself (and replayed as such under its Idempotency-Key).
+# Answers that are about the request itself (and replayed as such under its Idempotency-Key): the
+# SDK's InvalidRequestError and IdempotencyError (400, 404), CardError (402), PermissionError (403).
 # 401 (our key), 409 (a concurrent use of the key), 429 and 5xx may pass: they are not refusals.
 TRANSFER_REFUSALS = frozenset({400, 402, 403, 404})
 
@@ -173,9 +168,44 @@ def parse_transfer(body: Mapping[str, Any]) -> StripeTransfer:
         raise PaymentsUnavailable("Stripe answered a transfer in an unexpected shape") from None
 
 
+def webhook_signature_matches(payload: bytes, timestamp: int, signatures: Sequence[str], secret: str) -> bool:
+    """Does any of these v1 signatures sign "<timestamp>.<payload>" with the secret? The SDK's check
+    (HMAC-SHA256, constant-time comparisons), run on the header our parser accepted, rebuilt, so the
+    SDK reads exactly the timestamp and signatures we did; its clock check is off (`tolerance=None`):
+    the SDK reads the wall clock and refuses only old timestamps, webhooks.py checks both ways with
+    the app's clock."""
+    header = ",".join([f"t={timestamp}", *(f"v1={signature}" for signature in signatures)])
+    try:
+        payload.decode("utf-8")  # the SDK signs text; Stripe's bodies are UTF-8 JSON, anything else is not theirs
+        stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+    except (UnicodeDecodeError, stripe.SignatureVerificationError):
+        return False
+    return True
+
+
+class _HTTPXOnTransport(stripe.HTTPXClient):
+    """`stripe.HTTPXClient` sending through a given httpx transport (tests' MockTransport).
+
+    HTTPXClient builds its own `httpx.AsyncClient` and takes none, so this one swaps in a client on
+    the transport; the SDK's request, timeout, retry and error handling stay as they are, except
+    that it does not pause before a retry: a test's transport answers at once, and tests never wait.
+    If an SDK upgrade renamed the attribute, every test that hands in a transport would fail at
+    once (their requests would go to the network instead).
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        super().__init__(timeout=_TIMEOUT)
+        self._client_async = httpx.AsyncClient(transport=transport, follow_redirects=False)
+
+    async def sleep_async(self, secs: float) -> None:
+        """No backoff before a retry (see the class)."""
+
+
 class StripeClient:
-    def __init__(self, http: httpx.AsyncClient, secret_key: str) -> None:
-        self._http = http
+    """Billing's Stripe calls on one `stripe.StripeClient`; open one per use with `open`."""
+
+    def __init__(self, sdk: stripe.StripeClient, secret_key: str) -> None:
+        self._sdk = sdk
         self._secret = secret_key
 
     @classmethod
@@ -186,23 +216,24 @@ class StripeClient:
         if settings.stripe_secret_key is None:
             raise PaymentsUnavailable("payments are not configured (STRIPE_SECRET_KEY is unset)")
         secret = settings.stripe_secret_key.get_secret_value()
-        async with httpx.AsyncClient(
-            base_url=settings.stripe_api_base.rstrip("/"),
-            headers={"Authorization": f"Bearer {secret}"},
-            timeout=_TIMEOUT,
-            transport=transport,
-            follow_redirects=False,
-        ) as http:
-            yield cls(http, secret)
+        http = stripe.HTTPXClient(timeout=_TIMEOUT) if transport is None else _HTTPXOnTransport(transport)
+        try:
+            sdk = stripe.StripeClient(
+                secret,
+                http_client=http,
+                base_addresses={"api": settings.stripe_api_base.rstrip("/")},
+                max_network_retries=_NETWORK_RETRIES,
+            )
+            yield cls(sdk, secret)
+        finally:
+            await http.close_async()  # type: ignore[no-untyped-call]  # unannotated in the SDK
 
     async def create_customer(self, *, account_id: str, email: str | None, idempotency_key: str) -> str:
-        body = await self._request(
-            "POST",
-            "/v1/customers",
-            {"email": email, "metadata": {"account_id": account_id}},
-            idempotency_key=idempotency_key,
+        call = self._sdk.v1.customers.create_async(
+            {"metadata": {"account_id": account_id}, **({"email": email} if email is not None else {})},
+            {"idempotency_key": idempotency_key},
         )
-        customer = body.get("id")
+        customer = (await self._answer(call)).get("id")
         if not isinstance(customer, str):
             raise PaymentsUnavailable("Stripe answered a customer without an id")
         return customer
@@ -216,19 +247,18 @@ class StripeClient:
         metadata: Mapping[str, str],
         idempotency_key: str,
     ) -> PaymentIntent:
-        body = await self._request(
-            "POST",
-            "/v1/payment_intents",
+        call = self._sdk.v1.payment_intents.create_async(
             {"amount": amount_cents, "currency": currency, "customer": customer, "metadata": dict(metadata)},
-            idempotency_key=idempotency_key,
+            {"idempotency_key": idempotency_key},
         )
-        return parse_payment_intent(body)
+        return parse_payment_intent(await self._answer(call))
 
     async def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
-        return parse_payment_intent(await self._request("GET", f"/v1/payment_intents/{_path_id(payment_intent_id)}"))
+        call = self._sdk.v1.payment_intents.retrieve_async(_path_id(payment_intent_id))
+        return parse_payment_intent(await self._answer(call))
 
     async def retrieve_charge(self, charge_id: str) -> Charge:
-        return parse_charge(await self._request("GET", f"/v1/charges/{_path_id(charge_id)}"))
+        return parse_charge(await self._answer(self._sdk.v1.charges.retrieve_async(_path_id(charge_id))))
 
     async def create_transfer(
         self,
@@ -240,53 +270,50 @@ class StripeClient:
         idempotency_key: str,
     ) -> StripeTransfer | TransferRefused:
         """Move money from the platform's Stripe balance to a connected account (a seller payout)."""
-        status, body = await self._send(
-            "POST",
-            "/v1/transfers",
-            {"amount": amount_cents, "currency": currency, "destination": destination, "metadata": dict(metadata)},
-            idempotency_key=idempotency_key,
-        )
-        if status in TRANSFER_REFUSALS:
-            return TransferRefused(status, self._scrub(_stripe_message(body)))
-        if status >= 400 or not isinstance(body, dict):
-            raise PaymentsUnavailable(f"Stripe answered {status}: {self._scrub(_stripe_message(body))}")
-        return parse_transfer(body)
-
-    async def _request(
-        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
-        status, body = await self._send(method, path, params, idempotency_key=idempotency_key)
-        if status >= 400 or not isinstance(body, dict):
-            raise PaymentsUnavailable(f"Stripe answered {status}: {self._scrub(_stripe_message(body))}")
-        return body
-
-    async def _send(
-        self, method: str, path: str, params: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
-    ) -> tuple[int, Any]:
-        """(status, parsed JSON body); PaymentsUnavailable if Stripe did not answer or not in JSON."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        data = dict(form_fields(params)) if params is not None else None
-        response: httpx.Response | None = None
-        for attempt in range(_ATTEMPTS):
-            try:
-                response = await self._http.request(method, path, data=data, headers=headers)
-                break
-            except httpx.TransportError as exc:
-                if attempt + 1 == _ATTEMPTS:
-                    raise PaymentsUnavailable(f"Stripe did not answer ({type(exc).__name__})") from None
-        assert response is not None
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise PaymentsUnavailable(f"Stripe answered {response.status_code} without JSON") from None
-        return response.status_code, body
+            transfer = await self._sdk.v1.transfers.create_async(
+                {"amount": amount_cents, "currency": currency, "destination": destination, "metadata": dict(metadata)},
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            if (
+                not isinstance(exc, stripe.APIConnectionError)
+                and exc.http_status in TRANSFER_REFUSALS
+                and isinstance(exc.json_body, dict)
+            ):
+                return TransferRefused(exc.http_status, self._scrub(_stripe_message(exc.json_body)))
+            raise self._unavailable(exc) from None
+        return parse_transfer(_plain(transfer))
+
+    async def _answer(self, call: Awaitable[stripe.StripeObject]) -> dict[str, Any]:
+        """The SDK's answer as plain JSON data; any SDK error as PaymentsUnavailable."""
+        try:
+            return _plain(await call)
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: stripe.StripeError) -> PaymentsUnavailable:
+        if isinstance(exc, stripe.APIConnectionError):
+            cause = exc.__cause__ or exc  # the httpx error the SDK wrapped, named as before the SDK
+            return PaymentsUnavailable(f"Stripe did not answer ({type(cause).__name__})")
+        # For an answer that is not JSON the SDK puts the response headers in json_body.
+        if not isinstance(exc.json_body, dict):
+            return PaymentsUnavailable(f"Stripe answered {exc.http_status} without JSON")
+        return PaymentsUnavailable(f"Stripe answered {exc.http_status}: {self._scrub(_stripe_message(exc.json_body))}")
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "[redacted]") if self._secret else text
 
 
-def _stripe_message(body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+def _plain(answer: object) -> dict[str, Any]:
+    """An SDK object as the JSON Stripe sent (nested objects as dicts): the parsers read plain data."""
+    if not isinstance(answer, stripe.StripeObject):
+        raise PaymentsUnavailable("Stripe answered in an unexpected shape")
+    return answer.to_dict()
+
+
+def _stripe_message(body: Mapping[str, Any]) -> str:
+    if isinstance(body.get("error"), dict):
         message = body["error"].get("message")
         if isinstance(message, str):
             return message[:300]

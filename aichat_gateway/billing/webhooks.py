@@ -1,10 +1,14 @@
 """Stripe webhooks: signature verification on the raw body, then each event's effect on a top-up.
 
 Verification (pure): `Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]`, where each v1 is
-HMAC-SHA256(webhook secret, "<t>.<raw body>"). Any one matching v1 is enough (Stripe sends one per
-active secret while a secret is rolled); comparisons are constant-time; a timestamp further than
-the tolerance from now, either way, is refused (a captured request cannot be replayed later). The
-body is parsed only after it verified.
+HMAC-SHA256(webhook secret, "<t>.<raw body>"). The header is parsed here, strictly and bounded
+(one ASCII-digit timestamp, at most 16 v1s of 64 hex digits); the signatures are checked by the
+Stripe SDK (stripe_client.webhook_signature_matches: any one matching v1 is enough, as Stripe sends
+one per active secret while a secret is rolled; comparisons are constant-time); then a timestamp
+further than the tolerance from the app's clock, either way, is refused here (a captured request
+cannot be replayed later). The SDK's own clock check is not used: it reads the wall clock rather
+than the app's (injected) one, and refuses old timestamps only, not future-dated ones. The body is
+parsed only after it verified.
 
 Handling (`StripeWebhooks.handle`): what each event does is decided in stripe_effects.py from
 Stripe's *current* objects, read back through the API — never from amounts in the event body, with
@@ -29,7 +33,7 @@ import orjson
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.errors import WebhookRejected
 from aichat_gateway.billing.reconcile import balance_writes
-from aichat_gateway.billing.stripe_client import StripeClient
+from aichat_gateway.billing.stripe_client import StripeClient, webhook_signature_matches
 from aichat_gateway.billing.stripe_effects import (
     DisputeState,
     IntentFacts,
@@ -98,7 +102,8 @@ def parse_signature_header(header: str | None) -> SignatureHeader:
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    """The v1 signature Stripe would send for this body at this time (tests use it too)."""
+    """The v1 signature Stripe would send for this body at this time: tests sign with it, an
+    implementation of Stripe's documented scheme apart from the SDK that verifies."""
     message = str(timestamp).encode() + b"." + payload
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
@@ -106,10 +111,7 @@ def sign(payload: bytes, secret: str, timestamp: int) -> str:
 def verify_signature(payload: bytes, header: str | None, secret: str, *, now: float, tolerance: float) -> int:
     """Check the raw body against the header; the verified timestamp, or WebhookRejected."""
     parsed = parse_signature_header(header)
-    expected = sign(payload, secret, parsed.timestamp)
-    # Every candidate is compared (no early exit): timing tells nothing about which one was close.
-    matches = [hmac.compare_digest(expected, candidate) for candidate in parsed.signatures]
-    if not any(matches):
+    if not webhook_signature_matches(payload, parsed.timestamp, parsed.signatures, secret):
         raise WebhookRejected("Stripe-Signature does not match the body")
     if abs(now - parsed.timestamp) > tolerance:
         raise WebhookRejected("Stripe-Signature timestamp is outside the tolerance window")

@@ -103,8 +103,10 @@ def configure_logging(level: str = "info", json: bool = True, stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at info level: noise, and a cost on the hot path.
-    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+    # httpx logs every request at info level: noise, and a cost on the hot path. The Stripe SDK logs
+    # at info and debug what it sends and gets (e-mails, client secrets, Stripe's error texts, which
+    # may quote a key): billing logs what matters itself, scrubbed.
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "stripe"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

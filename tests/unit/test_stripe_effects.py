@@ -1,12 +1,12 @@
 """Pure Stripe decisions: what a PaymentIntent, refund or dispute does to a top-up, in any order;
-and the client's pure parts (form encoding, the amount received)."""
+and the client's pure parts (the amount received, parsing Stripe's objects)."""
 
 from __future__ import annotations
 
 import pytest
 
 from aichat_gateway.billing.errors import PaymentsUnavailable
-from aichat_gateway.billing.stripe_client import amount_received, form_fields, parse_charge, parse_payment_intent
+from aichat_gateway.billing.stripe_client import amount_received, parse_charge, parse_payment_intent
 from aichat_gateway.billing.stripe_effects import (
     DisputeState,
     IntentFacts,
@@ -121,18 +121,6 @@ def test_a_dispute_lost_before_it_was_created_debits_once() -> None:
 def test_a_replayed_dispute_won_gives_back_nothing() -> None:
     won = DisputeState("won", False, 5_000_000)
     assert decide_dispute_closed(won, 5_000_000, "won", "usd").debit_micro == 0
-
-
-def test_form_fields_use_brackets_for_nested_metadata() -> None:
-    fields = form_fields({"amount": 2000, "metadata": {"account_id": "u1"}, "email": None, "flag": True})
-    assert fields == [("amount", "2000"), ("metadata[account_id]", "u1"), ("flag", "true")]
-
-
-def test_form_fields_index_lists() -> None:
-    assert form_fields({"expand": ["latest_charge", "customer"]}) == [
-        ("expand[0]", "latest_charge"),
-        ("expand[1]", "customer"),
-    ]
 
 
 def test_amount_received_is_stripes_field_when_present() -> None:

@@ -1,4 +1,7 @@
-"""Stripe webhook signatures: HMAC-SHA256 over "t.body", any one v1 of several, a tolerance window."""
+"""Stripe webhook signatures: HMAC-SHA256 over "t.body", any one v1 of several, a tolerance window.
+
+The signatures are checked by the Stripe SDK; the header's grammar and the window (on the caller's
+clock, both ways: NOW here is years before the wall clock) are ours."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import hashlib
 import hmac
 
 import pytest
+import stripe
 
 from aichat_gateway.billing.errors import WebhookRejected
 from aichat_gateway.billing.webhooks import parse_event, parse_signature_header, sign, verify_signature
@@ -32,6 +36,18 @@ def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
 
 def test_a_valid_signature_returns_its_timestamp() -> None:
     assert verify() == NOW
+
+
+def test_a_header_made_by_the_stripe_sdks_signer_verifies() -> None:
+    value = stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, NOW)
+    assert verify(value=value) == NOW
+
+
+def test_a_body_that_is_not_utf8_is_rejected_even_with_its_hmac() -> None:
+    """Stripe's bodies are UTF-8 JSON; the SDK verifies text."""
+    body = b'{"id":"evt_1","name":"\xff"}'
+    with pytest.raises(WebhookRejected, match="does not match"):
+        verify(body, header(NOW, sign(body, SECRET, NOW)))
 
 
 def test_a_changed_body_is_rejected() -> None:
