@@ -42,7 +42,7 @@ class Batch:
 
     What redis-py's `Pipeline(transaction=False).execute(raise_on_error=False)` does, without what
     the hot path never uses (transactions, WATCH, registered scripts, per-command reply callbacks,
-    timing hooks): 7 % fewer instructions per request (`loadtests/instructions.py`).
+    timing hooks): measurably fewer instructions per request (docs/performance.md).
     Replies are as Redis sent them (hiredis-parsed: ints, bytes, lists); an error reply, NOSCRIPT
     included, stands in its command's place. A connection error is tried once more on a fresh
     connection (after a Redis restart every pooled socket is dead), as the pool's own `Retry` does
@@ -85,8 +85,8 @@ class Batch:
         replies: list[Any] = []
         try:
             # One deadline (the connection's socket timeout) for the whole round trip: redis-py
-            # arms a timer per reply and runs each write as a task under wait_for (6 % of a
-            # request's instructions at two batches per request).
+            # arms a timer per reply and runs each write as a task under wait_for (measurable at two
+            # batches per request: docs/performance.md).
             async with asyncio.timeout(conn.socket_timeout):
                 if not conn.is_connected:
                     await conn.connect()  # type: ignore[no-untyped-call]

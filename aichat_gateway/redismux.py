@@ -42,7 +42,7 @@ log = get_logger(__name__)
 def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
     """Commands in the Redis protocol (RESP arrays of bulk strings), byte for byte as redis-py's
     `Connection.pack_commands` writes them, by hiredis' C packer (redis-py's own per-argument
-    encoder was 5 % of a request's CPU, a Python loop 4 %, under py-spy)."""
+    encoder and a Python loop both showed under py-spy: docs/performance.md)."""
     try:
         return b"".join([hiredis.pack_command(tuple(args)) for args in commands])
     except TypeError as exc:  # bool, None, containers: nothing Redis can hold
@@ -72,7 +72,7 @@ class _Link(asyncio.Protocol):
     that batch's deadline, watches them all: when it fires and that batch is still unanswered, the
     batch fails with `TimeoutError` and the connection is dropped (Redis is not answering); if it
     was answered meanwhile, the timer is set again for the batch now oldest. Under load it fires
-    about once per `timeout`, where a timer per batch (`asyncio.timeout`) was ~3 % of a request.
+    about once per `timeout`, where a timer per batch (`asyncio.timeout`) showed in profiles (docs/performance.md).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float | None = None) -> None:
@@ -145,8 +145,8 @@ class _Link(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._out and self.lost is None and self._transport is not None:
-            # One joined buffer: uvloop's writelines() of several costs ~100k instructions more
-            # (callgrind), the copy next to nothing.
+            # One joined buffer: uvloop's writelines() of several costs more than the copy
+            # (callgrind; docs/performance.md).
             self._transport.write(b"".join(self._out))
         self._out = []
 

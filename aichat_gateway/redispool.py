@@ -3,8 +3,8 @@
 redis-py 8's `ConnectionPool.get_connection` and `release` take an asyncio lock, inspect their
 arguments for deprecations, record OpenTelemetry connection counts and dispatch a "released"
 event on every command. The gateway uses none of that (no OpenTelemetry hooks, no credential
-provider to re-authenticate), and at two Redis round trips per request it was ~5 % of a
-request's CPU (py-spy of one worker under wrk). What remains is the pool's contract: a connection is
+provider to re-authenticate), and at two Redis round trips per request it showed in profiles
+(docs/performance.md). What remains is the pool's contract: a connection is
 checked out connected and with nothing unread (else reconnected), given back, and reused LIFO.
 
 No lock is needed: checking out and giving back do not await between reading and changing the

@@ -12,15 +12,17 @@ breakers would each need `fail_max` failures of their own before opening (N x fa
 to a dead listing, and N x the buyers who see a failover delay), each would send its own probes
 (N probes every `reset_timeout` instead of one: "exactly one probe" cannot hold), and a process
 started after an outage would know nothing. One state per listing in Redis gives one count, one
-probe and one timer for the whole fleet, at no extra round trip: `record_in` rides in the settle
-pipeline with the capacity release, and `allow_in` is only needed for a probe, in the hold pipeline.
+probe and one timer for the whole fleet, at no extra round trip for a closed breaker: `record_in`
+rides in the request's finishing batch (proxy/finish.py) with the usage event and the capacity
+release; a half-open breaker costs its one probe request a round trip of its own (`allow`, the
+failover loop's gate).
 
 Routing never waits for Redis: `BreakerView` keeps an in-process copy of every breaker that is not
 plainly closed, updated from `<prefix>:breakers`, where the Lua script itself publishes every
 change of mode or retry time (atomically with the change, so no change goes unannounced). The
 router takes `view.unroutable()` once per request (only breakers that are not closed, so 1,000
-candidates filter in ~50 µs) and looks each candidate up: absent is ROUTE (closed), SKIP (open, or
-a probe is out) or PROBE (the timer ran out: take the slot with `allow_in`, which consults Redis
+candidates filter well within the routing budget) and looks each candidate up: absent is ROUTE (closed), SKIP (open, or
+a probe is out) or PROBE (the timer ran out: take the slot with `allow`, which consults Redis
 and may say no).
 
 Staleness bound: while subscribed, one pub/sub hop after the script commits (well under a

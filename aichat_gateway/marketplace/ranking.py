@@ -1,7 +1,8 @@
 """The router's memo: per-candidates tables and memoised rankings, owned by the listing snapshot.
 
 Why it exists: DESIGN.md wants a routing decision under 100 µs at 1,000 listings, and sorting
-1,000 keys alone takes ~65 µs in CPython here, so a decision must not touch every candidate. What
+1,000 keys alone uses most of that budget in CPython here (docs/performance.md), so a decision
+must not touch every candidate. What
 depends only on one model's candidates (prices by position, id → position maps, the `cheapest`
 price band) and the full rankings built from immutable signal snapshots (`FrozenMapping`) are
 computed once and walked from the top on every request.

@@ -194,8 +194,9 @@ def route(ctx: RoutingContext, tables: RouteTables | None = None) -> RoutingDeci
 
 
 def order_routes(routes: Sequence[Route], tie_breaker: int, tables: RouteTables | None = None) -> list[Route]:
-    """Every route, cheapest first (one input plus one output token); kept for `proxy/chat.py`.
-    Pass `tables` (built over `routes` itself) to reuse the snapshot's per-candidates table."""
+    """Every route, cheapest first (one input plus one output token): the quote's order
+    (`proxy/quote.py`). Pass `tables` (built over `routes` itself) to reuse the snapshot's
+    per-candidates table."""
     if len(routes) <= 1:
         return list(routes)  # the common case of one listing per model: nothing to decide
     candidates = routes if isinstance(routes, tuple) else tuple(routes)

@@ -1,10 +1,10 @@
 """The pooled upstream HTTP client and the classification of upstream outcomes.
 
 One client per process. By default requests go through aiohttp (`AiohttpUpstream`): on this
-2-core machine kind httpx's own pool collapsed under 50 concurrent streams (~1,400 req/s, p99
-~640 ms, encode/httpx#3215) while the aiohttp transport held ~3,900 req/s with p99 ~41 ms
-(DESIGN.md; re-measure with `make bench` and GATEWAY_UPSTREAM_TRANSPORT=httpx). Redirects are
-never followed: a listing's URL is the only place a request may go.
+2-core machine kind httpx's own pool collapsed under 50 concurrent streams (encode/httpx#3215)
+while the aiohttp transport held about three times the throughput at a fifteenth of the p99
+(DESIGN.md, docs/performance.md; re-measure with `make bench` and GATEWAY_UPSTREAM_TRANSPORT=httpx).
+Redirects are never followed: a listing's URL is the only place a request may go.
 
 In production mode (`GATEWAY_ALLOW_PRIVATE_UPSTREAMS` off) every request's URL is checked again
 before it is sent (`urls.connect_refusal`, memoised per URL: https, a literal IP host public), and
@@ -78,7 +78,7 @@ class AiohttpUpstream:
 
     What `httpx-aiohttp`'s transport does, minus building an `httpx.Request` that is only turned
     back into aiohttp's arguments (URL printed back to text, headers re-encoded, a ClientTimeout
-    per request): 8 % of a request's instructions (`loadtests/instructions.py`). The library's exception
+    per request; docs/performance.md has the cost). The library's exception
     mapping and response stream are used as they are, so errors and `is_timeout` read the same.
     The session is created on first use, inside the serving event loop.
     """
@@ -133,7 +133,7 @@ def refuse_unsafe(url: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _parsed(url: str) -> httpx.URL:
-    """A listing's endpoint, parsed once (httpx.URL is immutable; parsing was 3 % of a request)."""
+    """A listing's endpoint, parsed once (httpx.URL is immutable; parsing per request showed in profiles)."""
     return httpx.URL(url)
 
 
@@ -180,7 +180,9 @@ def is_timeout(exc: httpx.HTTPError) -> bool:
     return True
 
 
-class Outcome(enum.Enum):
+class StatusKind(enum.Enum):
+    """What an upstream HTTP status means for failover (not how the request ends: proxy/outcome.py)."""
+
     OK = "ok"
     RETRYABLE = "retryable"  # connect error, timeout, 429, 5xx: try the next listing
     KEY_REJECTED = "key_rejected"  # 401/403: the listing's key is bad; try the next listing
@@ -189,21 +191,21 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    outcome: Outcome
+    kind: StatusKind
     retry_after: float | None = None
 
 
 def classify_status(status: int, retry_after_header: str | None = None) -> Classified:
     """Pure: what an upstream HTTP status means for failover."""
     if 200 <= status < 300:
-        return Classified(Outcome.OK)
+        return Classified(StatusKind.OK)
     if status in (401, 403):
-        return Classified(Outcome.KEY_REJECTED)
+        return Classified(StatusKind.KEY_REJECTED)
     if status == 429 or status >= 500 or status == 408:
-        return Classified(Outcome.RETRYABLE, parse_retry_after(retry_after_header))
+        return Classified(StatusKind.RETRYABLE, parse_retry_after(retry_after_header))
     if 300 <= status < 400:
-        return Classified(Outcome.RETRYABLE)  # a redirect is never followed; treat the listing as failing
-    return Classified(Outcome.CLIENT_ERROR)
+        return Classified(StatusKind.RETRYABLE)  # a redirect is never followed; treat the listing as failing
+    return Classified(StatusKind.CLIENT_ERROR)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -40,7 +40,7 @@ class HeadHoldingTransport:
     def write(self, data: bytes) -> None:
         if self._head is not None:
             head, self._head = self._head, None
-            self._transport.write(head + data)  # not writelines(): ~100k instructions more in uvloop
+            self._transport.write(head + data)  # not writelines(): dearer in uvloop (docs/performance.md)
         elif data.startswith(_HEAD):
             self._head = data
             self._loop.call_soon(self.release)

@@ -145,7 +145,7 @@ async def open_services(base: Base) -> AsyncIterator[Services]:
     prefix = settings.redis_prefix
     db = await create_db_pool(settings)
     # redis-py's default pool refuses ("Too many connections") past 100; a blocking pool would
-    # wait instead but costs a lock per command (~8 % of streams/s in `make bench`), so the plain
+    # wait instead but costs a lock per command (docs/performance.md), so the plain
     # pool gets a ceiling no sane process reaches. One retry on a broken connection: after a Redis
     # restart every pooled connection is dead, and each would otherwise fail one request. Only
     # connection errors (nothing ran), never timeouts (the command may have run). Hot-path batches

@@ -36,8 +36,9 @@ def fresh_email() -> str:
 
 async def test_attempts_up_to_the_email_limit_are_allowed(redis: Redis, settings: Settings) -> None:
     limits, email = limiter(redis, settings), fresh_email()
-    for _ in range(3):
-        await limits.attempt(email, fresh_ip())
+    allowed = [await limits.attempt(email, fresh_ip()) for _ in range(3)]
+    assert all(limits.email_key(email) in dict(attempt.keys) for attempt in allowed)
+    assert int(await redis.get(limits.email_key(email))) == 3
 
 
 async def test_the_attempt_after_the_email_limit_is_refused_with_the_window_left(
@@ -70,8 +71,10 @@ async def test_the_ip_limit_holds_across_different_emails(redis: Redis, settings
 
 async def test_a_successful_attempt_gives_its_count_back(redis: Redis, settings: Settings) -> None:
     limits, email, ip = limiter(redis, settings), fresh_email(), fresh_ip()
-    for _ in range(10):
+    for _ in range(10):  # more than the e-mail limit: successes never add up to a block
         await limits.succeeded(await limits.attempt(email, ip))
+    assert int(await redis.get(limits.email_key(email))) == 0
+    assert int(await redis.get(limits.ip_key(ip))) == 0
 
 
 async def test_the_counters_always_carry_a_ttl(redis: Redis, settings: Settings) -> None:

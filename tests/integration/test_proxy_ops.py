@@ -7,7 +7,15 @@ import secrets
 
 import httpx
 import pytest
-from conftest import GatewayFactory, Market, Proc, assert_openai_error, await_until, read_then_leave
+from conftest import (
+    USAGE_DRAIN_SECONDS,
+    GatewayFactory,
+    Market,
+    Proc,
+    assert_openai_error,
+    await_until,
+    read_then_leave,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +119,8 @@ async def test_the_inflight_streams_gauge_goes_back_down_after_a_client_left(gat
             text = (await client.get(gateway.url + "/metrics")).text
             return samples(text, "gateway_inflight_streams")[0][1] == 0
 
-        await await_until(back_to_zero, 2.0, "gateway_inflight_streams to drop to 0")
+        # The relay reads on for the provider's usage for USAGE_DRAIN_SECONDS after the buyer left.
+        await await_until(back_to_zero, USAGE_DRAIN_SECONDS + 3.0, "gateway_inflight_streams to drop to 0")
 
 
 def test_every_listing_tried_has_its_outcomes_and_latency_by_public_id(metrics_text: str, market: Market) -> None:

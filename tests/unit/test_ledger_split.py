@@ -65,7 +65,7 @@ def test_a_fee_rate_outside_zero_to_one_is_refused(rate: object) -> None:
 
 
 def test_legs_summing_to_zero_pass_the_check() -> None:
-    check_legs([(1, -10), (2, 9), (3, 1)])
+    assert check_legs([(1, -10), (2, 9), (3, 1)]) is None  # no LedgerError
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import BusyLoadingError, ConnectionError, ResponseError, TimeoutError
 
-from aichat_gateway.proxy.chat import redis_unreachable
+from aichat_gateway.proxy.finish import redis_unreachable
 
 
 @pytest.mark.parametrize(

@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from aichat_gateway.proxy.upstream import Classified, Outcome, classify_status, parse_retry_after
+from aichat_gateway.proxy.upstream import Classified, StatusKind, classify_status, parse_retry_after
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 299])
 def test_2xx_is_ok(status: int) -> None:
-    assert classify_status(status) == Classified(Outcome.OK)
+    assert classify_status(status) == Classified(StatusKind.OK)
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_401_and_403_mean_the_listings_key_was_rejected(status: int) -> None:
-    assert classify_status(status).outcome is Outcome.KEY_REJECTED
+    assert classify_status(status).kind is StatusKind.KEY_REJECTED
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
 def test_timeouts_rate_limits_and_5xx_are_retryable(status: int) -> None:
-    assert classify_status(status).outcome is Outcome.RETRYABLE
+    assert classify_status(status).kind is StatusKind.RETRYABLE
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_is_never_followed_and_counts_as_a_failing_listing(status: int) -> None:
-    assert classify_status(status, "5").outcome is Outcome.RETRYABLE
+    assert classify_status(status, "5").kind is StatusKind.RETRYABLE
 
 
 @pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
 def test_other_4xx_are_the_buyers_error_and_relayed(status: int) -> None:
-    assert classify_status(status) == Classified(Outcome.CLIENT_ERROR)
+    assert classify_status(status) == Classified(StatusKind.CLIENT_ERROR)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_other_4xx_are_the_buyers_error_and_relayed(status: int) -> None:
     ],
 )
 def test_a_retryable_answer_carries_its_retry_after(status: int, header: str | None, expected: float | None) -> None:
-    assert classify_status(status, header) == Classified(Outcome.RETRYABLE, expected)
+    assert classify_status(status, header) == Classified(StatusKind.RETRYABLE, expected)
 
 
 @pytest.mark.parametrize("status", [200, 400, 401])

@@ -65,7 +65,7 @@ def encode_body(payload: Mapping[str, Any]) -> bytes:
     deeper value in an accepted body is refused here (400 naming the problem), not a 500."""
     try:
         # Copied to its exact size: orjson hands back a 4 KiB buffer however short the JSON, and
-        # this body lives as long as the request (a whole stream): 8 % of an open stream's memory.
+        # this body lives as long as the request (a whole stream): a large share of an open stream's memory.
         return memoryview(orjson.dumps(payload)).tobytes()
     except orjson.JSONEncodeError as exc:
         message = f"The request cannot be forwarded ({exc}): JSON nested deeper than 254 levels."

@@ -1,4 +1,5 @@
-"""One request's record on its way through the hot path; it becomes the usage event."""
+"""`RequestRecord`: what one `/v1` request learned on its way through the hot path; finishing the
+request turns it into the usage event, the metrics and the breaker and capacity updates."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import dataclass, field
 from aichat_gateway.accounts.keys import KeyPrincipal
 from aichat_gateway.marketplace.capacity import Ticket
 from aichat_gateway.marketplace.snapshot import Route as ListingRoute
+from aichat_gateway.proxy.outcome import Outcome
 
 
 @dataclass
-class Attempt:
+class RequestRecord:
     """What one request learned on its way; becomes the usage event."""
 
     request_id: str
@@ -23,12 +25,12 @@ class Attempt:
     listing: ListingRoute | None = None
     attempts: int = 0
     status: int = 500
-    outcome: str = "error"
+    outcome: Outcome = Outcome.ERROR
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_source: str = "estimated"
     ttft_seconds: float | None = None
-    handed_off: bool = False  # a response will finish this attempt after it is sent
+    handed_off: bool = False  # a response will finish this request after it is sent
     # (listing id, healthy, probe token) per listing tried: recorded on the breakers when finishing.
     health: list[tuple[str, bool, str | None]] = field(default_factory=list)
     # Capacity taken on limited listings; released (tokens corrected) when finishing.
