@@ -199,6 +199,7 @@ class Worker:
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait([*managers, stopping], return_when=asyncio.FIRST_COMPLETED)
+            log.info("job_worker_stopping", running=len(running.tasks), grace=self._config.grace)
             await self._wind_down(shutdown, running, managers, grace=self._config.grace)
         except asyncio.CancelledError:
             # Finish releasing even if cancelled again meanwhile (the app's supervisor re-cancels).

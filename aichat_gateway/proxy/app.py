@@ -65,6 +65,7 @@ from aichat_gateway.proxy.relay import UsageDrain
 from aichat_gateway.proxy.routing import KeyDefaults, SpeedBoard
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import create_upstream_client
+from aichat_gateway.proxy.worker import build_worker
 from aichat_gateway.redispool import LeanConnectionPool
 
 log = get_logger(__name__)
@@ -230,6 +231,10 @@ def create_app(settings: Settings, *, configure_logs: bool = True, clock: Callab
         )
         if settings.settle_in_serve:
             supervisor.start("settlement", functools.partial(settler.run, asyncio.Event()))
+        # Background jobs and periodic tasks (proxy/worker.py); cancelled at shutdown, it hands running jobs back.
+        state.job_worker = build_worker(settings, db, clock) if settings.worker_in_serve else None
+        if state.job_worker is not None:
+            supervisor.start("jobs", functools.partial(state.job_worker.run, asyncio.Event()))
         try:
             yield
         finally:

@@ -85,6 +85,7 @@ def settings(database_dsn: str, prefix: str) -> Settings:
         GATEWAY_SECRET_KEY="test-secret-key-" + "x" * 32,
         GATEWAY_REDIS_PREFIX=prefix,
         GATEWAY_SETTLE_IN_SERVE=False,
+        GATEWAY_WORKER_IN_SERVE=False,  # the payout-run job tests run their own worker
         STRIPE_SECRET_KEY="sk_test_" + uuid.uuid4().hex,
         STRIPE_API_BASE="https://stripe.test",
     )
