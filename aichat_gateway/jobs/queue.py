@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
-from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver, AsyncpgPoolDriver
+from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver
 from pgqueuer.adapters.persistence.qb import (
     DBSettings,
     Durability,
@@ -73,13 +73,6 @@ def queries_on(driver: Driver) -> Queries:
     )
 
 
-def queries_for(db: Db) -> Queries:
-    if isinstance(db, asyncpg.Pool):
-        return queries_on(AsyncpgPoolDriver(db))
-    # A pooled connection is a proxy with the same methods; PgQueuer's driver only calls them.
-    return queries_on(AsyncpgDriver(db))  # type: ignore[arg-type]
-
-
 def check_task_name(name: str) -> str:
     if not _TASK_NAME.fullmatch(name):
         raise InvalidJob(f"task name {name!r}: lower-case letters, digits and _ . - (at most 100), a letter first")
@@ -105,8 +98,20 @@ async def enqueue(
         body = orjson.dumps(dict(payload or {}))
     except TypeError as exc:
         raise InvalidJob(f"payload of {task}: {exc}") from None
-    ids = await queries_for(db).enqueue(task, body, 0, delay, dedupe_key, on_conflict="skip")
-    return int(ids[0]) if ids[0] is not None else None
+    # PgQueuer's own statement, its arguments passed here rather than through `Queries.enqueue`,
+    # which sends the (empty) headers as JSON text: on a connection with a jsonb codec (the app's
+    # pool decodes and encodes JSON with orjson) that text is encoded again, and the stored JSON
+    # string fails PgQueuer's Job model when a worker takes the job. A NULL passes every codec.
+    rows = await db.fetch(
+        QueryQueueBuilder(names()).build_enqueue_query("skip"),
+        [0],  # priority
+        [task],
+        [body],
+        [delay or timedelta(0)],
+        [dedupe_key],
+        [None],  # headers
+    )
+    return int(rows[0]["id"]) if rows else None
 
 
 async def schema_problems(conn: asyncpg.Connection) -> list[str]:

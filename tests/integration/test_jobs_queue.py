@@ -34,7 +34,7 @@ from aichat_gateway.jobs.periods import queue_period
 from aichat_gateway.jobs.queue import channel, enqueue, queries_on, schema_problems
 from aichat_gateway.jobs.registry import Job, JobRegistry, Periodic, RetryPolicy
 from aichat_gateway.jobs.worker import Worker, WorkerConfig
-from aichat_gateway.proxy.app import create_app
+from aichat_gateway.proxy.app import create_app, create_db_pool
 from aichat_gateway.proxy.worker import APPLICATION_NAME
 from tests.jobkit import FAST, NO_DELAY, RUNS_TABLE, eventually, hold_first, kit_registry, running_worker, spawn
 from tests.scratch import ADMIN_DSN, TEST_REDIS_URL, dsn_for, migrated_database
@@ -160,6 +160,25 @@ async def test_a_job_queued_in_a_transaction_that_rolls_back_is_never_queued(poo
     assert kept is not None
     row = await job_row(pool, kept)
     assert row is not None and row["status"] == "queued"
+
+
+async def test_a_job_queued_on_the_apps_pool_with_its_json_codecs_runs(dsn: str, pool: asyncpg.Pool, task: str) -> None:
+    seen: list[object] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.payload)
+
+    registry = JobRegistry()
+    registry.task(task, handler)
+    app_pool = await create_db_pool(gateway_settings(dsn))  # json/jsonb decoded and encoded by orjson
+    try:
+        async with running_worker(dsn, registry, db=app_pool):
+            job_id = await enqueue(app_pool, task, {"document": "d2", "pages": [1, 2]})
+            assert job_id is not None
+            await eventually(lambda: done(pool, job_id))
+    finally:
+        await app_pool.close()
+    assert seen == [{"document": "d2", "pages": [1, 2]}]
 
 
 async def test_a_job_with_the_key_of_one_still_queued_is_not_queued_again(pool: asyncpg.Pool, task: str) -> None:
