@@ -235,7 +235,7 @@ class Worker:
         for manager in pending:
             manager.cancel()
         if pending:
-            await asyncio.wait(pending)
+            await asyncio.wait(pending, timeout=RELEASE_TIMEOUT)
 
     async def _fire(self, periodic: Periodic, schedule: models.Schedule) -> None:
         """PgQueuer's scheduler calls this for a due tick: queue the period's job, once."""

@@ -68,7 +68,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await worker.run(stop)
-            except (asyncpg.PostgresError, OSError) as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.error("job_worker_failed", error=repr(exc), retry_in=backoff)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
@@ -96,5 +96,8 @@ def run_worker_command(settings: Settings) -> int:
         asyncio.run(main())
     except QueueNotReady as exc:
         print(f"aichat-gateway worker: {exc}", file=sys.stderr)
+        return 1
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:  # at start; later ones are waited out
+        print(f"aichat-gateway worker: cannot reach Postgres: {exc}", file=sys.stderr)
         return 1
     return 0

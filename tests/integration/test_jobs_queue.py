@@ -35,7 +35,7 @@ from aichat_gateway.jobs.queue import channel, enqueue, queries_on, schema_probl
 from aichat_gateway.jobs.registry import Job, JobRegistry, Periodic, RetryPolicy
 from aichat_gateway.jobs.worker import Worker, WorkerConfig
 from aichat_gateway.proxy.app import create_app, create_db_pool
-from aichat_gateway.proxy.worker import APPLICATION_NAME
+from aichat_gateway.proxy.worker import APPLICATION_NAME, run_worker
 from tests.jobkit import FAST, NO_DELAY, RUNS_TABLE, eventually, hold_first, kit_registry, running_worker, spawn
 from tests.scratch import ADMIN_DSN, TEST_REDIS_URL, dsn_for, migrated_database
 
@@ -343,6 +343,34 @@ async def test_a_cancelled_worker_hands_its_running_job_back_at_once(dsn: str, p
 
 async def _runs(pool: asyncpg.Pool, job_id: int, count: int) -> bool:
     return len(await runs_of(pool, job_id)) == count
+
+
+@pytest.mark.faults
+async def test_a_worker_whose_queue_connection_is_cut_connects_again_and_goes_on(dsn: str, pool: asyncpg.Pool) -> None:
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_worker(gateway_settings(dsn), stop))
+    try:
+        first: list[int] = []
+
+        async def connected(other_than: list[int]) -> bool:
+            pids = await pool.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+                APPLICATION_NAME,
+            )
+            fresh = [r["pid"] for r in pids if r["pid"] not in other_than]
+            first.extend(fresh[:1] if not other_than else [])
+            return bool(fresh)
+
+        await eventually(lambda: connected([]))
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", first[0])
+        await eventually(lambda: connected(first))
+        job_id = await enqueue(pool, PAYOUT_RUN, {"period": "2030-01-14T06:00:00+00:00"})
+        assert job_id is not None
+        await eventually(lambda: done(pool, job_id))
+        assert not runner.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 30)
 
 
 # ---- periodic tasks ----------------------------------------------------------------------------
