@@ -4,6 +4,7 @@ and a worker's failures are logged and end its run (the supervisor or the proces
 JobsError
 ├── InvalidJob      a task name, cron expression or payload that cannot be queued or registered;
 │                   a programming or configuration error, raised where it is made
+├── BadPayload      a queued job whose payload is not a JSON object: it fails without retries
 └── QueueNotReady   the queue's tables are missing or differ from what the installed PgQueuer
                     expects: run `aichat-gateway migrate`
 """
@@ -16,6 +17,10 @@ class JobsError(Exception):
 
 
 class InvalidJob(JobsError, ValueError):
+    pass
+
+
+class BadPayload(JobsError):
     pass
 
 

@@ -34,7 +34,7 @@ from pgqueuer.domain import models
 from pgqueuer.domain.errors import RetryRequested
 
 from aichat_gateway.config.logging import get_logger
-from aichat_gateway.jobs.errors import QueueNotReady
+from aichat_gateway.jobs.errors import BadPayload, QueueNotReady
 from aichat_gateway.jobs.periods import queue_period
 from aichat_gateway.jobs.queue import channel, queries_on, schema_problems
 from aichat_gateway.jobs.registry import Job, JobRegistry, Periodic, Task
@@ -59,17 +59,13 @@ class WorkerConfig:
     batch_size: int = 5
 
 
-class PayloadError(Exception):
-    """A job whose payload is not a JSON object: it can never succeed, so it is not retried."""
-
-
 def to_job(job: models.Job) -> Job:
     try:
         payload = orjson.loads(job.payload or b"{}")
     except orjson.JSONDecodeError as exc:
-        raise PayloadError(f"job {job.id}: payload is not JSON ({exc})") from None
+        raise BadPayload(f"job {job.id}: payload is not JSON ({exc})") from None
     if not isinstance(payload, dict):
-        raise PayloadError(f"job {job.id}: payload is not a JSON object")
+        raise BadPayload(f"job {job.id}: payload is not a JSON object")
     return Job(id=int(job.id), task=str(job.entrypoint), payload=payload, attempt=job.attempts + 1)
 
 
@@ -104,7 +100,7 @@ class _Executor(AbstractEntrypointExecutor):
             current.uncancel()
             log.info("job_released", task=self.task.name, job_id=int(job.id), attempt=attempt)
             raise RetryRequested(delay=timedelta(0), reason="released: its worker stopped") from None
-        except PayloadError as exc:
+        except BadPayload as exc:
             log.error("job_failed", task=self.task.name, job_id=int(job.id), attempt=attempt, error=str(exc))
             raise
         except Exception as exc:

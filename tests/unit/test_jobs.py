@@ -3,19 +3,22 @@ the settings that configure it, and migration 0010 as PgQueuer's own install SQL
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pgqueuer
 import pytest
 from pgqueuer.domain import models
 
+import aichat_gateway.jobs
 from aichat_gateway.billing import jobs as billing_jobs
 from aichat_gateway.config.settings import SettingsError, load_settings
-from aichat_gateway.jobs.errors import InvalidJob
+from aichat_gateway.jobs.errors import BadPayload, InvalidJob
 from aichat_gateway.jobs.queue import enqueue, install_sql
 from aichat_gateway.jobs.registry import Job, JobRegistry, RetryPolicy, period_of
-from aichat_gateway.jobs.worker import PayloadError, to_job
+from aichat_gateway.jobs.worker import to_job
 from aichat_gateway.migrations.runner import discover
 
 SECRET = "x" * 40
@@ -152,7 +155,7 @@ def test_a_queued_payload_reaches_the_handler_as_an_object_with_the_attempt_coun
 
 @pytest.mark.parametrize("payload", [b"[1, 2]", b"not json", b'"text"'])
 def test_a_payload_that_is_not_a_json_object_cannot_succeed(payload: bytes) -> None:
-    with pytest.raises(PayloadError):
+    with pytest.raises(BadPayload):
         to_job(pgq_job(payload))
 
 
@@ -189,3 +192,16 @@ def test_migration_0010_holds_pgqueuers_install_sql_unedited() -> None:
     migration = next(m for m in discover() if m.version == 10)
     assert migration.name == "0010_job_queue.sql"
     assert install_sql().strip() in migration.sql
+
+
+def test_the_jobs_package_imports_none_of_the_feature_packages() -> None:
+    folder = Path(aichat_gateway.jobs.__file__).parent
+    imported: set[str] = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    ours = {name.split(".")[1] for name in imported if name.startswith("aichat_gateway.")}
+    assert ours <= {"config", "jobs"}, ours
