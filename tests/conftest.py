@@ -43,6 +43,9 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         GATEWAY_REDIS_PREFIX=redis_prefix,
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
+        # No job worker in the apps tests build (tests/integration/test_jobs_queue.py starts its own):
+        # it would take jobs, and fire the weekly payout run in a run that spans Monday 06:00 UTC.
+        GATEWAY_WORKER_IN_SERVE=False,
     )
 
 

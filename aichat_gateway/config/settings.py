@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from croniter import croniter
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -80,6 +81,14 @@ class Settings(BaseSettings):
 
     # `serve` also runs a settlement worker (a member of the same consumer group as `settle`).
     settle_in_serve: bool = Field(True, alias="GATEWAY_SETTLE_IN_SERVE")
+    # `serve` also runs a job worker (background jobs and periodic tasks; `aichat-gateway worker`).
+    worker_in_serve: bool = Field(True, alias="GATEWAY_WORKER_IN_SERVE")
+    # A running job whose worker has not renewed its heartbeat for this long is run by another worker.
+    job_heartbeat_timeout: float = Field(30.0, alias="GATEWAY_JOB_HEARTBEAT_TIMEOUT", gt=0)
+    # Workers hear of new jobs at once (LISTEN); this often they also look for dead workers' jobs.
+    job_poll_interval: float = Field(10.0, alias="GATEWAY_JOB_POLL_INTERVAL", gt=0)
+    # When the job queue runs the weekly payout run (cron, UTC); empty: never (run `payouts run` from cron).
+    payout_cron: str | None = Field("0 6 * * 1", alias="GATEWAY_PAYOUT_CRON")
     # How often each process compares hot balances in Redis with Postgres and repairs drift.
     reconcile_interval: float = Field(60.0, alias="GATEWAY_RECONCILE_INTERVAL", gt=0)
     # A request slower than this (start to last byte) is logged as slow_request with its listing.
@@ -134,6 +143,15 @@ class Settings(BaseSettings):
                 "(e.g. `openssl rand -hex 32`)"
             )
         return value
+
+    @field_validator("payout_cron")
+    @classmethod
+    def _payout_cron_is_cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not croniter.is_valid(value):
+            raise ValueError("GATEWAY_PAYOUT_CRON must be a cron expression (UTC), e.g. `0 6 * * 1`, or empty")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,8 @@ and `running(services, supervisor)`); this module combines them, so adding a pac
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -35,6 +37,7 @@ from aichat_gateway.proxy.hotpath import GatewayApp
 from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.server import openapi, ops
 from aichat_gateway.server.services import Base, Services, open_services
+from aichat_gateway.server.worker import build_worker
 from aichat_gateway.supervisor import Supervisor
 
 
@@ -94,6 +97,11 @@ def create_app(
             app.state.services = svc
             for component in COMPONENTS:
                 await running.enter_async_context(component.running(svc, svc.supervisor))
+            # Background jobs and periodic tasks (server/worker.py) unless GATEWAY_WORKER_IN_SERVE=0;
+            # cancelled at shutdown, the worker hands its running jobs back to the queue.
+            app.state.job_worker = build_worker(settings, svc.db, clock) if settings.worker_in_serve else None
+            if app.state.job_worker is not None:
+                svc.supervisor.start("jobs", functools.partial(app.state.job_worker.run, asyncio.Event()))
             # On the way out the background tasks stop first, then each component finishes (in
             # reverse order), then the pools close.
             running.push_async_callback(svc.supervisor.stop)

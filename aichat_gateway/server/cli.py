@@ -1,4 +1,4 @@
-"""The `aichat-gateway` command line: migrate, audit, serve, settle, create-admin, demo, payouts, fake-upstream.
+"""The `aichat-gateway` command line: migrate, audit, serve, settle, worker, create-admin, demo, payouts, fake-upstream.
 
 Every command reads settings once from the environment (see the README's table) and fails with a
 one-line message, not a traceback, when they are invalid.
@@ -150,6 +150,12 @@ def cmd_settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from aichat_gateway.server.worker import run_worker_command
+
+    return run_worker_command(_settings())
+
+
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     """Run one database job from the command line on a pool of its own."""
     from aichat_gateway.server.services import create_db_pool
@@ -293,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--linger", type=float, default=0.25, help="seconds a partial batch waits for more entries (fewer transactions)"
     )
     settle.set_defaults(func=cmd_settle)
+
+    sub.add_parser(
+        "worker", help="run background jobs and periodic tasks (the weekly payout run) until SIGTERM/SIGINT"
+    ).set_defaults(func=cmd_worker)
 
     admin = sub.add_parser("create-admin", help="create (or promote) an admin user")
     admin.add_argument("--email", required=True)

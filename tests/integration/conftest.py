@@ -304,6 +304,7 @@ def proxy_settings(proxy_database_url: str, proxy_redis_prefix: str) -> Settings
         GATEWAY_REDIS_PREFIX=proxy_redis_prefix,
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
+        GATEWAY_WORKER_IN_SERVE=False,  # as the root conftest's: no job worker in test apps
     )
 
 

@@ -30,14 +30,18 @@ import pytest
 from starlette.applications import Starlette
 
 from aichat_gateway.accounts.users import create_admin
+from aichat_gateway.billing import jobs as payout_jobs
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
-from aichat_gateway.billing.errors import Conflict
+from aichat_gateway.billing.errors import Conflict, PaymentsUnavailable
 from aichat_gateway.billing.payouts import Payouts
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.config.settings import Settings, load_settings
+from aichat_gateway.jobs.queue import enqueue
+from aichat_gateway.jobs.registry import Job, JobRegistry
 from aichat_gateway.queryparams import encode_cursor
 from aichat_gateway.server.app import create_app
+from tests.jobkit import eventually, running_worker
 from tests.scratch import TEST_REDIS_URL, migrated_database
 from tests.scratch import redis_prefix as scratch_redis_prefix
 
@@ -85,6 +89,7 @@ def settings(database_dsn: str, prefix: str) -> Settings:
         GATEWAY_SECRET_KEY="test-secret-key-" + "x" * 32,
         GATEWAY_REDIS_PREFIX=prefix,
         GATEWAY_SETTLE_IN_SERVE=False,
+        GATEWAY_WORKER_IN_SERVE=False,  # the payout-run job tests run their own worker
         STRIPE_SECRET_KEY="sk_test_" + uuid.uuid4().hex,
         STRIPE_API_BASE="https://stripe.test",
     )
@@ -1058,6 +1063,53 @@ async def test_two_concurrent_weekly_runs_pay_a_seller_once(
     rows = await db.fetch("SELECT status FROM payouts WHERE seller_id = $1", uuid.UUID(seller))
     assert [r["status"] for r in rows] == ["paid"]
     assert sent_for(stripe, seller) == 1
+
+
+async def test_the_queued_payout_run_pays_each_eligible_seller_for_the_week_of_its_period(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, db: asyncpg.Connection, database_dsn: str
+) -> None:
+    seller, auth = await user(client)
+    await connect(client, auth)
+    await earn(db, seller, 30 * USD)
+    stripe = FakeStripe(settings, transfer_made)
+    registry = JobRegistry()
+    payout_jobs.register(registry, payouts_of(app, stripe), settings.payout_cron)
+    monday = datetime(2030, 1, 14, 6, 0, tzinfo=UTC)  # the tick of NOW's week, as the scheduler queues it
+
+    async with running_worker(database_dsn, registry, db=app.state.services.db):
+        job_id = await enqueue(app.state.services.db, payout_jobs.PAYOUT_RUN, {"period": monday.isoformat()})
+
+        async def ran() -> bool:
+            logged = await db.fetch("SELECT status::text FROM pgqueuer_log WHERE job_id = $1", job_id)
+            return "successful" in [r["status"] for r in logged]
+
+        await eventually(ran)
+
+    rows = await db.fetch(
+        "SELECT amount_micro, status, request_key FROM payouts WHERE seller_id = $1", uuid.UUID(seller)
+    )
+    assert [(r["amount_micro"], r["status"], r["request_key"]) for r in rows] == [
+        (27 * USD, "paid", f"payout-run:{seller}:2030-W03")
+    ]
+    assert sent_for(stripe, seller) == 1
+
+
+async def test_a_queued_payout_run_that_stripe_does_not_answer_fails_so_the_queue_retries_it(
+    client: httpx.AsyncClient, app: Starlette, settings: Settings, db: asyncpg.Connection
+) -> None:
+    seller, auth = await user(client)
+    await connect(client, auth)
+    await earn(db, seller, 30 * USD)
+    registry = JobRegistry()
+    payout_jobs.register(registry, payouts_of(app, FakeStripe(settings, stripe_down)), settings.payout_cron)
+    task = registry.tasks[payout_jobs.PAYOUT_RUN]
+
+    with pytest.raises(PaymentsUnavailable, match="did not answer"):
+        await task.handler(Job(1, task.name, {"period": NOW.isoformat()}, 1))
+
+    assert task.retry.delay_after(1) is not None
+    rows = await db.fetch("SELECT status FROM payouts WHERE seller_id = $1", uuid.UUID(seller))
+    assert [r["status"] for r in rows] == ["pending"]  # taken out of earnings once; sent on a later try
 
 
 async def test_the_weekly_run_skips_sellers_without_an_account_or_below_the_minimum(

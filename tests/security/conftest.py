@@ -39,6 +39,7 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         GATEWAY_REDIS_PREFIX=redis_prefix,
         GATEWAY_ALLOW_PRIVATE_UPSTREAMS=True,
         GATEWAY_LOG_JSON=True,
+        GATEWAY_WORKER_IN_SERVE=False,  # as the root conftest's: no job worker in test apps
     )
 
 
