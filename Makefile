@@ -22,8 +22,22 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/python -m aichat_gateway.server.devrun
 
+# The whole suite under coverage.py (configured in pyproject.toml): the test runner and every Python
+# process the tests start write their data to $(COVERAGE_DIR); it is combined at the end and
+# tools/coverage_summary.py prints it per package and fails under the bar. The tests' verdict comes
+# first: a failing suite fails the target whatever the coverage.
+COVERAGE_DIR := .coverage-data
+# tools/ holds the coverage plugin every measured process loads (tools/coverage_flush.py).
+COVERAGE := PYTHONPATH=$(CURDIR)/tools$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m coverage
+
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	rm -rf $(COVERAGE_DIR)
+	$(COVERAGE) run -m pytest -q -p no:cacheprovider; tests=$$?; \
+	$(COVERAGE) combine --quiet \
+		&& $(COVERAGE) json --quiet --fail-under=0 -o $(COVERAGE_DIR)/report.json \
+		&& $(COVERAGE) html --quiet --fail-under=0 -d $(COVERAGE_DIR)/html \
+		&& $(BIN)/python tools/coverage_summary.py $(COVERAGE_DIR)/report.json; gate=$$?; \
+	if [ $$tests -ne 0 ]; then exit $$tests; fi; exit $$gate
 
 test-unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
@@ -42,9 +56,10 @@ test-security: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/security
 
 lint: setup
-	$(BIN)/ruff check aichat_gateway tests loadtests
-	$(BIN)/ruff format --check aichat_gateway tests loadtests
+	$(BIN)/ruff check aichat_gateway tests loadtests tools
+	$(BIN)/ruff format --check aichat_gateway tests loadtests tools
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
 
 bench: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -62,4 +77,4 @@ lock:
 		--python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(COVERAGE_DIR)
