@@ -10,7 +10,8 @@ of the checkout (`.local/`, git-ignored), and stops it when the command ends.
 
 The servers are children of the command, in a session of their own (a Ctrl-C in the terminal
 reaches the command, which stops them after its own children). On Linux they also get a
-parent-death signal, so a command that is killed outright (SIGKILL, a crash) leaves no server behind.
+parent-death signal, so a command that is killed outright (SIGKILL, a crash) leaves no server behind;
+the kernel sends it when the starting *thread* ends, so start them from the main thread.
 
 `AICHAT_LOCAL_POSTGRES` / `AICHAT_LOCAL_REDIS` (`host:port`) move the default addresses; they exist so
 that the embedded path can be tried while the machine's own servers run (point them at a dead port).
@@ -328,6 +329,7 @@ def _die_with_parent(death_signal: signal.Signals) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     parent = os.getpid()
     pr_set_pdeathsig = 1
 
