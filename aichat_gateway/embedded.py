@@ -74,16 +74,16 @@ class Fail:
     message: str
 
 
-def decide(wanted: Wanted, answers: bool) -> Use | Embed | Fail:
-    """Pure. `answers`: whether something answers where the configured URL, or else the default, points."""
+def decide(wanted: Wanted, answering: bool) -> Use | Embed | Fail:
+    """Pure. `answering`: whether something answers where the configured URL, or else the default, points."""
     if wanted.configured is not None:
-        if answers:
+        if answering:
             return Use(wanted.configured)
         return Fail(
             f"{wanted.variable} is set, but nothing answers at {where(wanted.configured)}: start {wanted.service} "
             f"there, or unset {wanted.variable} to let this command start an embedded {wanted.service}"
         )
-    return Use(wanted.default) if answers else Embed()
+    return Use(wanted.default) if answering else Embed()
 
 
 def address(url: str) -> tuple[str, int] | str | None:

@@ -70,8 +70,8 @@ def main() -> int:
     try:
         wanted = embedded.run_services(settings, os.environ)
         with embedded.local_services(*wanted, Path.cwd() / ".local" / "run", durable=True) as local:
-            if local.summary():
-                print(f"make run: {local.summary()}", flush=True)
+            if line := local.summary():
+                print(f"make run: {line}", flush=True)
             os.environ.update(DATABASE_URL=local.database_url, REDIS_URL=local.redis_url)  # for the children too
             return _run(load_settings())
     except embedded.EmbeddedError as exc:

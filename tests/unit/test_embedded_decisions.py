@@ -33,28 +33,28 @@ def wanted(configured: str | None) -> Wanted:
 
 
 def test_a_configured_url_that_answers_is_used_as_it_is() -> None:
-    assert decide(wanted(CONFIGURED_DB), answers=True) == Use(CONFIGURED_DB)
+    assert decide(wanted(CONFIGURED_DB), answering=True) == Use(CONFIGURED_DB)
 
 
 def test_a_configured_url_that_does_not_answer_fails_rather_than_embedding() -> None:
-    choice = decide(wanted(CONFIGURED_DB), answers=False)
+    choice = decide(wanted(CONFIGURED_DB), answering=False)
     assert isinstance(choice, Fail)
     assert "DATABASE_URL is set, but nothing answers at db.internal:6543" in choice.message
     assert "unset DATABASE_URL" in choice.message
 
 
 def test_the_failure_message_never_shows_the_configured_password_or_user() -> None:
-    choice = decide(wanted(CONFIGURED_DB), answers=False)
+    choice = decide(wanted(CONFIGURED_DB), answering=False)
     assert isinstance(choice, Fail)
     assert "hunter2" not in choice.message and "app" not in choice.message.split("answers at")[1]
 
 
 def test_without_a_configured_url_the_default_is_used_when_it_answers() -> None:
-    assert decide(wanted(None), answers=True) == Use(DEFAULT_DB)
+    assert decide(wanted(None), answering=True) == Use(DEFAULT_DB)
 
 
 def test_without_a_configured_url_and_nothing_at_the_default_the_server_is_embedded() -> None:
-    assert decide(wanted(None), answers=False) == Embed()
+    assert decide(wanted(None), answering=False) == Embed()
 
 
 @pytest.mark.parametrize(
