@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import asyncpg
 import redis as redis_sync
 
+from aichat_gateway.embedded import POSTGRES, REDIS, LocalServices, Wanted, local_default, local_services
 from aichat_gateway.migrations.runner import migrate
 
-ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def _local_services() -> LocalServices:
+    """The test run's Postgres and Redis: TEST_POSTGRES_ADMIN_DSN / TEST_REDIS_URL when set, else 127.0.0.1's,
+    else embedded servers (data in .local/test) stopped when the test process exits (aichat_gateway/embedded.py).
+
+    Decided on import, before any test module reads ADMIN_DSN and TEST_REDIS_URL, and exported so that the
+    processes the tests start use the same servers.
+    """
+    environ = os.environ
+    postgres = Wanted(
+        POSTGRES,
+        "TEST_POSTGRES_ADMIN_DSN",
+        environ.get("TEST_POSTGRES_ADMIN_DSN") or None,
+        local_default(POSTGRES, "postgresql://postgres@127.0.0.1:5432/postgres", environ),
+    )
+    redis = Wanted(
+        REDIS,
+        "TEST_REDIS_URL",
+        environ.get("TEST_REDIS_URL") or None,
+        local_default(REDIS, "redis://127.0.0.1:6379/0", environ),
+    )
+    stack = ExitStack()
+    data_dir = Path(__file__).resolve().parents[1] / ".local" / "test"
+    services = stack.enter_context(local_services(postgres, redis, data_dir, durable=False))
+    atexit.register(stack.close)  # after pytest's own teardown (the databases are dropped by then)
+    os.environ["TEST_POSTGRES_ADMIN_DSN"] = services.database_url
+    os.environ["TEST_REDIS_URL"] = services.redis_url
+    return services
+
+
+LOCAL_SERVICES = _local_services()
+ADMIN_DSN = LOCAL_SERVICES.database_url
+TEST_REDIS_URL = LOCAL_SERVICES.redis_url
 
 
 def dsn_for(dbname: str) -> str:

@@ -15,9 +15,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import asyncpg
 
+from aichat_gateway import embedded
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, SettingsError, load_settings
 from aichat_gateway.server.demo import run_demo
@@ -60,10 +62,26 @@ def main() -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 2
     configure_logging("warning", json=False, stream=sys.stderr)
-    # Ctrl-C or a plain `kill`: unwind through the `finally` blocks below, which stop both children
-    # (a shell's background job starts with SIGINT ignored, so set the handler explicitly).
+    # Ctrl-C or a plain `kill`: unwind through the `finally` blocks below, which stop the children
+    # and the embedded servers (a shell's background job starts with SIGINT ignored, so set the handler explicitly).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Postgres and Redis: the configured ones, else 127.0.0.1's, else embedded ones for this run (embedded.py).
+    try:
+        wanted = embedded.run_services(settings, os.environ)
+        with embedded.local_services(*wanted, Path.cwd() / ".local" / "run", durable=True) as local:
+            if line := local.summary():
+                print(f"make run: {line}", flush=True)
+            os.environ.update(DATABASE_URL=local.database_url, REDIS_URL=local.redis_url)  # for the children too
+            return _run(load_settings())
+    except embedded.EmbeddedError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(settings: Settings) -> int:
     exe = os.path.join(os.path.dirname(sys.executable), "aichat-gateway")
     asyncio.run(ensure_database(settings.database_url))
     subprocess.run([exe, "migrate"], check=True)
