@@ -220,7 +220,7 @@ def test_make_run_embeds_both_servers_serves_a_chat_and_stops_them_on_sigterm(da
         PYTHONUNBUFFERED="1",
     )
     run = subprocess.Popen(
-        [sys.executable, "-m", "aichat_gateway.proxy.devrun"],
+        [sys.executable, "-m", "aichat_gateway.server.devrun"],
         cwd=data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert run.stdout is not None
