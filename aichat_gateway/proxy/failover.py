@@ -324,7 +324,7 @@ def observe_upstream(
         log.warning(
             "upstream_attempt_failed",
             listing=route.public_id,
-            record=record.attempts,
+            attempt=record.attempts,
             outcome=outcome,
             **fields,
         )
