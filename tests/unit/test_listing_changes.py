@@ -1,4 +1,5 @@
-"""What a listing PATCH may change, and who may change it (marketplace/changes.py, pure)."""
+"""What a listing PATCH may change, and who may change it: the body read as the API reads it
+(schemas.ListingPatch), then marketplace/changes.py (pure)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ from typing import Any
 
 import pytest
 
+from aichat_gateway import apibody
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.marketplace.changes import ListingChanges, NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing
+from aichat_gateway.marketplace.schemas import ListingPatch
 
 URL, KEY = "https://api.example.com/v1", "sk-new-key-0123456789"
 
 
 def parse(body: dict[str, Any], *, is_owner: bool = True, is_admin: bool = False) -> ListingChanges:
     return parse_changes(
-        body,
+        apibody.validate(ListingPatch, body, InvalidListing),
         is_owner=is_owner,
         is_admin=is_admin,
         current_status="active",
