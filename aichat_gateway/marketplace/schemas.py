@@ -62,8 +62,11 @@ _FORMS = 'pricing must be {"multiplier"} or {"input_usd_per_million", "output_us
 
 
 class Pricing(Body):
-    """A listing's price (always under `pricing`): a multiplier over the catalog's list price, or
-    explicit USD prices per million tokens, input and output; decimal strings."""
+    """A listing's price: a multiplier over the catalog's list price, or explicit USD prices per
+    million tokens, input and output; decimal strings. A model outside the catalog needs explicit
+    prices."""
+
+    # Only ever under `pricing`: the prices' messages name `pricing.<field>`.
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -147,8 +150,11 @@ class ListingCreate(Body):
 
 
 class ListingPatch(Body):
-    """Every field anyone may change; who may change which is changes.py's (per role). Only the
-    fields sent change; `limits: null` removes every limit."""
+    """Only the fields sent change; `limits: null` removes every limit. The owner may change any
+    field but `status_reason`, and a new `base_url` needs its `api_key` in the same request; an
+    admin may change `name`, `pricing`, `limits`, `status` and `status_reason` of any listing."""
+
+    # Who may change which field is changes.py's (per role), applied after this shape.
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 

@@ -16,8 +16,8 @@ MAX_PROMPT_TOKENS = 10_000_000
 
 
 class QuoteRequest(Body):
-    """The model, and either the prompt's size or the messages (and tools) to count it from.
-    `max_tokens` is capped by GATEWAY_MAX_TOKENS_CAP (checked by the handler)."""
+    """The model, and either the prompt's size or the messages (and tools) to count it from;
+    `max_tokens` defaults to the model's output limit and is at most the gateway's cap."""
 
     model: Annotated[str, Field(min_length=1)]
     messages: list[dict[str, Any]] | None = None
