@@ -11,7 +11,7 @@ OpenAI's: one problem per answer, `param` the field's path (`pricing.input_usd_p
 password). An unknown field is reported before any other problem: a misspelt field is usually
 why another one is "missing".
 
-Optional fields are `X | None` (null accepted, or refused with `refuse_null`), never wider unions:
+Optional fields are `X | None` (null accepted) or `Settable[X]` (null refused), never wider unions:
 pydantic names a union's members in an error's location, which would end up in `param`.
 
 Business rules stay where they live, as pure functions; a model's validators call them and turn
@@ -28,7 +28,16 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+)
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
@@ -203,8 +212,20 @@ def _model_in(annotation: object) -> object:
     return None
 
 
-def refuse_null(value: Any, info: ValidationInfo) -> Any:
-    """A `mode="before"` validator for PATCH fields that may be left out but not set to null."""
+def _refuse_null(value: Any, info: ValidationInfo) -> Any:
     if value is None:
         raise ValueError(f"{info.field_name} cannot be null; leave it out to keep it as it is")
     return value
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """The field's JSON Schema as if it were not optional: null is refused, leaving it out is not."""
+    branches = schema.pop("anyOf", None)
+    schema.pop("default", None)
+    if branches is not None:
+        schema.update(next(branch for branch in branches if branch != {"type": "null"}))
+
+
+T = TypeVar("T")
+# A PATCH field that may be left out (then None: unchanged) but not sent as null.
+Settable = Annotated[T | None, BeforeValidator(_refuse_null), Field(json_schema_extra=_without_null)]

@@ -14,20 +14,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
 
 from aichat_gateway.accounts.keys import MAX_NAME_CHARS, key_name
 from aichat_gateway.accounts.keysettings import cap_micro
 from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
-from aichat_gateway.apibody import Answer, Body, Usd, UsdAmount, refuse_null
+from aichat_gateway.apibody import Answer, Body, Settable, Usd, UsdAmount
 from aichat_gateway.emailaddr import MAX_EMAIL_CHARS
 
 Email = Annotated[str, WithJsonSchema({"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS})]
 NewPassword = Annotated[
     str, WithJsonSchema({"type": "string", "minLength": MIN_PASSWORD_CHARS, "maxLength": MAX_PASSWORD_CHARS})
 ]
-_KEY_NAME = WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS})
-KeyName = Annotated[str, AfterValidator(key_name), _KEY_NAME]
+KeyName = Annotated[
+    str, AfterValidator(key_name), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS})
+]
 
 
 def _spend_cap(micro: int, info: ValidationInfo) -> int:
@@ -93,12 +94,10 @@ class KeyPatch(Body):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    name: Annotated[KeyName | None, _KEY_NAME] = None  # null refused: a key always has a name
+    name: Settable[KeyName] = None
     routing: Routing | None = None
     daily_spend_cap_usd: SpendCap | None = None
     monthly_spend_cap_usd: SpendCap | None = None
-
-    _name_not_null = field_validator("name", mode="before")(refuse_null)
 
 
 # ---- answers -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 from pydantic import model_validator as model_rule
 
-from aichat_gateway.apibody import Answer, Body, Usd, refuse_null
+from aichat_gateway.apibody import Answer, Body, Settable, Usd
 from aichat_gateway.marketplace.changes import SettableStatus
 from aichat_gateway.marketplace.listings import (
     LIMIT_FIELDS,
@@ -158,17 +158,15 @@ class ListingPatch(Body):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    name: Annotated[Name | None, _text_doc(MAX_NAME_CHARS)] = None
-    base_url: Annotated[BaseUrl | None, WithJsonSchema({"type": "string", "format": "uri"})] = None
-    api_key: Annotated[ApiKey | None, _text_doc(MAX_KEY_CHARS)] = None
-    pricing: Pricing | None = None
+    name: Settable[Name] = None
+    base_url: Settable[BaseUrl] = None
+    api_key: Settable[ApiKey] = None
+    pricing: Settable[Pricing] = None
     limits: Limits | None = None
     status: SettableStatus | None = Field(default=None, description="disabled: admins only")
     status_reason: Annotated[str, AfterValidator(reason_text), Field(max_length=MAX_REASON_CHARS)] | None = Field(
         default=None, description="admins only"
     )
-
-    _not_null = field_validator("name", "base_url", "api_key", "pricing", mode="before")(refuse_null)
 
 
 # ---- answers -----------------------------------------------------------------------------------

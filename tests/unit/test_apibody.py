@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field
 
-from aichat_gateway.apibody import Body, UsdAmount, parse, refuse_null
+from aichat_gateway.apibody import Body, Settable, UsdAmount, parse
 
 
 class Refused(Exception):
@@ -40,9 +40,7 @@ class Order(Body):
 
 
 class Patch(Body):
-    name: str | None = None
-
-    _not_null = field_validator("name", mode="before")(refuse_null)
+    name: Settable[str] = None
 
 
 ORDER = b'{"email": "a@b.co", "password": "x"}'
@@ -142,7 +140,8 @@ def test_an_empty_body_reads_as_the_given_default_when_there_is_one() -> None:
         parse(Patch, b"", Refused)
 
 
-def test_a_patch_field_may_be_left_out_but_not_set_to_null() -> None:
+def test_a_patch_field_may_be_left_out_but_not_set_to_null_and_is_documented_so() -> None:
     assert parse(Patch, b"{}", Refused).model_fields_set == set()
     error = refusal(b'{"name": null}', Patch)
     assert error.param == "name" and "null" in error.message
+    assert Patch.model_json_schema()["properties"]["name"] == {"title": "Name", "type": "string"}
