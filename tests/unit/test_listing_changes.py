@@ -11,7 +11,8 @@ from aichat_gateway import apibody
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.marketplace.changes import ListingChanges, NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing
-from aichat_gateway.marketplace.schemas import ListingPatch
+from aichat_gateway.marketplace.listings import LIMIT_FIELDS
+from aichat_gateway.marketplace.schemas import Limits, ListingPatch
 
 URL, KEY = "https://api.example.com/v1", "sk-new-key-0123456789"
 
@@ -80,3 +81,8 @@ def test_an_admin_who_owns_the_listing_may_move_it_like_any_owner() -> None:
 @pytest.mark.parametrize("field", ["status_reason", "provider", "models"])
 def test_a_seller_still_cannot_change_what_only_an_admin_or_nobody_may(field: str) -> None:
     assert refusal({field: "x"}).param == field
+
+
+def test_the_limits_a_body_may_set_are_exactly_a_listings_limits() -> None:
+    assert tuple(Limits.model_fields) == LIMIT_FIELDS
+    assert apibody.validate(Limits, {"rpm": 5, "tpm": None}, InvalidListing).as_dict() == {"rpm": 5}
