@@ -15,29 +15,33 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.accounts import keys as keys_repo
 from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
-from aichat_gateway.accounts.bodies import read_object
+from aichat_gateway.accounts.bodies import read_body
 from aichat_gateway.accounts.errors import InvalidCredentials
-from aichat_gateway.accounts.keysettings import (
-    PATCH_FIELDS,
-    SETTING_FIELDS,
-    parse_changes,
-    parse_settings,
-)
+from aichat_gateway.accounts.keysettings import changes_of, settings_of
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords
+from aichat_gateway.accounts.schemas import (
+    CreatedKey,
+    Credentials,
+    Key,
+    KeyCreate,
+    KeyList,
+    KeyPatch,
+    Registration,
+    Session,
+    User,
+)
 from aichat_gateway.accounts.services import AccountsServices, services
 from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
+from aichat_gateway.apiroute import ApiRoute, Auth, api_route
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 
 log = get_logger(__name__)
-
-_CREDENTIAL_FIELDS = {"email": str, "password": str}
 
 
 def deps(request: Request) -> AccountsServices:
@@ -75,16 +79,16 @@ class AccountsApi:
         self._passwords = passwords or Passwords()
 
     async def register(self, request: Request) -> Response:
-        body = await read_object(request, _CREDENTIAL_FIELDS)
+        body = await read_body(request, Registration)
         d = deps(request)
-        user = await users.create_user(d.db, self._passwords, str(body["email"]), str(body["password"]))
+        user = await users.create_user(d.db, self._passwords, body.email, body.password)
         return json_response(user.public(), status_code=201)
 
     async def login(self, request: Request) -> Response:
-        body = await read_object(request, _CREDENTIAL_FIELDS)
+        body = await read_body(request, Credentials)
         # Refused on the text alone, before anything is counted or looked up: a look-alike of a
         # locked address (Unicode folded differently here and in Postgres) must not get through.
-        email, password = users.canonical_email(body["email"]), str(body["password"])
+        email, password = users.canonical_email(body.email), body.password
         d = deps(request)
         limiter = LoginLimiter(d.redis, d.settings.redis_prefix)
         attempt = await limiter.attempt(email, client_ip(request))
@@ -114,18 +118,17 @@ class AccountsApi:
 
     async def create_key(self, request: Request) -> Response:
         session = require_user(request)
-        body = await read_object(request, {"name": str}, optional=SETTING_FIELDS)
+        body = await read_body(request, KeyCreate)
         d = deps(request)
-        settings = parse_settings(body, d.validate_key_routing)
-        created = await keys_repo.create_key(d.db, session.id, str(body["name"]), settings)
+        created = await keys_repo.create_key(d.db, session.id, body.name, settings_of(body, d.validate_key_routing))
         return json_response(created.public(), status_code=201)
 
     async def update_key(self, request: Request) -> Response:
         """PATCH: name and settings only (the allow-list); every process serves the new settings at once."""
         session = require_user(request)
-        body = await read_object(request, {}, optional=PATCH_FIELDS)
+        body = await read_body(request, KeyPatch)
         d = deps(request)
-        changes = parse_changes(body, d.validate_key_routing, keys_repo.validate_key_name)
+        changes = changes_of(body, d.validate_key_routing)
         key, key_hash = await keys_repo.update_key(d.db, session.id, request.path_params["key_id"], changes)
         await d.keys.announce_changed(key_hash)
         return json_response(key.public())
@@ -143,14 +146,83 @@ class AccountsApi:
         return Response(status_code=204)
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     api = AccountsApi()
     return [
-        Route("/auth/register", api.register, methods=["POST"]),
-        Route("/auth/login", api.login, methods=["POST"]),
-        Route("/auth/me", api.me, methods=["GET"]),
-        Route("/keys", api.create_key, methods=["POST"]),
-        Route("/keys", api.list_keys, methods=["GET"]),
-        Route("/keys/{key_id}", api.update_key, methods=["PATCH"]),
-        Route("/keys/{key_id}", api.revoke_key, methods=["DELETE"]),
+        api_route(
+            "POST",
+            "/auth/register",
+            api.register,
+            operation_id="register",
+            summary="Create an account",
+            tag="accounts",
+            body=Registration,
+            answers={201: User},
+            errors=(409,),
+        ),
+        api_route(
+            "POST",
+            "/auth/login",
+            api.login,
+            operation_id="login",
+            summary="Log in: a bearer token, and the session and CSRF cookies for browsers",
+            tag="accounts",
+            body=Credentials,
+            answers={200: Session},
+            errors=(401, 429, 503),
+        ),
+        api_route(
+            "GET",
+            "/auth/me",
+            api.me,
+            operation_id="me",
+            summary="The signed-in user",
+            tag="accounts",
+            answers={200: User},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "POST",
+            "/keys",
+            api.create_key,
+            operation_id="createKey",
+            summary="Create a gateway key",
+            tag="keys",
+            body=KeyCreate,
+            answers={201: CreatedKey},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/keys",
+            api.list_keys,
+            operation_id="listKeys",
+            summary="The caller's keys (no secrets)",
+            tag="keys",
+            answers={200: KeyList},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "PATCH",
+            "/keys/{key_id}",
+            api.update_key,
+            operation_id="updateKey",
+            summary="Change a key's name or settings",
+            tag="keys",
+            body=KeyPatch,
+            answers={200: Key},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
+        api_route(
+            "DELETE",
+            "/keys/{key_id}",
+            api.revoke_key,
+            operation_id="revokeKey",
+            summary="Revoke a key",
+            tag="keys",
+            answers={204: None},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
     ]

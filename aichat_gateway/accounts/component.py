@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
-from starlette.routing import BaseRoute
 
 from aichat_gateway.accounts import api, session_api, sessions
 from aichat_gateway.accounts.services import AccountsServices
+from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.supervisor import Supervisor
 
@@ -26,7 +26,7 @@ SESSION_PRUNE_MAX_BATCHES = 20
 KEY_LAST_USED_FLUSH = 5.0
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return [*api.routes(), *session_api.routes()]
 
 

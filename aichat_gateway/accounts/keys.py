@@ -36,6 +36,7 @@ __all__ = [
     "create_key",
     "generate_key",
     "hash_secret",
+    "key_name",
     "list_keys",
     "looks_like_key",
     "parse_key_id",
@@ -124,15 +125,25 @@ def _json_text(value: dict[str, Any] | None) -> str | None:
     return orjson.dumps(value).decode() if value is not None else None
 
 
-def validate_key_name(value: object, *, param: str = "name") -> str:
-    if not isinstance(value, str):
-        raise InvalidInput("name must be a string", param=param)
+def key_name(value: str) -> str:
+    """The rule for a key's name: stripped, 1 to MAX_NAME_CHARS characters, no control characters;
+    ValueError (naming the field) otherwise."""
     name = value.strip()
     if not 1 <= len(name) <= MAX_NAME_CHARS:
-        raise InvalidInput(f"name must be 1 to {MAX_NAME_CHARS} characters", param=param)
+        raise ValueError(f"name must be 1 to {MAX_NAME_CHARS} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInput("name must not contain control characters", param=param)
+        raise ValueError("name must not contain control characters")
     return name
+
+
+def validate_key_name(value: object, *, param: str = "name") -> str:
+    """`key_name` for callers outside the REST API (which reads names with accounts/schemas.py)."""
+    if not isinstance(value, str):
+        raise InvalidInput("name must be a string", param=param)
+    try:
+        return key_name(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), param=param) from None
 
 
 def parse_key_id(value: str) -> uuid.UUID:

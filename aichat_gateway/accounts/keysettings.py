@@ -12,22 +12,21 @@ is the same as none and is stored as NULL, so "has defaults" is simply "routing 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aichat_gateway.accounts.errors import InvalidInput
-from aichat_gateway.config.money import parse_usd_micro, usd
+from aichat_gateway.config.money import usd
+
+if TYPE_CHECKING:
+    from aichat_gateway.accounts.schemas import KeyCreate, KeyPatch
 
 RoutingValidator = Callable[[object], dict[str, Any]]
 
 ROUTING = "routing"
 DAILY_CAP = "daily_spend_cap_usd"
 MONTHLY_CAP = "monthly_spend_cap_usd"
-SETTING_FIELDS = frozenset({ROUTING, DAILY_CAP, MONTHLY_CAP})
-# The PATCH allow-list: everything a key's owner may change. The secret, prefix, owner and the
-# timestamps are not on it; revoking is DELETE.
-PATCH_FIELDS = frozenset({"name"}) | SETTING_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +64,10 @@ def _usd_or_none(micro: int | None) -> str | None:
     return usd(micro) if micro is not None else None
 
 
-def parse_cap(value: object, field: str) -> int | None:
-    """A spend cap from the API → micro-USD; null → None. Must be a decimal string > 0."""
-    if value is None:
-        return None
-    try:
-        micro = parse_usd_micro(value, name=field)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), param=field) from None
+def cap_micro(micro: int, field: str) -> int:
+    """The rule for a spend cap: more than zero (null, not 0, means no cap); ValueError naming the field."""
     if micro <= 0:
-        raise InvalidInput(f"{field} must be more than 0 (use null for no cap)", param=field)
+        raise ValueError(f"{field} must be more than 0 (use null for no cap)")
     return micro
 
 
@@ -86,27 +79,20 @@ def parse_routing(value: object, validate: RoutingValidator) -> dict[str, Any] |
     return normalised or None
 
 
-def parse_settings(body: Mapping[str, object], validate_routing: RoutingValidator) -> KeySettings:
-    """The settings of a create body; absent and null fields are "none"."""
+def settings_of(body: KeyCreate | KeyPatch, validate_routing: RoutingValidator) -> KeySettings:
+    """The settings of a body read with accounts/schemas.py (caps already in micro-USD); absent and
+    null fields are "none"."""
     return KeySettings(
-        routing=parse_routing(body.get(ROUTING), validate_routing),
-        daily_cap_micro=parse_cap(body.get(DAILY_CAP), DAILY_CAP),
-        monthly_cap_micro=parse_cap(body.get(MONTHLY_CAP), MONTHLY_CAP),
+        routing=parse_routing(body.routing, validate_routing),
+        daily_cap_micro=body.daily_spend_cap_usd,
+        monthly_cap_micro=body.monthly_spend_cap_usd,
     )
 
 
-def parse_changes(
-    body: Mapping[str, object], validate_routing: RoutingValidator, validate_name: Callable[[object], str]
-) -> KeyChanges:
-    """A PATCH body against the allow-list: refuses unknown fields (naming the first) and an empty body."""
-    refused = sorted(set(body) - PATCH_FIELDS)
-    if refused:
-        shown = refused[0] if len(refused[0]) <= 64 else refused[0][:64] + "…"
-        raise InvalidInput(f"field '{shown}' cannot be changed; use {', '.join(sorted(PATCH_FIELDS))}", param=shown)
-    if not body:
-        raise InvalidInput(f"nothing to change; send any of {', '.join(sorted(PATCH_FIELDS))}")
+def changes_of(body: KeyPatch, validate_routing: RoutingValidator) -> KeyChanges:
+    """A PATCH (its model is the allow-list): the fields sent, null included; refuses an empty one."""
+    if not body.model_fields_set:
+        raise InvalidInput(f"nothing to change; send any of {', '.join(type(body).model_fields)}")
     return KeyChanges(
-        given=frozenset(body),
-        name=validate_name(body["name"]) if "name" in body else None,
-        settings=parse_settings(body, validate_routing),
+        given=frozenset(body.model_fields_set), name=body.name, settings=settings_of(body, validate_routing)
     )

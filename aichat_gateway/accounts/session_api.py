@@ -10,20 +10,19 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.api import clear_session_cookies, client_ip, deps, json_response
 from aichat_gateway.accounts.backend import CSRF_REJECTED, SessionUser, require_admin, require_user
-from aichat_gateway.accounts.bodies import read_object
+from aichat_gateway.accounts.bodies import read_body
 from aichat_gateway.accounts.errors import InvalidCredentials, NotFound, WrongPassword
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords, check_password_policy
+from aichat_gateway.accounts.schemas import PasswordChange, SessionList
+from aichat_gateway.apiroute import ApiRoute, Auth, api_route
 from aichat_gateway.config.logging import get_logger
 
 log = get_logger(__name__)
-
-_PASSWORD_FIELDS = {"current_password": str, "new_password": str}
 
 
 class SessionsApi:
@@ -54,8 +53,8 @@ class SessionsApi:
         this), so a stolen session cannot be used to guess the password.
         """
         session = require_user(request)
-        body = await read_object(request, _PASSWORD_FIELDS)
-        current, new = str(body["current_password"]), str(body["new_password"])
+        body = await read_body(request, PasswordChange)
+        current, new = body.current_password, body.new_password
         check_password_policy(new, param="new_password")  # refused before anything is counted
         d = deps(request)
         user = await users.get_by_id(d.db, session.id)
@@ -105,12 +104,62 @@ class SessionsApi:
         return Response(status_code=204)
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     api = SessionsApi()
     return [
-        Route("/auth/logout", api.logout, methods=["POST"]),
-        Route("/auth/password", api.change_password, methods=["POST"]),
-        Route("/auth/sessions", api.list_sessions, methods=["GET"]),
-        Route("/auth/sessions/{session_id}", api.end_session, methods=["DELETE"]),
-        Route("/admin/users/{user_id}/sessions/revoke", api.admin_end_sessions, methods=["POST"]),
+        api_route(
+            "POST",
+            "/auth/logout",
+            api.logout,
+            operation_id="logout",
+            summary="End the session presented (bearer or cookie) in every process, and forget the cookies",
+            tag="accounts",
+            answers={204: None},
+            auth=Auth.OPTIONAL_SESSION,
+        ),
+        api_route(
+            "POST",
+            "/auth/password",
+            api.change_password,
+            operation_id="changePassword",
+            summary="Change the password; every other session of the user ends (a wrong current password "
+            "counts against the login limit)",
+            tag="accounts",
+            body=PasswordChange,
+            answers={204: None},
+            auth=Auth.SESSION,
+            errors=(429,),
+        ),
+        api_route(
+            "GET",
+            "/auth/sessions",
+            api.list_sessions,
+            operation_id="listSessions",
+            summary="The caller's live sessions, the current one flagged (no tokens)",
+            tag="accounts",
+            answers={200: SessionList},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "DELETE",
+            "/auth/sessions/{session_id}",
+            api.end_session,
+            operation_id="endSession",
+            summary="End one of the caller's sessions",
+            tag="accounts",
+            answers={204: None},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
+        api_route(
+            "POST",
+            "/admin/users/{user_id}/sessions/revoke",
+            api.admin_end_sessions,
+            operation_id="endUserSessions",
+            summary="Admin: end every session of a user, in every process",
+            tag="admin",
+            answers={204: None},
+            auth=Auth.ADMIN,
+            errors=(404,),
+        ),
     ]

@@ -13,23 +13,26 @@ Authentication is done by the /api sub-app's middleware; this module reads only 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from aichat_gateway import httpbody, queryparams
+from aichat_gateway import apibody, httpbody, queryparams
+from aichat_gateway.apiroute import CURSOR, LIMIT, UUID, ApiRoute, Auth, api_route, header, query, time_query
 from aichat_gateway.billing import ledger
-from aichat_gateway.billing.amounts import parse_usd, usd
-from aichat_gateway.billing.credits import grant_credit, user_id_for_email
+from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM, MAX_IDEMPOTENCY_KEY_CHARS, grant_credit, user_id_for_email
 from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
+from aichat_gateway.billing.schemas import Balance, Credit, CreditRequest, TransactionPage, UsagePage
 from aichat_gateway.billing.services import services
 
-_MAX_BODY = 16 * 1024
+MAX_BODY = 16 * 1024
 MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
+M = TypeVar("M", bound=BaseModel)
 
 
 def _user(request: Request) -> str:
@@ -53,15 +56,9 @@ async def read_capped(request: Request, max_bytes: int, *, error: type[BillingEr
     return await httpbody.read_capped(request, max_bytes, lambda: error("request body too large"))
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await read_capped(request, _MAX_BODY)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidBillingInput("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidBillingInput("request body must be a JSON object")
-    return body
+async def read_body(request: Request, model: type[M], *, empty: Mapping[str, object] | None = None) -> M:
+    """The body as `model` (apibody.read), refused as InvalidBillingInput naming the field."""
+    return await apibody.read(request, model, InvalidBillingInput, max_bytes=MAX_BODY, empty=empty)
 
 
 def _iso(value: datetime) -> str:
@@ -218,18 +215,14 @@ async def usage(request: Request) -> Response:
 
 async def create_credit(request: Request) -> Response:
     admin = _admin(request)
-    body = await _json_object(request)
-    unknown = sorted(set(body) - {"email", "amount_usd", "reason"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
+    body = await read_body(request, CreditRequest)
     svc = services(request)
-    amount = parse_usd(body.get("amount_usd"), "amount_usd")
-    user_id = await user_id_for_email(svc.db, body.get("email"))
+    user_id = await user_id_for_email(svc.db, body.email)
     credit = await grant_credit(
         svc.db,
         user_id=user_id,
-        amount_micro=amount,
-        reason=body.get("reason"),  # type: ignore[arg-type]  # checked by grant_credit
+        amount_micro=body.amount_usd,
+        reason=body.reason,  # its rule (credits.check_credit) is grant_credit's, shared with the CLI
         granted_by=admin,
         idempotency_key=request.headers.get("idempotency-key"),
         on_balance_change=svc.hot.credit,
@@ -246,10 +239,65 @@ async def create_credit(request: Request) -> Response:
     )
 
 
-def routes() -> list[BaseRoute]:
+IDEMPOTENCY = header(
+    IDEMPOTENCY_PARAM,
+    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+    "Makes a retry answer the first result",
+)
+
+
+def routes() -> list[ApiRoute]:
     return [
-        Route("/billing/balance", balance, methods=["GET"]),
-        Route("/billing/transactions", transactions, methods=["GET"]),
-        Route("/billing/usage", usage, methods=["GET"]),
-        Route("/admin/credits", create_credit, methods=["POST"]),
+        api_route(
+            "GET",
+            "/billing/balance",
+            balance,
+            operation_id="getBalance",
+            summary="Balance, open holds and what is available",
+            tag="billing",
+            answers={200: Balance},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/billing/transactions",
+            transactions,
+            operation_id="listTransactions",
+            summary="The caller's ledger entries, newest first",
+            tag="billing",
+            params=(CURSOR, LIMIT),
+            answers={200: TransactionPage},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/billing/usage",
+            usage,
+            operation_id="listUsage",
+            summary="The caller's settled requests, newest first",
+            tag="billing",
+            params=(
+                query("key_id", UUID, "Only this key's requests"),
+                query("model", {"type": "string"}, "Only this model"),
+                time_query("since", "From this time (inclusive)"),
+                time_query("until", "Before this time"),
+                CURSOR,
+                LIMIT,
+            ),
+            answers={200: UsagePage},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "POST",
+            "/admin/credits",
+            create_credit,
+            operation_id="grantCredit",
+            summary="Admin: a promotional credit (a replay with the same Idempotency-Key answers 200)",
+            tag="admin",
+            body=CreditRequest,
+            params=(IDEMPOTENCY,),
+            answers={201: Credit, 200: Credit},
+            auth=Auth.ADMIN,
+            errors=(404, 409),
+        ),
     ]

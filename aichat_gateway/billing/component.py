@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 from redis.asyncio import Redis
-from starlette.routing import BaseRoute
 
+from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.billing import api, seller_api, topups
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.reconcile import Reconciler
@@ -34,7 +34,7 @@ HOLD_SWEEP_INTERVAL = 5.0
 BACKLOG_INTERVAL = 5.0
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return [*api.routes(), *topups.routes(), *seller_api.routes()]
 
 

@@ -1,4 +1,4 @@
-"""Payout decisions, pure: request bodies, amounts, the holding period, approval, replays, keys.
+"""Payout decisions, pure: the rules of request fields, amounts, the holding period, approval, replays, keys.
 
 `payouts.py` does the I/O around these (Postgres, Stripe); everything decided from plain values
 is here, so it is unit-tested without a database. Money is integer micro-USD; a payout is whole
@@ -22,7 +22,8 @@ STATUSES: Final = ("pending", "paid", "failed", "cancelled")
 MAX_REFERENCE_CHARS: Final = 200
 # `requested_micro` of a request for everything available (an explicit amount is always > 0).
 EVERYTHING: Final = 0
-_STRIPE_ACCOUNT = re.compile(r"acct_[A-Za-z0-9]{6,64}")
+STRIPE_ACCOUNT: Final = r"acct_[A-Za-z0-9]{6,64}"
+_STRIPE_ACCOUNT = re.compile(STRIPE_ACCOUNT)
 
 
 def min_payout_micro(setting: Decimal) -> int:
@@ -33,21 +34,13 @@ def approval_micro(setting: Decimal) -> int:
     return parse_usd(format(setting, "f"), "GATEWAY_PAYOUT_APPROVAL_USD")
 
 
-def parse_payout_request(body: object) -> int | None:
-    """`{}` or `{"amount_usd": "12.50"}` → the amount asked for (None: everything available)."""
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "25.00"} or {}')
-    unknown = sorted(set(body) - {"amount_usd"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    if body.get("amount_usd") is None:
-        return None
-    amount = parse_usd(body["amount_usd"], "amount_usd")
-    if amount <= 0:
-        raise InvalidBillingInput("amount_usd must be more than zero", param="amount_usd")
-    if amount % MICRO_PER_CENT:
-        raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")
-    return amount
+def payout_amount(micro: int) -> int:
+    """The rule for an explicit payout amount (schemas.PayoutRequest): more than zero, whole cents."""
+    if micro <= 0:
+        raise ValueError("amount_usd must be more than zero")
+    if micro % MICRO_PER_CENT:
+        raise ValueError("amount_usd must be whole cents")
+    return micro
 
 
 def decide_amount(
@@ -130,35 +123,18 @@ def check_replay(stored_request: int | None, asked_micro: int | None) -> None:
         )
 
 
-def parse_stripe_account(body: object) -> str:
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"stripe_account_id": "acct_..."}')
-    unknown = sorted(set(body) - {"stripe_account_id"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    value = body.get("stripe_account_id")
-    if not isinstance(value, str) or not _STRIPE_ACCOUNT.fullmatch(value):
-        raise InvalidBillingInput(
-            "stripe_account_id must be a Stripe Connect account id (acct_ followed by letters and digits)",
-            param="stripe_account_id",
-        )
+def stripe_account(value: str) -> str:
+    """The rule for a seller's Stripe Connect account id (schemas.PayoutAccountRequest)."""
+    if not _STRIPE_ACCOUNT.fullmatch(value):
+        raise ValueError("stripe_account_id must be a Stripe Connect account id (acct_ followed by letters and digits)")
     return value
 
 
-def parse_reference(body: object) -> str:
-    """An admin's mark-paid: `{"reference": "<bank transfer reference>"}`, printable, bounded."""
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"reference": "SEPA 2024-001"}')
-    unknown = sorted(set(body) - {"reference"})
-    if unknown:
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    value = body.get("reference")
-    text = value.strip() if isinstance(value, str) else ""
+def payment_reference(value: str) -> str:
+    """An admin's mark-paid reference (schemas.MarkPaid): trimmed, 1 to MAX_REFERENCE_CHARS printable."""
+    text = value.strip()
     if not text or len(text) > MAX_REFERENCE_CHARS or any(ord(c) < 32 for c in text):
-        raise InvalidBillingInput(
-            f"reference is required: 1 to {MAX_REFERENCE_CHARS} printable characters naming the payment",
-            param="reference",
-        )
+        raise ValueError(f"reference is required: 1 to {MAX_REFERENCE_CHARS} printable characters naming the payment")
     return text
 
 

@@ -24,23 +24,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from aichat_gateway import queryparams
+from aichat_gateway.apiroute import CURSOR, LIMIT, ApiRoute, Auth, api_route, header, time_query
 from aichat_gateway.billing.amounts import usd
-from aichat_gateway.billing.api import read_capped
+from aichat_gateway.billing.api import read_body
+from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
-from aichat_gateway.billing.payoutplan import parse_payout_request, parse_reference, parse_stripe_account
 from aichat_gateway.billing.payouts import Payout, Payouts
+from aichat_gateway.billing.schemas import (
+    Earnings,
+    MarkPaid,
+    PayoutAccount,
+    PayoutAccountRequest,
+    PayoutPage,
+    PayoutRequest,
+)
+from aichat_gateway.billing.schemas import Payout as PayoutShown
 from aichat_gateway.billing.services import services
 
 DEFAULT_WINDOW: Final = timedelta(days=30)
 MAX_WINDOW: Final = timedelta(days=366)
 MAX_IDEMPOTENCY_KEY: Final = 200
-MAX_BODY: Final = 16 * 1024
 
 
 # --- pure ------------------------------------------------------------------------------------
@@ -105,17 +112,6 @@ def _admin(request: Request) -> str:
     if "admin" not in request.auth.scopes:
         raise NotPermitted("only an admin may do this")
     return user
-
-
-async def _json_body(request: Request) -> Any:
-    """The body as JSON; an empty body is `{}` (a payout of everything available)."""
-    raw = await read_capped(request, MAX_BODY)
-    if not raw.strip():
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidBillingInput("request body is not valid JSON") from None
 
 
 def _payouts(request: Request) -> Payouts:
@@ -206,7 +202,7 @@ async def get_payout_account(request: Request) -> Response:
 
 async def put_payout_account(request: Request) -> Response:
     seller = _caller(request)
-    account = parse_stripe_account(await _json_body(request))
+    account = (await read_body(request, PayoutAccountRequest)).stripe_account_id
     payouts = _payouts(request)
     await payouts.set_account(seller, account)
     row = await payouts.account(seller)
@@ -216,7 +212,8 @@ async def put_payout_account(request: Request) -> Response:
 
 async def create_payout(request: Request) -> Response:
     seller = _caller(request)
-    amount = parse_payout_request(await _json_body(request))
+    # An empty body is `{}`: a payout of everything available.
+    amount = (await read_body(request, PayoutRequest, empty={})).amount_usd
     key = request_key(seller, request.headers.get("idempotency-key"))
     payout, created = await _payouts(request).request(seller, amount, request_key=key)
     return JSONResponse(payout_json(payout), status_code=201 if created else 200)
@@ -243,7 +240,7 @@ async def get_payout(request: Request) -> Response:
 
 async def mark_paid(request: Request) -> Response:
     admin = _admin(request)
-    reference = parse_reference(await _json_body(request))
+    reference = (await read_body(request, MarkPaid)).reference
     payout = await _payouts(request).mark_paid(request.path_params["payout_id"], reference, admin)
     return JSONResponse(payout_json(payout))
 
@@ -260,15 +257,117 @@ async def cancel(request: Request) -> Response:
     return JSONResponse(payout_json(payout))
 
 
-def routes() -> list[BaseRoute]:
+IDEMPOTENCY = header(
+    IDEMPOTENCY_PARAM,
+    {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "Makes a retry answer the first result",
+)
+
+
+def routes() -> list[ApiRoute]:
     return [
-        Route("/seller/earnings", earnings, methods=["GET"]),
-        Route("/seller/payout-account", get_payout_account, methods=["GET"]),
-        Route("/seller/payout-account", put_payout_account, methods=["PUT"]),
-        Route("/seller/payouts", create_payout, methods=["POST"]),
-        Route("/seller/payouts", list_payouts, methods=["GET"]),
-        Route("/seller/payouts/{payout_id}", get_payout, methods=["GET"]),
-        Route("/admin/payouts/{payout_id}/mark-paid", mark_paid, methods=["POST"]),
-        Route("/admin/payouts/{payout_id}/cancel", cancel, methods=["POST"]),
-        Route("/admin/payouts/{payout_id}/approve", approve, methods=["POST"]),
+        api_route(
+            "GET",
+            "/seller/earnings",
+            earnings,
+            operation_id="getEarnings",
+            summary="The caller's earnings, with breakdowns over since..until (at most 366 days)",
+            tag="seller",
+            params=(time_query("since", "Default: 30 days before until"), time_query("until", "Default: now")),
+            answers={200: Earnings},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/seller/payout-account",
+            get_payout_account,
+            operation_id="getPayoutAccount",
+            summary="The caller's Stripe Connect account",
+            tag="seller",
+            answers={200: PayoutAccount},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "PUT",
+            "/seller/payout-account",
+            put_payout_account,
+            operation_id="putPayoutAccount",
+            summary="Set the caller's Stripe Connect account",
+            tag="seller",
+            body=PayoutAccountRequest,
+            answers={200: PayoutAccount},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "POST",
+            "/seller/payouts",
+            create_payout,
+            operation_id="requestPayout",
+            summary="Request a payout (default: everything available, floored to the cent; earnings in the holding "
+            "period are not available; above the approval amount it waits for an admin; a replay with the same "
+            "Idempotency-Key answers 200)",
+            tag="seller",
+            body=PayoutRequest,
+            body_required=False,
+            params=(IDEMPOTENCY,),
+            answers={201: PayoutShown, 200: PayoutShown},
+            auth=Auth.SESSION,
+            errors=(409,),
+        ),
+        api_route(
+            "GET",
+            "/seller/payouts",
+            list_payouts,
+            operation_id="listPayouts",
+            summary="The caller's payouts, newest first",
+            tag="seller",
+            params=(CURSOR, LIMIT),
+            answers={200: PayoutPage},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/seller/payouts/{payout_id}",
+            get_payout,
+            operation_id="getPayout",
+            summary="One of the caller's payouts",
+            tag="seller",
+            answers={200: PayoutShown},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
+        api_route(
+            "POST",
+            "/admin/payouts/{payout_id}/mark-paid",
+            mark_paid,
+            operation_id="markPayoutPaid",
+            summary="Admin: paid by other means (only from pending)",
+            tag="admin",
+            body=MarkPaid,
+            answers={200: PayoutShown},
+            auth=Auth.ADMIN,
+            errors=(404, 409),
+        ),
+        api_route(
+            "POST",
+            "/admin/payouts/{payout_id}/cancel",
+            cancel,
+            operation_id="cancelPayout",
+            summary="Admin: cancel a pending payout (the amount returns to the seller's earnings)",
+            tag="admin",
+            answers={200: PayoutShown},
+            auth=Auth.ADMIN,
+            errors=(404, 409),
+        ),
+        api_route(
+            "POST",
+            "/admin/payouts/{payout_id}/approve",
+            approve,
+            operation_id="approvePayout",
+            summary="Admin: approve a pending payout above GATEWAY_PAYOUT_APPROVAL_USD, so Stripe processing sends it",
+            tag="admin",
+            answers={200: PayoutShown},
+            auth=Auth.ADMIN,
+            errors=(404, 409),
+        ),
     ]

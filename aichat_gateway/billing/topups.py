@@ -24,13 +24,12 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
+from aichat_gateway.apiroute import STRING, ApiRoute, Auth, api_route, header
 from aichat_gateway.billing.amounts import parse_usd, usd
-from aichat_gateway.billing.api import read_capped
+from aichat_gateway.billing.api import read_body, read_capped
 from aichat_gateway.billing.errors import (
     BillingNotFound,
     InvalidBillingInput,
@@ -39,6 +38,8 @@ from aichat_gateway.billing.errors import (
     PaymentsUnavailable,
     WebhookRejected,
 )
+from aichat_gateway.billing.schemas import CreatedTopup as CreatedTopupShown
+from aichat_gateway.billing.schemas import StripeEventBody, Topup, TopupRequest, WebhookReceipt
 from aichat_gateway.billing.services import services
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.stripe_effects import CURRENCY, MICRO_PER_CENT
@@ -48,7 +49,6 @@ from aichat_gateway.config.settings import Settings
 
 log = get_logger(__name__)
 
-MAX_BODY = 16 * 1024
 MAX_WEBHOOK_BODY = 512 * 1024
 
 
@@ -66,14 +66,9 @@ def _decimal_micro(value: Decimal) -> int:
     return parse_usd(format(value, "f"), "settings")
 
 
-def parse_topup_amount(body: object, limits: TopupLimits) -> int:
-    """`{"amount_usd": "20.00"}` → micro-USD: a decimal string, whole cents, within the limits."""
-    if not isinstance(body, dict):
-        raise InvalidBillingInput('the body must be a JSON object such as {"amount_usd": "20.00"}')
-    unknown = sorted(set(body) - {"amount_usd"})
-    if unknown:  # refused, not ignored, like every other body of this API
-        raise InvalidBillingInput(f"unknown field {unknown[0]}", param=unknown[0])
-    amount = parse_usd(body.get("amount_usd"), "amount_usd")
+def topup_amount(amount: int, limits: TopupLimits) -> int:
+    """A top-up's amount (micro-USD, read from its decimal string by schemas.TopupRequest): whole
+    cents, within the limits."""
     if amount % MICRO_PER_CENT:
         raise InvalidBillingInput("amount_usd must be whole cents", param="amount_usd")
     if not limits.min_micro <= amount <= limits.max_micro:
@@ -182,18 +177,10 @@ def _buyer(request: Request) -> str:
     return str(request.user.identity)
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await read_capped(request, MAX_BODY)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidBillingInput("request body is not valid JSON") from None
-
-
 async def create_topup(request: Request) -> Response:
     user_id = _buyer(request)
     svc = services(request)
-    amount = parse_topup_amount(await _json_body(request), TopupLimits.from_settings(svc.settings))
+    amount = topup_amount((await read_body(request, TopupRequest)).amount_usd, TopupLimits.from_settings(svc.settings))
     async with StripeClient.open(svc.settings) as stripe:
         created = await TopUps(svc.db, stripe).create(user_id, amount)
     log.info("topup_created", topup_id=created.id, payment_intent_id=created.payment_intent_id)
@@ -239,9 +226,40 @@ async def stripe_webhook(request: Request) -> Response:
     return JSONResponse({"received": True, "outcome": outcome.value})
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return [
-        Route("/billing/topups", create_topup, methods=["POST"]),
-        Route("/billing/topups/{topup_id}", get_topup, methods=["GET"]),
-        Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+        api_route(
+            "POST",
+            "/billing/topups",
+            create_topup,
+            operation_id="createTopup",
+            summary="Start a Stripe top-up (credited only by the verified webhook)",
+            tag="billing",
+            body=TopupRequest,
+            answers={201: CreatedTopupShown},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/billing/topups/{topup_id}",
+            get_topup,
+            operation_id="getTopup",
+            summary="One of the caller's top-ups",
+            tag="billing",
+            answers={200: Topup},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
+        api_route(
+            "POST",
+            "/webhooks/stripe",
+            stripe_webhook,
+            operation_id="stripeWebhook",
+            summary="Stripe's signed events (the signature is the authentication)",
+            tag="billing",
+            body=StripeEventBody,
+            params=(header("Stripe-Signature", STRING, "t=<unix time>,v1=<HMAC-SHA256>", required=True),),
+            answers={200: WebhookReceipt},
+            errors=(503,),
+        ),
     ]

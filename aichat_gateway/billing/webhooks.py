@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
+from aichat_gateway import apibody
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.errors import WebhookRejected
 from aichat_gateway.billing.reconcile import balance_writes
+from aichat_gateway.billing.schemas import StripeEventBody
 from aichat_gateway.billing.stripe_client import StripeClient, webhook_signature_matches
 from aichat_gateway.billing.stripe_effects import (
     DisputeState,
@@ -126,21 +127,10 @@ class StripeEvent:
 
 
 def parse_event(payload: bytes) -> StripeEvent:
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise WebhookRejected("webhook body is not JSON") from None
-    if not isinstance(body, dict):
-        raise WebhookRejected("webhook body is not an event object")
-    event_id, event_type, data = body.get("id"), body.get("type"), body.get("data")
-    obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
-        raise WebhookRejected("webhook event has no id")
-    if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
-        raise WebhookRejected("webhook event has no type")
-    if not isinstance(obj, dict):
-        raise WebhookRejected("webhook event has no data.object")
-    return StripeEvent(event_id, event_type, obj)
+    """A verified body → the event's id, type and object (schemas.StripeEventBody); WebhookRejected
+    naming what is missing or malformed."""
+    body = apibody.parse(StripeEventBody, payload, WebhookRejected)
+    return StripeEvent(body.id, body.type, body.data.object)
 
 
 def _str(obj: Mapping[str, Any], key: str) -> str | None:

@@ -8,25 +8,27 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
-import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from aichat_gateway.httpbody import read_capped
+from aichat_gateway import apibody
+from aichat_gateway.apiroute import ApiRoute, Auth, api_route, query
 from aichat_gateway.marketplace import listings
 from aichat_gateway.marketplace.changes import NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
-from aichat_gateway.marketplace.offers import list_offers
+from aichat_gateway.marketplace.offers import MAX_MODEL_CHARS, list_offers
 from aichat_gateway.marketplace.pricing import usd
 from aichat_gateway.marketplace.resting import shown_status
+from aichat_gateway.marketplace.schemas import Listing, ListingCreate, ListingList, ListingPatch, OfferList
 from aichat_gateway.marketplace.services import services
 from aichat_gateway.marketplace.urls import validate_upstream_url
 
 _MAX_BODY = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
 
 
 def _seller(request: Request) -> tuple[str, bool]:
@@ -38,35 +40,17 @@ def _seller(request: Request) -> tuple[str, bool]:
     return request.user.identity, "admin" in request.auth.scopes
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await read_capped(request, _MAX_BODY, lambda: InvalidListing("request body too large"))
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidListing("request body is not valid JSON") from None
+async def _body(request: Request, model: type[M]) -> M:
+    return await apibody.read(request, model, InvalidListing, max_bytes=_MAX_BODY)
 
 
 async def create_listing(request: Request) -> Response:
     seller_id, _ = _seller(request)
     svc = services(request)
-    new = listings.parse_new_listing(await _json_body(request), svc.catalog)
+    new = listings.new_listing(await _body(request, ListingCreate), svc.catalog)
     base_url = await validate_upstream_url(new.base_url, svc.settings.allow_private_upstreams)
     await svc.key_checker(new.provider, base_url, new.api_key)
-    row = await listings.insert_listing(
-        svc.db,
-        svc.vault,
-        seller_id,
-        listings.NewListing(
-            new.name,
-            new.provider,
-            base_url,
-            new.api_key,
-            new.models,
-            new.multiplier,
-            new.explicit_price,
-            new.limits,
-        ),
-    )
+    row = await listings.insert_listing(svc.db, svc.vault, seller_id, replace(new, base_url=base_url))
     await svc.listings.announce_change()
     return JSONResponse(listing_json(row), status_code=201)
 
@@ -105,7 +89,7 @@ async def update_listing(request: Request) -> Response:
     owner = None if is_admin else seller_id
     current = await listings.get_listing(svc.db, request.path_params["listing_id"], owner)
     changes = parse_changes(
-        await _json_body(request),
+        await _body(request, ListingPatch),
         is_owner=str(current["seller_id"]) == seller_id,
         is_admin=is_admin,
         current_status=current["status"],
@@ -173,12 +157,75 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return [
-        Route("/marketplace/offers", list_offers, methods=["GET"]),
-        Route("/marketplace/listings", create_listing, methods=["POST"]),
-        Route("/marketplace/listings", list_listings, methods=["GET"]),
-        Route("/marketplace/listings/{listing_id}", get_listing, methods=["GET"]),
-        Route("/marketplace/listings/{listing_id}", update_listing, methods=["PATCH"]),
-        Route("/marketplace/listings/{listing_id}", delete_listing, methods=["DELETE"]),
+        api_route(
+            "GET",
+            "/marketplace/offers",
+            list_offers,
+            operation_id="listOffers",
+            summary="Public: offers with prices and last hour's figures",
+            tag="marketplace",
+            params=(
+                query("model", {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_CHARS}, "Only this model"),
+            ),
+            answers={200: OfferList},
+            errors=(503,),
+        ),
+        api_route(
+            "POST",
+            "/marketplace/listings",
+            create_listing,
+            operation_id="createListing",
+            summary="List a provider endpoint",
+            tag="listings",
+            body=ListingCreate,
+            answers={201: Listing},
+            auth=Auth.SESSION,
+            errors=(409,),
+        ),
+        api_route(
+            "GET",
+            "/marketplace/listings",
+            list_listings,
+            operation_id="listListings",
+            summary="The caller's listings (admins: all)",
+            tag="listings",
+            answers={200: ListingList},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/marketplace/listings/{listing_id}",
+            get_listing,
+            operation_id="getListing",
+            summary="One listing",
+            tag="listings",
+            answers={200: Listing},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
+        api_route(
+            "PATCH",
+            "/marketplace/listings/{listing_id}",
+            update_listing,
+            operation_id="updateListing",
+            summary="Change a listing (allow-listed fields per role)",
+            tag="listings",
+            body=ListingPatch,
+            answers={200: Listing},
+            auth=Auth.SESSION,
+            errors=(404, 409),
+        ),
+        api_route(
+            "DELETE",
+            "/marketplace/listings/{listing_id}",
+            delete_listing,
+            operation_id="deleteListing",
+            summary="Delete a listing",
+            tag="listings",
+            answers={204: None},
+            auth=Auth.SESSION,
+            errors=(404,),
+        ),
     ]

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Literal, get_args
 
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.marketplace.errors import InvalidListing
-from aichat_gateway.marketplace.listings import parse_limits, parse_pricing, required_string
+from aichat_gateway.marketplace.listings import first_unlisted
 from aichat_gateway.marketplace.pricing import Price
+
+if TYPE_CHECKING:
+    from aichat_gateway.marketplace.schemas import ListingPatch
 
 # Where the key goes and which key: the owner's alone.
 ENDPOINT_FIELDS = frozenset({"base_url", "api_key"})
 SELLER_FIELDS = frozenset({"name", "pricing", "limits", "status"}) | ENDPOINT_FIELDS
 ADMIN_FIELDS = frozenset({"name", "pricing", "limits", "status", "status_reason"})
+# Statuses anyone may ask for (schemas.ListingPatch reads these); `invalid` is the key check's.
+SettableStatus = Literal["active", "paused", "disabled"]
 SELLER_STATUSES = frozenset({"active", "paused"})
-ADMIN_STATUSES = SELLER_STATUSES | {"disabled"}
+ADMIN_STATUSES = frozenset(get_args(SettableStatus))
 # Statuses a seller cannot leave by asking: an admin's decision, or a key that must be replaced.
 _LOCKED_FOR_SELLER = {"disabled": "disabled by an administrator", "invalid": "its key was rejected"}
 
@@ -60,13 +65,15 @@ def allowed_fields(*, is_owner: bool, is_admin: bool) -> frozenset[str]:
 
 
 def parse_changes(
-    body: object, *, is_owner: bool, is_admin: bool, current_status: str, models: list[str], catalog: Catalog
+    patch: ListingPatch, *, is_owner: bool, is_admin: bool, current_status: str, models: list[str], catalog: Catalog
 ) -> ListingChanges:
-    """Validate a PATCH body against the caller's allow-list and the listing as it is now."""
-    if not isinstance(body, dict) or not body:
+    """A PATCH body (read with schemas.ListingPatch: fields well-formed, null refused where it
+    means nothing) against the caller's allow-list and the listing as it is now."""
+    given = patch.model_fields_set
+    if not given:
         raise InvalidListing("the request body must be a non-empty JSON object")
     allowed = allowed_fields(is_owner=is_owner, is_admin=is_admin)
-    refused = sorted(set(body) - allowed)
+    refused = sorted(given - allowed)
     if refused:
         if refused[0] in ENDPOINT_FIELDS:
             raise InvalidListing(
@@ -74,54 +81,47 @@ def parse_changes(
                 param=refused[0],
             )
         raise InvalidListing(f"field {refused[0]!r} cannot be changed", param=refused[0])
-    if "base_url" in body and "api_key" not in body:
+    if patch.base_url is not None and patch.api_key is None:
         raise InvalidListing(
             "a new base_url needs api_key in the same request: a stored key is only ever sent to "
             "the URL it was listed with",
             param="api_key",
         )
-    pricing = parse_pricing(body["pricing"]) if "pricing" in body else None
+    pricing = patch.pricing.parsed() if patch.pricing is not None else None
     if pricing is not None and pricing[1] is None:
-        missing = [m for m in models if catalog.get(m) is None]
-        if missing:
+        missing = first_unlisted(models, catalog)
+        if missing is not None:
             raise InvalidListing(
-                f"model {missing[0]!r} is not in the catalog, so this listing needs explicit prices",
+                f"model {missing!r} is not in the catalog, so this listing needs explicit prices",
                 param="pricing",
             )
-    status = body.get("status")
+    status = patch.status
     if status is not None:
         statuses = ADMIN_STATUSES if is_admin else SELLER_STATUSES
-        if not isinstance(status, str) or status not in statuses:
+        if status not in statuses:
             raise InvalidListing(f"status must be one of {', '.join(sorted(statuses))}", param="status")
+    new_key = patch.api_key is not None
     if not is_admin and current_status in _LOCKED_FOR_SELLER and status is not None:
-        if not (current_status == "invalid" and "api_key" in body):
+        if not (current_status == "invalid" and new_key):
             raise InvalidListing(
                 f"this listing is {current_status} ({_LOCKED_FOR_SELLER[current_status]})", param="status"
             )
-    reason = body.get("status_reason")
-    if reason is not None and (not isinstance(reason, str) or len(reason) > 500 or "\x00" in reason):
-        raise InvalidListing(
-            "status_reason must be a string of at most 500 characters, without NUL", param="status_reason"
-        )
-    endpoint = None
-    if "api_key" in body:
-        endpoint = NewEndpoint(
-            api_key=required_string(body, "api_key", 512),
-            base_url=required_string(body, "base_url", 2048) if "base_url" in body else None,
-        )
+    limits = None
+    if "limits" in given:
+        limits = patch.limits.as_dict() if patch.limits is not None else {}  # null: no limits
     return ListingChanges(
-        name=required_string(body, "name", 100) if "name" in body else None,
-        endpoint=endpoint,
+        name=patch.name,
+        endpoint=NewEndpoint(api_key=patch.api_key, base_url=patch.base_url) if patch.api_key is not None else None,
         pricing=pricing,
-        limits=parse_limits(body["limits"]) if "limits" in body else None,
-        status=_resulting_status(status, current_status, "api_key" in body),
-        status_reason=reason,
+        limits=limits,
+        status=_resulting_status(status, current_status, new_key),
+        status_reason=patch.status_reason,
     )
 
 
-def _resulting_status(requested: Any, current: str, new_key: bool) -> str | None:
+def _resulting_status(requested: str | None, current: str, new_key: bool) -> str | None:
     if requested is not None:
-        return str(requested)
+        return requested
     if current == "invalid" and new_key:
         return "active"  # a replaced (and re-validated) key brings an invalid listing back
     return None

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starlette.routing import BaseRoute
-
+from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.marketplace import api
 from aichat_gateway.marketplace.services import MarketplaceServices
 from aichat_gateway.supervisor import Supervisor
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return api.routes()
 
 

@@ -1,34 +1,41 @@
-"""Listings: validation of what a seller submits (pure) and their storage (thin asyncpg shell).
+"""Listings: the rules for what a seller submits (pure) and their storage (thin asyncpg shell).
 
 A listing is a seller's provider endpoint: base URL, encrypted key, the models it serves and a
-price. Every query is scoped to its owner (admins see all): another seller's listing is simply
-"not found". Changes are announced on Redis so every gateway process refreshes its snapshot.
+price. The shapes of the create and PATCH bodies are schemas.py's models, which apply the rules
+here (`clean_text`, `MODEL_NAME`, `Provider`) and pricing.py's; `new_listing` adds the one that
+needs the catalog. Every query is scoped to its owner (admins see all): another seller's listing
+is simply "not found". Changes are announced on Redis so every gateway process refreshes its
+snapshot.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
 
 from aichat_gateway.config.catalog import Catalog
-from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound, shown
-from aichat_gateway.marketplace.pricing import Price, PriceError, parse_multiplier, parse_price
+from aichat_gateway.marketplace.errors import DuplicateKey, InvalidListing, ListingNotFound
+from aichat_gateway.marketplace.pricing import Price
 from aichat_gateway.marketplace.vault import Vault, last4
 
 if TYPE_CHECKING:
     from aichat_gateway.marketplace.changes import ListingChanges
+    from aichat_gateway.marketplace.schemas import ListingCreate
 
 # Provider kinds with an adapter in proxy/adapters (kept in step with its KINDS by a test).
-PROVIDERS = ("openai", "anthropic")
+Provider = Literal["openai", "anthropic"]
+PROVIDERS: tuple[str, ...] = get_args(Provider)
 LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "daily_tokens", "monthly_tokens")
-_ALLOWED_FIELDS = {"name", "provider", "base_url", "api_key", "models", "pricing", "limits", "attest_resale"}
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+MAX_LIMIT = 10**12
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+MAX_MODELS = 100
+MAX_NAME_CHARS, MAX_URL_CHARS, MAX_KEY_CHARS, MAX_REASON_CHARS = 100, 2048, 512, 500
 
 
 @dataclass(frozen=True)
@@ -43,105 +50,45 @@ class NewListing:
     limits: dict[str, int] = field(default_factory=dict)
 
 
-def parse_new_listing(body: object, catalog: Catalog) -> NewListing:
-    """Validate a create request; raises InvalidListing naming the offending field."""
-    if not isinstance(body, dict):
-        raise InvalidListing("the request body must be a JSON object")
-    unknown = set(body) - _ALLOWED_FIELDS
-    if unknown:
-        raise InvalidListing(f"unknown field {sorted(unknown)[0]!r}", param=sorted(unknown)[0])
-    name = required_string(body, "name", 100)
-    provider = required_string(body, "provider", 20)
-    if provider not in PROVIDERS:
-        raise InvalidListing(f"provider must be one of {', '.join(PROVIDERS)}", param="provider")
-    base_url = required_string(body, "base_url", 2048)
-    api_key = required_string(body, "api_key", 512)
-    if body.get("attest_resale") is not True:
-        raise InvalidListing(
-            "attest_resale must be true: you confirm you may resell access through this key",
-            param="attest_resale",
-        )
-    models = _models(body.get("models"))
-    multiplier, explicit = parse_pricing(body.get("pricing"))
-    if explicit is None:
-        missing = [m for m, _ in models if catalog.get(m) is None]
-        if missing:
-            raise InvalidListing(
-                f"model {missing[0]!r} is not in the catalog, so it needs explicit prices "
-                "(pricing.input_usd_per_million and pricing.output_usd_per_million)",
-                param="pricing",
-            )
-    return NewListing(name, provider, base_url, api_key, models, multiplier, explicit, parse_limits(body.get("limits")))
-
-
-def required_string(body: dict[str, Any], key: str, max_len: int) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidListing(f"{key} is required and must be a non-empty string", param=key)
+def clean_text(value: str, key: str, max_len: int) -> str:
+    """A listing's name, base URL or API key: stripped, not empty, at most `max_len` characters as
+    given, no control characters; ValueError naming `key` otherwise."""
+    if not value.strip():
+        raise ValueError(f"{key} must not be empty")
     if len(value) > max_len:
-        raise InvalidListing(f"{key} is longer than {max_len} characters", param=key)
+        raise ValueError(f"{key} is longer than {max_len} characters")
     # NUL cannot be stored in Postgres text (the insert would fail: 500), and a line break in an
     # API key would end up inside the Authorization header sent upstream.
     if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
-        raise InvalidListing(f"{key} must not contain control characters", param=key)
+        raise ValueError(f"{key} must not contain control characters")
     return value.strip()
 
 
-def _models(value: object) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= 100:
-        raise InvalidListing("models must be a list of 1 to 100 {model, upstream_model?} objects", param="models")
-    seen: dict[str, str] = {}
-    for item in value:
-        if not isinstance(item, dict) or set(item) - {"model", "upstream_model"}:
-            raise InvalidListing('each models entry is {"model", "upstream_model"?}', param="models")
-        model, upstream = item.get("model"), item.get("upstream_model", item.get("model"))
-        if not isinstance(model, str) or not _MODEL_NAME.match(model):
-            raise InvalidListing(f"model name {shown(model)} is not valid", param="models")
-        if not isinstance(upstream, str) or not _MODEL_NAME.match(upstream):
-            raise InvalidListing(f"upstream_model {shown(upstream)} is not valid", param="models")
-        if model in seen:
-            raise InvalidListing(f"model {model!r} is listed twice", param="models")
-        seen[model] = upstream
-    return tuple(seen.items())
+def reason_text(value: str) -> str:
+    """An admin's status reason: at most MAX_REASON_CHARS, without NUL (Postgres text cannot hold it)."""
+    if len(value) > MAX_REASON_CHARS or "\x00" in value:
+        raise ValueError(f"status_reason must be a string of at most {MAX_REASON_CHARS} characters, without NUL")
+    return value
 
 
-def parse_pricing(value: object) -> tuple[Decimal | None, Price | None]:
-    if not isinstance(value, dict):
+def first_unlisted(models: Iterable[str], catalog: Catalog) -> str | None:
+    """The first model without a catalog price: a listing serving it needs explicit prices."""
+    return next((model for model in models if catalog.get(model) is None), None)
+
+
+def new_listing(body: ListingCreate, catalog: Catalog) -> NewListing:
+    """A create body read with schemas.ListingCreate, checked against the catalog."""
+    multiplier, explicit = body.pricing.parsed()
+    models = tuple((entry.model, entry.upstream) for entry in body.models)
+    missing = first_unlisted((model for model, _ in models), catalog)
+    if explicit is None and missing is not None:
         raise InvalidListing(
-            'pricing must be {"multiplier"} or {"input_usd_per_million", "output_usd_per_million"}',
+            f"model {missing!r} is not in the catalog, so it needs explicit prices "
+            "(pricing.input_usd_per_million and pricing.output_usd_per_million)",
             param="pricing",
         )
-    try:
-        if set(value) == {"multiplier"}:
-            return parse_multiplier(value["multiplier"]), None
-        if set(value) == {"input_usd_per_million", "output_usd_per_million"}:
-            return None, Price(
-                parse_price(value["input_usd_per_million"], "pricing.input_usd_per_million"),
-                parse_price(value["output_usd_per_million"], "pricing.output_usd_per_million"),
-            )
-    except PriceError as exc:
-        raise InvalidListing(str(exc), param="pricing") from None
-    raise InvalidListing(
-        'pricing must be {"multiplier"} or {"input_usd_per_million", "output_usd_per_million"}',
-        param="pricing",
-    )
-
-
-def parse_limits(value: object) -> dict[str, int]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidListing("limits must be an object", param="limits")
-    limits: dict[str, int] = {}
-    for key, limit in value.items():
-        if key not in LIMIT_FIELDS:
-            raise InvalidListing(f"unknown limit {key!r}; allowed: {', '.join(LIMIT_FIELDS)}", param="limits")
-        if limit is None:
-            continue
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10**12:
-            raise InvalidListing(f"limits.{key} must be a positive integer", param="limits")
-        limits[key] = limit
-    return limits
+    limits = body.limits.as_dict() if body.limits is not None else {}
+    return NewListing(body.name, body.provider, body.base_url, body.api_key, models, multiplier, explicit, limits)
 
 
 _COLUMNS = """l.id, l.public_id, l.seller_id, l.name, l.provider, l.base_url, l.key_last4, l.price_multiplier,

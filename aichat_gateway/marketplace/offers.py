@@ -35,10 +35,13 @@ def offer_json(route: Route, stats: ListingStats) -> dict[str, Any]:
     }
 
 
+MAX_MODEL_CHARS = 256
+
+
 async def list_offers(request: Request) -> Response:
     model = request.query_params.get("model")
-    if model is not None and not 0 < len(model) <= 256:
-        raise InvalidListing("model must be 1 to 256 characters", param="model")
+    if model is not None and not 0 < len(model) <= MAX_MODEL_CHARS:
+        raise InvalidListing(f"model must be 1 to {MAX_MODEL_CHARS} characters", param="model")
     index = services(request).listings.index
     models = [model] if model is not None else index.models()
     routes = [route for name in models for route in index.routes_for(name)]

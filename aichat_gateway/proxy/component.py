@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 
+from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.proxy import chat, quote
 from aichat_gateway.proxy.services import ProxyServices
@@ -23,7 +23,7 @@ log = get_logger(__name__)
 REDIS_EPOCH_INTERVAL = 5.0
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[ApiRoute]:
     return quote.routes()
 
 

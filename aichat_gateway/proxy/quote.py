@@ -7,47 +7,41 @@ under /api next to the marketplace's routes. No authentication: it reveals only 
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
+from aichat_gateway import apibody
+from aichat_gateway.apiroute import ApiRoute, api_route
 from aichat_gateway.marketplace.pricing import quote, usd
 from aichat_gateway.marketplace.router import order_routes
-from aichat_gateway.proxy.errors import InvalidRequest, ModelNotFound
-from aichat_gateway.proxy.inbound import read_json_body
+from aichat_gateway.proxy.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from aichat_gateway.proxy.schemas import Quote, QuoteRequest
 from aichat_gateway.proxy.services import services
 
-_ALLOWED = {"model", "messages", "tools", "prompt_tokens", "max_tokens"}
+MAX_BODY = 1024 * 1024
 _DEFAULT_MAX_TOKENS = 4096  # when neither the body nor the catalog says
-
-
-def _count(body: dict[str, Any], name: str, high: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= high:
-        raise InvalidRequest(f"'{name}' must be an integer between 0 and {high}.", param=name)
-    return value
 
 
 async def quote_request(request: Request) -> Response:
     svc = services(request)
-    body = await read_json_body(request, 1024 * 1024)
-    unknown = sorted(set(body) - _ALLOWED)
-    if unknown:
-        raise InvalidRequest(f"Unknown field '{unknown[0]}'.", param=unknown[0])
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required.", param="model")
-    prompt_tokens = _count(body, "prompt_tokens", 10_000_000)
+    body = await apibody.read(
+        request,
+        QuoteRequest,
+        InvalidRequest,
+        max_bytes=MAX_BODY,
+        too_large=lambda: PayloadTooLarge(f"Request body is larger than the {MAX_BODY}-byte limit."),
+    )
+    model = body.model
+    prompt_tokens = body.prompt_tokens
     if prompt_tokens is None:
-        if not isinstance(body.get("messages"), list):
+        if body.messages is None:
             raise InvalidRequest("Send 'messages' (to be counted) or 'prompt_tokens'.", param="messages")
-        prompt_tokens = svc.tokens.count_prompt(body)
+        prompt_tokens = svc.tokens.count_prompt(body.model_dump(include={"messages", "tools"}, exclude_none=True))
     listed = svc.catalog.get(model)
-    max_tokens = _count(body, "max_tokens", svc.settings.max_tokens_cap)
+    max_tokens = body.max_tokens
+    if max_tokens is not None and max_tokens > svc.settings.max_tokens_cap:
+        raise InvalidRequest(f"'max_tokens' must be at most {svc.settings.max_tokens_cap}.", param="max_tokens")
     if max_tokens is None:
         max_tokens = listed.max_output_tokens if listed else _DEFAULT_MAX_TOKENS
     tables = svc.listings.index.tables_for(model)
@@ -68,5 +62,17 @@ async def quote_request(request: Request) -> Response:
     )
 
 
-def routes() -> list[BaseRoute]:
-    return [Route("/marketplace/quote", quote_request, methods=["POST"])]
+def routes() -> list[ApiRoute]:
+    return [
+        api_route(
+            "POST",
+            "/marketplace/quote",
+            quote_request,
+            operation_id="quote",
+            summary="Public: the offer that would serve a request now, and its cost range",
+            tag="marketplace",
+            body=QuoteRequest,
+            answers={200: Quote},
+            errors=(404, 413, 503),
+        )
+    ]

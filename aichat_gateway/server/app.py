@@ -2,9 +2,10 @@
 
 Each package contributes its `/api` routes and its background work (`<package>.component`: `routes()`
 and `running(services, supervisor)`); this module combines them, so adding a package is one line in
-`COMPONENTS`. Nothing is global: tests build as many independent apps as they like. The services
-(server/services.py) are built when the lifespan starts and set on `app.state.services`, which the
-`/api` sub-app shares.
+`COMPONENTS`. Every `/api` route carries its OpenAPI metadata (apiroute.py), and `/openapi.json` is
+generated from the app's own `/api` route table (openapi.py). Nothing is global: tests build as
+many independent apps as they like. The services (server/services.py) are built when the lifespan
+starts and set on `app.state.services`, which the `/api` sub-app shares.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Mount, Route
 
 from aichat_gateway.accounts import component as accounts
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
+from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.billing import component as billing
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
@@ -44,7 +46,7 @@ from aichat_gateway.supervisor import Supervisor
 class Component(Protocol):
     """A package's part in the app (see each `<package>/component.py`)."""
 
-    def routes(self) -> list[BaseRoute]: ...
+    def routes(self) -> list[ApiRoute]: ...
 
     def running(self, svc: Services, supervisor: Supervisor) -> AbstractAsyncContextManager[None]: ...
 
@@ -52,6 +54,11 @@ class Component(Protocol):
 # Started in this order (the listing snapshot is loaded before the proxy's recovery reads it) and
 # stopped in reverse.
 COMPONENTS: tuple[Component, ...] = (accounts, marketplace, billing, proxy)
+
+
+def api_routes() -> list[ApiRoute]:
+    """Every package's `/api` routes (paths relative to the `/api` mount), in `COMPONENTS` order."""
+    return [route for component in COMPONENTS for route in component.routes()]
 
 
 class AppState(State):
@@ -111,7 +118,7 @@ def create_app(
         configure_logging(settings.log_level, settings.log_json)
 
     api = Starlette(
-        routes=[route for component in COMPONENTS for route in component.routes()],
+        routes=api_routes(),
         middleware=[
             Middleware(
                 AuthenticationMiddleware,
@@ -127,7 +134,7 @@ def create_app(
             Route("/healthz", ops.healthz),
             Route("/readyz", ops.readyz),
             Route("/metrics", ops.metrics_endpoint),
-            Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi.openapi_endpoint(api.routes), methods=["GET"]),
             Mount("/api", app=api),
         ],
         middleware=[Middleware(request_context)],

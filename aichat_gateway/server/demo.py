@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from aichat_gateway import apibody
 from aichat_gateway.accounts.keys import hash_secret
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.users import create_user, get_by_email
@@ -26,6 +27,8 @@ from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.money import usd
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace.errors import InvalidListing
+from aichat_gateway.marketplace.schemas import ListingCreate
 from aichat_gateway.marketplace.urls import validate_upstream_url
 from aichat_gateway.marketplace.vault import Vault
 
@@ -80,7 +83,8 @@ async def run_demo(
         vault = Vault(settings.secret_keys)
         fake_key = "sk-fake-demo-" + seller_id.replace("-", "")
         if listing_id is None:
-            new = listings.parse_new_listing(
+            body = apibody.validate(
+                ListingCreate,
                 {
                     "name": LISTING_NAME,
                     "provider": "openai",
@@ -90,9 +94,9 @@ async def run_demo(
                     "pricing": {"multiplier": "1"},
                     "attest_resale": True,
                 },
-                load_catalog(),
+                InvalidListing,
             )
-            await listings.insert_listing(db, vault, seller_id, new)
+            await listings.insert_listing(db, vault, seller_id, listings.new_listing(body, load_catalog()))
         else:
             # The fake key is encrypted again under today's GATEWAY_SECRET_KEY: a demo database
             # seeded with another secret would otherwise leave a listing no gateway can decrypt.

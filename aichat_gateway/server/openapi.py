@@ -1,25 +1,35 @@
 """The OpenAPI 3.1 document of the REST API (`/api/*`), served at `GET /openapi.json`.
 
-Written by hand, as plain data, from the handlers and the README's HTTP surface: the handlers read
-JSON themselves (no schema library), so there is nothing to generate it from. A test walks the
-app's routes and compares them with `paths` here, so a new route without a description fails the
-suite; schemathesis fuzzes every operation against the running app from this document.
+Generated, not written: every `/api` route is an `apiroute.ApiRoute` carrying its `Operation`
+(declared next to its handler), and the document is built from the route table of the running
+app and the JSON Schemas of the operations' pydantic models (each package's `schemas.py`),
+gathered under `components/schemas` and referenced with `$ref`. A route declared any other way is
+refused (TypeError naming it), so no `/api` operation goes undocumented; schemathesis fuzzes every
+operation against the running app from this document (tests/security).
 
 The OpenAI-compatible `/v1` surface is OpenAI's own and is not described here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 
-from aichat_gateway.server.openapi_schemas import STRING, UUID, Schema, component_schemas, ref
+from aichat_gateway.apibody import Answer
+from aichat_gateway.apiroute import UUID, ApiRoute, Auth, Operation, Param
 
+Schema = dict[str, Any]
+PREFIX = "/api"
+_REF = "#/components/schemas/{model}"
 _ERROR_DESCRIPTIONS = {
-    400: "Malformed JSON or fields (`param` names the field)",
+    400: "Malformed JSON, fields or parameters (`param` names the field: `models.0.model`)",
     401: "No valid session",
     403: "Not allowed: an admin-only call, or a session cookie without its CSRF token on an unsafe method",
     404: "No such object for this caller (another user's objects look absent too)",
@@ -28,487 +38,66 @@ _ERROR_DESCRIPTIONS = {
     429: "Too many attempts (see Retry-After)",
     503: "A store or Stripe is unreachable or not configured; retry shortly",
 }
-# Every authenticated call may also meet these.
-_AUTH_ERRORS = (401, 403, 503)
+_SESSION_ERRORS = (401, 403, 503)
+_SUCCESS = {200: "OK", 201: "Created", 202: "Accepted", 204: "Done"}
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
-# Session for API clients, or the browser's cookie (unsafe methods: plus the CSRF header).
-Security = list[dict[str, list[str]]]
-_BEARER_OR_COOKIE: Security = [{"bearerAuth": []}, {"sessionCookie": []}]
-_BEARER_OR_COOKIE_CSRF: Security = [{"bearerAuth": []}, {"sessionCookie": [], "csrfHeader": []}]
-_PUBLIC: Security = []
-# Logout: a session if one is presented ({} = none at all).
-_OPTIONAL_SESSION: Security = [{}, {"bearerAuth": []}, {"sessionCookie": [], "csrfHeader": []}]
+# A session for API clients, or the browser's cookie (unsafe methods: plus the CSRF header).
+_BEARER: Schema = {"bearerAuth": []}
+_COOKIE: Schema = {"sessionCookie": []}
+_COOKIE_CSRF: Schema = {"sessionCookie": [], "csrfHeader": []}
 
 
-# --- operations -----------------------------------------------------------------------------------
+class ErrorDetail(Answer):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
 
 
-def _json_body(schema_name: str, *, required: bool = True) -> Schema:
-    return {"required": required, "content": {"application/json": {"schema": ref(schema_name)}}}
+class Error(Answer):
+    """OpenAI's error shape, on every `/api` and `/v1` error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
 
 
-def _responses(ok: int, schema_name: str | None, errors: Iterable[int]) -> dict[str, Any]:
-    success: Schema = {"description": "OK" if ok < 300 else "Done"}
-    if schema_name is not None:
-        success["content"] = {"application/json": {"schema": ref(schema_name)}}
-    responses: dict[str, Any] = {str(ok): success}
-    for status in sorted(set(errors)):
-        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
-    return responses
+class _Generator(GenerateJsonSchema):
+    """pydantic's JSON Schema without a title on every field (it repeats the property's name)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
 
 
-def op(
-    operation_id: str,
-    summary: str,
-    tag: str,
-    ok: tuple[int, str | None],
-    *,
-    body: str | None = None,
-    body_required: bool = True,
-    params: Iterable[Schema] = (),
-    errors: Iterable[int] = (),
-    security: Security | None = None,
-) -> Schema:
-    operation: Schema = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": [tag],
-        "security": _PUBLIC if security is None else security,
-        "responses": _responses(ok[0], ok[1], errors),
-    }
-    parameters = list(params)
-    if parameters:
-        operation["parameters"] = parameters
-    if body is not None:
-        operation["requestBody"] = _json_body(body, required=body_required)
-    return operation
-
-
-def path_id(name: str, what: str) -> Schema:
-    return {"name": name, "in": "path", "required": True, "schema": UUID, "description": f"The {what}'s id"}
-
-
-def query(name: str, schema: Schema, description: str) -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-def header(name: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
-    return {"name": name, "in": "header", "required": required, "schema": schema, "description": description}
-
-
-LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "Page size (default 50)")
-CURSOR = query("cursor", STRING, "`next_cursor` of the previous page")
-IDEMPOTENCY = header(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 200}, "Makes a retry answer the first result"
-)
-
-
-def _user_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema]]:
-    bad = (400, *_AUTH_ERRORS)
-    return {
-        "/api/auth/register": {
-            "post": op(
-                "register", "Create an account", "accounts", (201, "User"), body="Credentials", errors=(400, 409)
+def api_operations(routes: Iterable[BaseRoute]) -> list[ApiRoute]:
+    """The routes, each checked to carry its OpenAPI metadata."""
+    declared = []
+    for route in routes:
+        if not isinstance(route, ApiRoute):
+            raise TypeError(
+                f"every /api route must be declared with apiroute.api_route, carrying its OpenAPI metadata; {route!r}"
             )
-        },
-        "/api/auth/login": {
-            "post": op(
-                "login",
-                "Log in: a bearer token, and the session and CSRF cookies for browsers",
-                "accounts",
-                (200, "Session"),
-                body="Credentials",
-                errors=(400, 401, 429, 503),
-            )
-        },
-        "/api/auth/logout": {
-            "post": op(
-                "logout",
-                "End the session presented (bearer or cookie) in every process, and forget the cookies",
-                "accounts",
-                (204, None),
-                errors=_AUTH_ERRORS,
-                security=_OPTIONAL_SESSION,
-            )
-        },
-        "/api/auth/me": {
-            "get": op("me", "The signed-in user", "accounts", (200, "User"), errors=_AUTH_ERRORS, security=auth)
-        },
-        "/api/auth/password": {
-            "post": op(
-                "changePassword",
-                "Change the password; every other session of the user ends (a wrong current password "
-                "counts against the login limit)",
-                "accounts",
-                (204, None),
-                body="PasswordChange",
-                errors=(400, 429, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-        "/api/auth/sessions": {
-            "get": op(
-                "listSessions",
-                "The caller's live sessions, the current one flagged (no tokens)",
-                "accounts",
-                (200, "SessionList"),
-                errors=_AUTH_ERRORS,
-                security=auth,
-            )
-        },
-        "/api/auth/sessions/{session_id}": {
-            "delete": op(
-                "endSession",
-                "End one of the caller's sessions",
-                "accounts",
-                (204, None),
-                params=[path_id("session_id", "session")],
-                errors=(*_AUTH_ERRORS, 404),
-                security=unsafe,
-            )
-        },
-        "/api/admin/users/{user_id}/sessions/revoke": {
-            "post": op(
-                "endUserSessions",
-                "Admin: end every session of a user, in every process",
-                "admin",
-                (204, None),
-                params=[path_id("user_id", "user")],
-                errors=(*_AUTH_ERRORS, 404),
-                security=unsafe,
-            )
-        },
-        "/api/keys": {
-            "post": op(
-                "createKey",
-                "Create a gateway key",
-                "keys",
-                (201, "CreatedKey"),
-                body="KeyCreate",
-                errors=bad,
-                security=unsafe,
-            ),
-            "get": op(
-                "listKeys",
-                "The caller's keys (no secrets)",
-                "keys",
-                (200, "KeyList"),
-                errors=_AUTH_ERRORS,
-                security=auth,
-            ),
-        },
-        "/api/keys/{key_id}": {
-            "patch": op(
-                "updateKey",
-                "Change a key's name or settings",
-                "keys",
-                (200, "Key"),
-                body="KeyPatch",
-                params=[path_id("key_id", "key")],
-                errors=(*bad, 404),
-                security=unsafe,
-            ),
-            "delete": op(
-                "revokeKey",
-                "Revoke a key",
-                "keys",
-                (204, None),
-                params=[path_id("key_id", "key")],
-                errors=(*_AUTH_ERRORS, 404),
-                security=unsafe,
-            ),
-        },
-    }
+        declared.append(route)
+    return declared
 
 
-def _marketplace_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema]]:
-    listing = [path_id("listing_id", "listing")]
-    bad = (400, 409, *_AUTH_ERRORS)
-    return {
-        "/api/marketplace/offers": {
-            "get": op(
-                "listOffers",
-                "Public: offers with prices and last hour's figures",
-                "marketplace",
-                (200, "OfferList"),
-                params=[query("model", {"type": "string", "minLength": 1, "maxLength": 256}, "Only this model")],
-                errors=(400, 503),
-            )
-        },
-        "/api/marketplace/quote": {
-            "post": op(
-                "quote",
-                "Public: the offer that would serve a request now, and its cost range",
-                "marketplace",
-                (200, "Quote"),
-                body="QuoteRequest",
-                errors=(400, 404, 413, 503),
-            )
-        },
-        "/api/marketplace/listings": {
-            "post": op(
-                "createListing",
-                "List a provider endpoint",
-                "listings",
-                (201, "Listing"),
-                body="ListingCreate",
-                errors=bad,
-                security=unsafe,
-            ),
-            "get": op(
-                "listListings",
-                "The caller's listings (admins: all)",
-                "listings",
-                (200, "ListingList"),
-                errors=_AUTH_ERRORS,
-                security=auth,
-            ),
-        },
-        "/api/marketplace/listings/{listing_id}": {
-            "get": op(
-                "getListing",
-                "One listing",
-                "listings",
-                (200, "Listing"),
-                params=listing,
-                errors=(*_AUTH_ERRORS, 404),
-                security=auth,
-            ),
-            "patch": op(
-                "updateListing",
-                "Change a listing (allow-listed fields per role)",
-                "listings",
-                (200, "Listing"),
-                body="ListingPatch",
-                params=listing,
-                errors=(*bad, 404),
-                security=unsafe,
-            ),
-            "delete": op(
-                "deleteListing",
-                "Delete a listing",
-                "listings",
-                (204, None),
-                params=listing,
-                errors=(*_AUTH_ERRORS, 404),
-                security=unsafe,
-            ),
-        },
-    }
-
-
-def _billing_ops(auth: Security, unsafe: Security) -> dict[str, dict[str, Schema]]:
-    time_filter = {
-        "type": "string",
-        "format": "date-time",
-        "description": "ISO 8601: a date (UTC midnight) or a date-time with Z or +-HH:MM (none means UTC), "
-        "between 1970-01-01 and 2199-12-31 UTC; anything else is 400",
-    }
-    payout = [path_id("payout_id", "payout")]
-    return {
-        "/api/billing/balance": {
-            "get": op(
-                "getBalance",
-                "Balance, open holds and what is available",
-                "billing",
-                (200, "Balance"),
-                errors=_AUTH_ERRORS,
-                security=auth,
-            )
-        },
-        "/api/billing/transactions": {
-            "get": op(
-                "listTransactions",
-                "The caller's ledger entries, newest first",
-                "billing",
-                (200, "TransactionPage"),
-                params=[CURSOR, LIMIT],
-                errors=(400, *_AUTH_ERRORS),
-                security=auth,
-            )
-        },
-        "/api/billing/usage": {
-            "get": op(
-                "listUsage",
-                "The caller's settled requests, newest first",
-                "billing",
-                (200, "UsagePage"),
-                params=[
-                    query("key_id", UUID, "Only this key's requests"),
-                    query("model", STRING, "Only this model"),
-                    query("since", time_filter, "From this time (inclusive)"),
-                    query("until", time_filter, "Before this time"),
-                    CURSOR,
-                    LIMIT,
-                ],
-                errors=(400, *_AUTH_ERRORS),
-                security=auth,
-            )
-        },
-        "/api/billing/topups": {
-            "post": op(
-                "createTopup",
-                "Start a Stripe top-up (credited only by the verified webhook)",
-                "billing",
-                (201, "CreatedTopup"),
-                body="TopupRequest",
-                errors=(400, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-        "/api/billing/topups/{topup_id}": {
-            "get": op(
-                "getTopup",
-                "One of the caller's top-ups",
-                "billing",
-                (200, "Topup"),
-                params=[path_id("topup_id", "top-up")],
-                errors=(*_AUTH_ERRORS, 404),
-                security=auth,
-            )
-        },
-        "/api/webhooks/stripe": {
-            "post": op(
-                "stripeWebhook",
-                "Stripe's signed events (the signature is the authentication)",
-                "billing",
-                (200, "WebhookReceipt"),
-                body="StripeEvent",
-                params=[header("Stripe-Signature", STRING, "t=<unix time>,v1=<HMAC-SHA256>", required=True)],
-                errors=(400, 503),
-            )
-        },
-        "/api/admin/credits": {
-            "post": op(
-                "grantCredit",
-                "Admin: a promotional credit (a replay with the same Idempotency-Key answers 200)",
-                "admin",
-                (201, "Credit"),
-                body="CreditRequest",
-                params=[IDEMPOTENCY],
-                errors=(400, 404, 409, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-        "/api/seller/earnings": {
-            "get": op(
-                "getEarnings",
-                "The caller's earnings, with breakdowns over since..until (at most 366 days)",
-                "seller",
-                (200, "Earnings"),
-                params=[
-                    query("since", time_filter, "Default: 30 days before until"),
-                    query("until", time_filter, "Default: now"),
-                ],
-                errors=(400, *_AUTH_ERRORS),
-                security=auth,
-            )
-        },
-        "/api/seller/payout-account": {
-            "get": op(
-                "getPayoutAccount",
-                "The caller's Stripe Connect account",
-                "seller",
-                (200, "PayoutAccount"),
-                errors=_AUTH_ERRORS,
-                security=auth,
-            ),
-            "put": op(
-                "putPayoutAccount",
-                "Set the caller's Stripe Connect account",
-                "seller",
-                (200, "PayoutAccount"),
-                body="PayoutAccountRequest",
-                errors=(400, *_AUTH_ERRORS),
-                security=unsafe,
-            ),
-        },
-        "/api/seller/payouts": {
-            "post": op(
-                "requestPayout",
-                "Request a payout (default: everything available, floored to the cent; earnings in the holding "
-                "period are not available; above the approval amount it waits for an admin)",
-                "seller",
-                (201, "Payout"),
-                body="PayoutRequest",
-                body_required=False,
-                params=[IDEMPOTENCY],
-                errors=(400, 409, *_AUTH_ERRORS),
-                security=unsafe,
-            ),
-            "get": op(
-                "listPayouts",
-                "The caller's payouts, newest first",
-                "seller",
-                (200, "PayoutPage"),
-                params=[CURSOR, LIMIT],
-                errors=(400, *_AUTH_ERRORS),
-                security=auth,
-            ),
-        },
-        "/api/seller/payouts/{payout_id}": {
-            "get": op(
-                "getPayout",
-                "One of the caller's payouts",
-                "seller",
-                (200, "Payout"),
-                params=payout,
-                errors=(*_AUTH_ERRORS, 404),
-                security=auth,
-            )
-        },
-        "/api/admin/payouts/{payout_id}/mark-paid": {
-            "post": op(
-                "markPayoutPaid",
-                "Admin: paid by other means (only from pending)",
-                "admin",
-                (200, "Payout"),
-                body="MarkPaid",
-                params=payout,
-                errors=(400, 404, 409, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-        "/api/admin/payouts/{payout_id}/approve": {
-            "post": op(
-                "approvePayout",
-                "Admin: approve a pending payout above GATEWAY_PAYOUT_APPROVAL_USD, so Stripe processing sends it",
-                "admin",
-                (200, "Payout"),
-                params=payout,
-                errors=(404, 409, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-        "/api/admin/payouts/{payout_id}/cancel": {
-            "post": op(
-                "cancelPayout",
-                "Admin: cancel a pending payout (the amount returns to the seller's earnings)",
-                "admin",
-                (200, "Payout"),
-                params=payout,
-                errors=(404, 409, *_AUTH_ERRORS),
-                security=unsafe,
-            )
-        },
-    }
-
-
-def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
-    """The whole document, fresh each call (plain data: callers may change their copy)."""
-    paths = {
-        **_user_ops(_BEARER_OR_COOKIE, _BEARER_OR_COOKIE_CSRF),
-        **_marketplace_ops(_BEARER_OR_COOKIE, _BEARER_OR_COOKIE_CSRF),
-        **_billing_ops(_BEARER_OR_COOKIE, _BEARER_OR_COOKIE_CSRF),
-    }
-    error_responses = {
-        f"Error{status}": {
-            "description": description,
-            "content": {"application/json": {"schema": ref("Error")}},
-            **({"headers": {"Retry-After": {"schema": {"type": "integer"}}}} if status == 429 else {}),
-        }
-        for status, description in _ERROR_DESCRIPTIONS.items()
-    }
+def openapi_document(routes: Iterable[BaseRoute], version: str = "0.1.0") -> dict[str, Any]:
+    """The whole document for these `/api` routes (paths relative to the `/api` mount), fresh each call."""
+    operations = api_operations(routes)
+    models: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(Error, "serialization"): None}
+    for route in operations:
+        if route.operation.body is not None:
+            models[(route.operation.body, "validation")] = None
+        for answer in route.operation.answers.values():
+            if answer is not None:
+                models[(answer, "serialization")] = None
+    refs, definitions = models_json_schema(list(models), ref_template=_REF, schema_generator=_Generator)
+    paths: dict[str, dict[str, Schema]] = {}
+    for route in operations:
+        paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = _operation(route, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -521,8 +110,15 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": component_schemas(),
-            "responses": error_responses,
+            "schemas": definitions.get("$defs", {}),
+            "responses": {
+                f"Error{status}": {
+                    "description": description,
+                    "content": {"application/json": {"schema": refs[(Error, "serialization")]}},
+                    **({"headers": {"Retry-After": {"schema": {"type": "integer"}}}} if status == 429 else {}),
+                }
+                for status, description in _ERROR_DESCRIPTIONS.items()
+            },
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "aichat_session"},
@@ -537,5 +133,74 @@ def openapi_document(version: str = "0.1.0") -> dict[str, Any]:
     }
 
 
-async def openapi_endpoint(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+def _operation(route: ApiRoute, refs: Mapping[tuple[Any, JsonSchemaMode], Schema]) -> Schema:
+    op: Operation = route.operation
+    safe = route.method in _SAFE_METHODS
+    errors = set(op.errors)
+    if op.body is not None or op.params:
+        errors.add(400)
+    if op.auth is not Auth.PUBLIC:
+        errors.update(_SESSION_ERRORS)
+    unknown = errors - set(_ERROR_DESCRIPTIONS)
+    if unknown:
+        raise ValueError(f"{op.operation_id}: no description for error statuses {sorted(unknown)}")
+    responses: Schema = {}
+    for status, answer in sorted(op.answers.items()):
+        responses[str(status)] = {"description": _SUCCESS.get(status, "OK")}
+        if answer is not None:
+            responses[str(status)]["content"] = {"application/json": {"schema": refs[(answer, "serialization")]}}
+    for status in sorted(errors):
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+    document: Schema = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "security": _security(op.auth, safe),
+        "responses": responses,
+    }
+    if op.auth is Auth.ADMIN:
+        document["description"] = "Needs an admin's session."
+    parameters = [_path_parameter(name) for name in route.param_convertors] + [_parameter(p) for p in op.params]
+    if parameters:
+        document["parameters"] = parameters
+    if op.body is not None:
+        document["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+        }
+    return document
+
+
+def _security(auth: Auth, safe: bool) -> list[Schema]:
+    if auth is Auth.PUBLIC:
+        return []
+    if auth is Auth.OPTIONAL_SESSION:
+        return [{}, _BEARER, _COOKIE_CSRF]
+    return [_BEARER, _COOKIE if safe else _COOKIE_CSRF]
+
+
+def _path_parameter(name: str) -> Schema:
+    what = name.removesuffix("_id").replace("_", " ")
+    return {"name": name, "in": "path", "required": True, "schema": dict(UUID), "description": f"The {what}'s id"}
+
+
+def _parameter(param: Param) -> Schema:
+    return {
+        "name": param.name,
+        "in": param.location,
+        "required": param.required,
+        "schema": dict(param.schema),
+        "description": param.description,
+    }
+
+
+def openapi_endpoint(routes: Sequence[BaseRoute]) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /openapi.json` for the app whose `/api` route table is `routes`: built on first use."""
+    built: list[bytes] = []
+
+    async def endpoint(request: Request) -> Response:
+        if not built:
+            built.append(orjson.dumps(openapi_document(routes)))
+        return Response(built[0], media_type="application/json")
+
+    return endpoint

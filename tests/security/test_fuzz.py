@@ -38,7 +38,7 @@ from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.tokens import SessionTokens
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
-from aichat_gateway.server.app import create_app
+from aichat_gateway.server.app import api_routes, create_app
 from aichat_gateway.server.openapi import openapi_document
 from tests.integration.test_seller_payouts import earn
 from tests.localstripe import LocalStripe, running_localstripe
@@ -197,7 +197,7 @@ def headers_for(operation_id: str, admin: Account, settings: Settings) -> dict[s
 
 
 def operation_ids() -> list[str]:
-    return [op["operationId"] for item in openapi_document()["paths"].values() for op in item.values()]
+    return [op["operationId"] for item in openapi_document(api_routes())["paths"].values() for op in item.values()]
 
 
 @pytest.mark.parametrize("operation_id", operation_ids())

@@ -139,11 +139,14 @@ async def test_a_deep_value_where_an_error_would_quote_it_is_a_400(gateway: Gate
     """Error messages quote short strings only: repr() of a value 1,000 levels deep raises."""
     seller = await gateway.user("limits")
     listing = listing_body(api_key="sk-" + uuid.uuid4().hex)
-    for models in (b'[{"model": ' + deep(1_020) + b"}]", b'[{"model": "m", "upstream_model": ' + deep(1_020) + b"}]"):
+    for models, param in (
+        (b'[{"model": ' + deep(1_020) + b"}]", "models.0.model"),
+        (b'[{"model": "m", "upstream_model": ' + deep(1_020) + b"}]", "models.0.upstream_model"),
+    ):
         body = orjson.dumps(listing)[:-1] + b', "models": ' + models + b"}"
         body = body.replace(b'"models":[{"model":"gpt-4o-mini"}],', b"")
         answer = await gateway.client.post("/api/marketplace/listings", content=body, headers=seller.auth)
-        error = assert_error(answer, 400, param="models")
+        error = assert_error(answer, 400, param=param)
         assert len(error["message"]) < 200
 
 

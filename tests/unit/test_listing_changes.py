@@ -1,4 +1,5 @@
-"""What a listing PATCH may change, and who may change it (marketplace/changes.py, pure)."""
+"""What a listing PATCH may change, and who may change it: the body read as the API reads it
+(schemas.ListingPatch), then marketplace/changes.py (pure)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ from typing import Any
 
 import pytest
 
+from aichat_gateway import apibody
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.marketplace.changes import ListingChanges, NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing
+from aichat_gateway.marketplace.listings import LIMIT_FIELDS
+from aichat_gateway.marketplace.schemas import Limits, ListingPatch
 
 URL, KEY = "https://api.example.com/v1", "sk-new-key-0123456789"
 
 
 def parse(body: dict[str, Any], *, is_owner: bool = True, is_admin: bool = False) -> ListingChanges:
     return parse_changes(
-        body,
+        apibody.validate(ListingPatch, body, InvalidListing),
         is_owner=is_owner,
         is_admin=is_admin,
         current_status="active",
@@ -77,3 +81,8 @@ def test_an_admin_who_owns_the_listing_may_move_it_like_any_owner() -> None:
 @pytest.mark.parametrize("field", ["status_reason", "provider", "models"])
 def test_a_seller_still_cannot_change_what_only_an_admin_or_nobody_may(field: str) -> None:
     assert refusal({field: "x"}).param == field
+
+
+def test_the_limits_a_body_may_set_are_exactly_a_listings_limits() -> None:
+    assert tuple(Limits.model_fields) == LIMIT_FIELDS
+    assert apibody.validate(Limits, {"rpm": 5, "tpm": None}, InvalidListing).as_dict() == {"rpm": 5}

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from aichat_gateway import apibody
 from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, PaymentsUnavailable
 from aichat_gateway.billing.payoutplan import (
     EVERYTHING,
@@ -27,14 +28,12 @@ from aichat_gateway.billing.payoutplan import (
     iso_week,
     min_payout_micro,
     needs_approval,
-    parse_payout_request,
-    parse_reference,
-    parse_stripe_account,
     requested_value,
     run_key,
     split_earnings,
 )
 from aichat_gateway.billing.payouts import _id
+from aichat_gateway.billing.schemas import MarkPaid, PayoutAccountRequest, PayoutRequest
 from aichat_gateway.billing.seller_api import earnings_window, request_key
 from aichat_gateway.billing.stripe_client import StripeClient, StripeTransfer, TransferRefused
 from aichat_gateway.config.settings import load_settings
@@ -43,6 +42,21 @@ pytestmark = pytest.mark.timeout(10)
 
 USD = 1_000_000
 MIN = 10 * USD
+
+
+# The request bodies, read as the API reads them (billing/schemas.py, apibody).
+def parse_payout_request(body: object) -> int | None:
+    return apibody.validate(PayoutRequest, body, InvalidBillingInput).amount_usd
+
+
+def parse_stripe_account(body: object) -> str:
+    return apibody.validate(PayoutAccountRequest, body, InvalidBillingInput).stripe_account_id
+
+
+def parse_reference(body: object) -> str:
+    return apibody.validate(MarkPaid, body, InvalidBillingInput).reference
+
+
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
 
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from aichat_gateway import apibody
 from aichat_gateway.config.money import MICRO
 from aichat_gateway.marketplace.errors import InvalidListing
-from aichat_gateway.marketplace.listings import parse_pricing
 from aichat_gateway.marketplace.pricing import (
     Price,
     PriceError,
@@ -28,6 +28,7 @@ from aichat_gateway.marketplace.pricing import (
     quote,
     usd,
 )
+from aichat_gateway.marketplace.schemas import ListingPatch
 
 HUGE = 10**30  # far beyond any real token count: Python ints do not overflow, floats would lose cents
 
@@ -198,28 +199,52 @@ def explicit(text: object) -> dict[str, object]:
     return {"input_usd_per_million": text, "output_usd_per_million": "0.6"}
 
 
+def parse_pricing(pricing: object) -> tuple[Decimal | None, Price | None]:
+    """A listing body's `pricing`, read as the API reads it (schemas.Pricing)."""
+    body = apibody.validate(ListingPatch, {"pricing": pricing}, InvalidListing)
+    assert body.pricing is not None
+    return body.pricing.parsed()
+
+
 @pytest.mark.parametrize("text", NOT_PRICES, ids=repr)
-def test_an_explicit_price_that_is_not_a_positive_plain_decimal_is_a_400_naming_pricing(text: str) -> None:
+def test_an_explicit_price_that_is_not_a_positive_plain_decimal_is_a_400_naming_it(text: str) -> None:
     with pytest.raises(InvalidListing) as caught:
         parse_pricing(explicit(text))
-    assert caught.value.param == "pricing"
+    assert caught.value.param == "pricing.input_usd_per_million"
     assert "pricing.input_usd_per_million" in caught.value.message
 
 
 @pytest.mark.parametrize("text", NOT_MULTIPLIERS, ids=repr)
-def test_a_multiplier_that_is_not_a_plain_decimal_in_range_is_a_400_naming_pricing(text: str) -> None:
+def test_a_multiplier_that_is_not_a_plain_decimal_in_range_is_a_400_naming_it(text: str) -> None:
     with pytest.raises(InvalidListing) as caught:
         parse_pricing({"multiplier": text})
-    assert caught.value.param == "pricing"
+    assert caught.value.param == "pricing.multiplier"
     assert "pricing.multiplier" in caught.value.message
 
 
-@pytest.mark.parametrize("value", [0.15, 1, 0, True, None, [], {}], ids=repr)
-def test_a_json_number_or_other_non_string_price_is_refused(value: object) -> None:
-    for pricing in (explicit(value), {"multiplier": value}):
+@pytest.mark.parametrize("value", [0.15, 1, 0, True, [], {}], ids=repr)
+def test_a_json_number_or_other_non_string_price_is_refused_naming_it(value: object) -> None:
+    for pricing, param in (
+        (explicit(value), "pricing.input_usd_per_million"),
+        ({"multiplier": value}, "pricing.multiplier"),
+    ):
         with pytest.raises(InvalidListing) as caught:
             parse_pricing(pricing)
-        assert caught.value.param == "pricing"
+        assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    "pricing",
+    [{}, {"multiplier": None}, explicit(None), {"input_usd_per_million": "1"}, {"multiplier": "1", **explicit("1")}],
+    ids=repr,
+)
+def test_pricing_that_is_neither_a_multiplier_nor_two_prices_is_refused_naming_pricing(
+    pricing: dict[str, object],
+) -> None:
+    with pytest.raises(InvalidListing) as caught:
+        parse_pricing(pricing)
+    assert caught.value.param == "pricing"
+    assert "multiplier" in caught.value.message and "input_usd_per_million" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -266,11 +291,11 @@ def test_any_string_parses_to_its_exact_multiplier_or_is_a_price_error(text: str
 
 
 @given(PRICE_LIKE, PRICE_LIKE)
-def test_any_pricing_object_of_strings_is_exact_positive_prices_or_a_400_naming_pricing(a: str, b: str) -> None:
+def test_any_pricing_object_of_strings_is_exact_positive_prices_or_a_400_naming_a_price(a: str, b: str) -> None:
     try:
         multiplier, price = parse_pricing({"input_usd_per_million": a, "output_usd_per_million": b})
     except InvalidListing as exc:
-        assert exc.param == "pricing"
+        assert exc.param in ("pricing.input_usd_per_million", "pricing.output_usd_per_million")
         return
     assert multiplier is None and price is not None
     assert Decimal(price.input_micro_per_million) == Decimal(a) * MICRO > 0

@@ -1,0 +1,155 @@
+"""The accounts API's bodies and answers as pydantic models (aichat_gateway/apibody.py reads them).
+
+Registration, login and password changes are shapes only: the e-mail rule (emailaddr.py, through
+users.py) and the password policy (passwords.py) are applied by the handlers and the functions
+they call, which the CLI shares; the documented lengths come from the same constants. A key's name
+(keys.key_name) and spend caps (config/money.py's grammar, keysettings.cap_micro) are checked here.
+A key's routing defaults are an object the marketplace's own parser reads (handed in as
+`validate_key_routing`), so it stays opaque here and only its documentation is spelled out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
+
+from aichat_gateway.accounts.keys import MAX_NAME_CHARS, key_name
+from aichat_gateway.accounts.keysettings import cap_micro
+from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
+from aichat_gateway.apibody import Answer, Body, Settable, Usd, UsdAmount
+from aichat_gateway.emailaddr import MAX_EMAIL_CHARS
+
+Email = Annotated[str, WithJsonSchema({"type": "string", "format": "email", "maxLength": MAX_EMAIL_CHARS})]
+NewPassword = Annotated[
+    str, WithJsonSchema({"type": "string", "minLength": MIN_PASSWORD_CHARS, "maxLength": MAX_PASSWORD_CHARS})
+]
+KeyName = Annotated[
+    str, AfterValidator(key_name), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS})
+]
+
+
+def _spend_cap(micro: int, info: ValidationInfo) -> int:
+    return cap_micro(micro, info.field_name or "cap")
+
+
+SpendCap = Annotated[UsdAmount, AfterValidator(_spend_cap)]
+
+_IDS: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "maxItems": 256}
+_PRICE_CAP: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]{1,5}(\.[0-9]{1,6})?$", "examples": ["0.15"]}
+# marketplace/preferences.py's shape: a key's defaults are a chat request's `provider` object.
+Routing = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "Default routing preferences, the shape of a chat request's `provider` object",
+            "properties": {
+                "order": _IDS,
+                "only": {**_IDS, "minItems": 1},
+                "ignore": _IDS,
+                "sort": {"enum": ["price", "latency", "throughput", "load", "balanced"]},
+                "max_price": {
+                    "type": "object",
+                    "properties": {"prompt": _PRICE_CAP, "completion": _PRICE_CAP},
+                    "additionalProperties": False,
+                },
+                "allow_fallbacks": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        }
+    ),
+]
+
+# ---- bodies ------------------------------------------------------------------------------------
+
+
+class Registration(Body):
+    email: Email
+    password: NewPassword
+
+
+class Credentials(Body):
+    email: Email
+    password: Annotated[str, Field(json_schema_extra={"maxLength": MAX_PASSWORD_CHARS})]
+
+
+class PasswordChange(Body):
+    current_password: Annotated[str, Field(json_schema_extra={"maxLength": MAX_PASSWORD_CHARS})]
+    new_password: NewPassword
+
+
+class KeyCreate(Body):
+    name: KeyName
+    routing: Routing | None = None
+    daily_spend_cap_usd: SpendCap | None = None
+    monthly_spend_cap_usd: SpendCap | None = None
+
+
+class KeyPatch(Body):
+    """The PATCH allow-list: everything a key's owner may change; only the fields sent change, and
+    null clears a setting. The secret, prefix, owner and timestamps are not on it; revoking is DELETE."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    name: Settable[KeyName] = None
+    routing: Routing | None = None
+    daily_spend_cap_usd: SpendCap | None = None
+    monthly_spend_cap_usd: SpendCap | None = None
+
+
+# ---- answers -----------------------------------------------------------------------------------
+
+
+class User(Answer):
+    id: uuid.UUID
+    email: str
+    role: Literal["user", "admin"]
+
+
+class Session(Answer):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+
+
+class SessionInfo(Answer):
+    id: uuid.UUID
+    created_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool = Field(description="The session of this request")
+
+
+class SessionList(Answer):
+    data: list[SessionInfo]
+
+
+class _ShownSettings(Answer):
+    routing: dict[str, Any] | None
+    daily_spend_cap_usd: Usd | None
+    monthly_spend_cap_usd: Usd | None
+
+
+class Key(_ShownSettings):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedKey(_ShownSettings):
+    id: uuid.UUID
+    name: str
+    key: str = Field(description="The secret: shown only in this answer")
+    prefix: str
+    created_at: datetime
+
+
+class KeyList(Answer):
+    data: list[Key]
