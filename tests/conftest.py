@@ -7,7 +7,6 @@ never see each other's state. Data inside a run is isolated by random e-mails an
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -16,10 +15,8 @@ import pytest
 from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings, load_settings
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
-
-TEST_SECRET = "test-secret-key-" + "x" * 32
+from tests.support.scratch import TEST_REDIS_URL, TEST_SECRET, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +69,3 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-def unique_email(tag: str = "user") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"

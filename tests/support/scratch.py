@@ -1,4 +1,5 @@
-"""Throw-away Postgres databases and Redis key prefixes for one test run (shared by both conftests)."""
+"""Throw-away Postgres databases and Redis key prefixes for one test run, and the settings every test
+app shares (the conftests' `settings` fixtures and the proxy suites' gateways)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aichat_gateway.migrations.runner import migrate
 
 ADMIN_DSN = os.environ.get("TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_SECRET = "test-secret-key-" + "x" * 32  # GATEWAY_SECRET_KEY of every test app and gateway
 
 
 def dsn_for(dbname: str) -> str:
