@@ -55,11 +55,13 @@ test-faults: setup
 test-security: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/security
 
+# ruff, mypy --strict, and the one-way imports between packages (contracts in .importlinter).
 lint: setup
 	$(BIN)/ruff check aichat_gateway tests loadtests tools
 	$(BIN)/ruff format --check aichat_gateway tests loadtests tools
 	$(BIN)/mypy
 	$(BIN)/mypy --strict tools
+	$(BIN)/lint-imports --no-logo
 
 bench: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -1,14 +1,13 @@
 """Shared fixtures: a throw-away Postgres database and Redis key prefix per test run.
 
 Tests talk to the real Postgres and Redis on 127.0.0.1 (never mocks), or to embedded ones that
-tests/scratch.py starts when nothing answers there. Each run creates its own
+tests/support/scratch.py starts when nothing answers there. Each run creates its own
 database `aichat_test_<random>` and Redis prefix `t<random>` and removes both at the end, so runs
 never see each other's state. Data inside a run is isolated by random e-mails and names.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -17,14 +16,12 @@ import pytest
 from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings, load_settings
-from tests.scratch import LOCAL_SERVICES, TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
-
-TEST_SECRET = "test-secret-key-" + "x" * 32
+from tests.support.scratch import LOCAL_SERVICES, TEST_REDIS_URL, TEST_SECRET, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Say when the run uses embedded servers (tests/scratch.py); also under -q."""
+    """Say when the run uses embedded servers (tests/support/scratch.py); also under -q."""
     line = LOCAL_SERVICES.summary()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if line and reporter is not None:
@@ -81,7 +78,3 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-def unique_email(tag: str = "user") -> str:
-    return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"

@@ -20,16 +20,11 @@ from redis.asyncio import Redis
 
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
-from tests.faults.conftest import (
-    FUNDS_MICRO,
-    MESSAGES,
-    FaultFakes,
-    FaultMarket,
-    assert_books_balance,
-    new_buyer,
-)
-from tests.integration.conftest import GatewayFactory, Proc, UsageEvents
-from tests.scratch import redis_prefix
+from tests.support.faults import FUNDS_MICRO, MESSAGES, FaultFakes, FaultMarket, assert_books_balance, new_buyer
+from tests.support.gateways import GatewayFactory
+from tests.support.processes import Proc
+from tests.support.scratch import redis_prefix
+from tests.support.usage import UsageEvents
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(60)]
 

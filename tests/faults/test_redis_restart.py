@@ -33,16 +33,11 @@ from aichat_gateway.billing.holdplan import buyer_tag
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.server.app import create_app
-from tests.faults.conftest import (
-    MESSAGES,
-    Buyer,
-    FaultFakes,
-    FaultMarket,
-    assert_books_balance,
-    new_buyer,
-)
-from tests.integration.conftest import GatewayFactory, Proc, Processes, await_until, wait_until
-from tests.ports import free_port
+from tests.support.faults import MESSAGES, Buyer, FaultFakes, FaultMarket, assert_books_balance, new_buyer
+from tests.support.gateways import GatewayFactory
+from tests.support.ports import free_port
+from tests.support.processes import Proc, Processes
+from tests.support.waiting import await_until, wait_until
 
 pytestmark = [
     pytest.mark.faults,

@@ -17,7 +17,8 @@ import pytest
 
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.proxy.tokens import TokenCounter
-from tests.faults.conftest import (
+from tests.support.calls import assert_openai_error
+from tests.support.faults import (
     ABORTED_TEXT,
     DEADLINE_S,
     MESSAGES,
@@ -31,7 +32,8 @@ from tests.faults.conftest import (
     price_of,
     settled_usage,
 )
-from tests.integration.conftest import Proc, UsageEvents, assert_openai_error
+from tests.support.processes import Proc
+from tests.support.usage import UsageEvents
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(60)]
 

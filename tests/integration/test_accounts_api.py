@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import unique_email
 from starlette.applications import Starlette
+
+from tests.support.emails import unique_email
 
 PASSWORD = "correct horse battery"
 

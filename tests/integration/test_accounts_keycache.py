@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import unique_email
 from redis.asyncio import Redis
 
 from aichat_gateway.accounts import keys as keys_repo
@@ -18,7 +17,8 @@ from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keycache import KeyCache
 from aichat_gateway.accounts.keyformat import generate_key
 from aichat_gateway.config.settings import Settings
-from tests.tcpproxy import TcpProxy
+from tests.support.emails import unique_email
+from tests.support.tcpproxy import TcpProxy
 
 
 class Clock:

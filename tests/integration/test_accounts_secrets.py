@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import httpx
-from conftest import unique_email
 from starlette.applications import Starlette
 
 from aichat_gateway.config.logging import configure_logging
+from tests.support.emails import unique_email
 
 PASSWORD = "hunter2-but-longer-and-unique"
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import unique_email
 from redis.asyncio import Redis
 
 from aichat_gateway.accounts import sessions
@@ -19,7 +18,8 @@ from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.sessioncache import SessionCache, announce_user_sessions_ended, session_channel
 from aichat_gateway.accounts.tokens import SessionClaims, SessionTokens
 from aichat_gateway.config.settings import Settings
-from tests.tcpproxy import TcpProxy
+from tests.support.emails import unique_email
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

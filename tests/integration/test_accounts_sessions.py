@@ -17,12 +17,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from conftest import unique_email
 from starlette.applications import Starlette
 
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
+from tests.support.emails import unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 from argon2 import PasswordHasher
-from conftest import unique_email
 
 from aichat_gateway.accounts import users
 from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, InvalidInput
 from aichat_gateway.accounts.passwords import Passwords
+from tests.support.emails import unique_email
 
 PASSWORD = "correct horse battery"
 

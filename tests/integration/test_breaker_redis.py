@@ -31,9 +31,9 @@ from aichat_gateway.marketplace.breaker import (
     decide,
 )
 from aichat_gateway.marketplace.capacity import Capacity
-from tests.integration.test_capacity_redis import Clock, CountingConnection, delete_tagged
-from tests.scratch import TEST_REDIS_URL
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.rediskit import Clock, CountingConnection, delete_tagged
+from tests.support.scratch import TEST_REDIS_URL
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 T0 = 1_700_000_000.0
 

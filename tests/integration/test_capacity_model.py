@@ -30,9 +30,9 @@ from aichat_gateway.marketplace.capacity import (
     violations,
     windows,
 )
-from tests.integration.test_capacity_redis import START, Clock, delete_tagged
-from tests.scratch import TEST_REDIS_URL
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.rediskit import START, Clock, delete_tagged
+from tests.support.scratch import TEST_REDIS_URL
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 LEASE_MS = 30_000
 

@@ -8,37 +8,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 import redis as redis_sync
-from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 
 from aichat_gateway.marketplace.capacity import Admission, Capacity, Limits, Usage
-from tests.scratch import TEST_REDIS_URL
-from tests.scratch import redis_prefix as scratch_redis_prefix
-
-START = datetime(2024, 5, 31, 23, 58, 0, tzinfo=UTC).timestamp()  # a minute and a month boundary ahead
-
-
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def delete_tagged(prefix: str) -> None:
-    """scratch.redis_prefix removes `prefix:*` and `{prefix}*`; our hash tags are `{prefix:l:...}`."""
-    client = redis_sync.Redis.from_url(TEST_REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{{{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+from tests.support.rediskit import START, Clock, CountingConnection, delete_tagged
+from tests.support.scratch import TEST_REDIS_URL
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 
 @pytest.fixture
@@ -325,16 +303,6 @@ async def test_state_reads_many_listings_at_once(two: tuple[Capacity, Capacity])
 
 
 # ---- pipelines, round trips, NOSCRIPT ----------------------------------------------------------
-
-
-class CountingConnection(Connection):
-    """Counts packed writes: one per pipeline execute, i.e. one per round trip."""
-
-    sends = 0
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        type(self).sends += 1
-        await super().send_packed_command(command, check_health)
 
 
 async def test_take_rides_in_someone_elses_pipeline_in_one_round_trip(prefix: str, clock: Clock) -> None:

@@ -10,8 +10,8 @@ import pytest
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.server.demo import run_demo
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -35,8 +35,8 @@ from aichat_gateway.embedded import (
     redis_server,
 )
 from aichat_gateway.migrations.runner import migrate
-from tests.ports import free_port
-from tests.scratch import TEST_REDIS_URL
+from tests.support.ports import free_port
+from tests.support.scratch import TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
 

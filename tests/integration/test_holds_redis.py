@@ -19,8 +19,8 @@ from redis.asyncio import Connection, ConnectionPool, Redis
 
 from aichat_gateway.billing.holdplan import buyer_keys, buyer_tag, holders_key, spend_windows
 from aichat_gateway.billing.holds import HoldResult, HoldStatus, HotBalances, HotView, KeyCaps
-from tests.scratch import TEST_REDIS_URL
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.scratch import TEST_REDIS_URL
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -1,8 +1,8 @@
 """The job queue (PgQueuer, migration 0010) on a real Postgres: retries, dead workers, periodic tasks
 once per period, stopping, and the worker inside `serve` and as `aichat-gateway worker`.
 
-Workers run in this process (`tests.jobkit.running_worker`) or as subprocesses (`python -m
-tests.jobkit`, the real `Worker` with test tasks; the console script for the CLI test). Intervals are
+Workers run in this process (`tests.support.jobkit.running_worker`) or as subprocesses (`python -m
+tests.support.jobkit`, the real `Worker` with test tasks; the console script for the CLI test). Intervals are
 short and configured (heartbeat 1.5 s, poll 0.2 s, per-second cron): PgQueuer reads the time from
 Postgres' `now()`, so it cannot be injected; tests wait for what they expect to happen, never for a
 fixed time.
@@ -37,8 +37,8 @@ from aichat_gateway.jobs.worker import Worker, WorkerConfig
 from aichat_gateway.server.app import create_app
 from aichat_gateway.server.services import create_db_pool
 from aichat_gateway.server.worker import APPLICATION_NAME, run_worker
-from tests.jobkit import FAST, NO_DELAY, RUNS_TABLE, eventually, hold_first, kit_registry, running_worker, spawn
-from tests.scratch import ADMIN_DSN, TEST_REDIS_URL, dsn_for, migrated_database
+from tests.support.jobkit import FAST, NO_DELAY, RUNS_TABLE, eventually, hold_first, kit_registry, running_worker, spawn
+from tests.support.scratch import ADMIN_DSN, TEST_REDIS_URL, dsn_for, migrated_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

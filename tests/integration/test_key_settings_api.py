@@ -15,12 +15,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import unique_email
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from aichat_gateway.accounts.keycache import KeyCache, KeyPrincipal
 from aichat_gateway.config.settings import Settings
+from tests.support.emails import unique_email
 
 pytestmark = pytest.mark.timeout(30)
 

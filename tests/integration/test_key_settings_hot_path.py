@@ -8,7 +8,10 @@ import orjson
 import pytest
 
 from aichat_gateway.config.settings import Settings
-from tests.integration.conftest import Gateways, Market, Proc, await_until, fund, register_and_login
+from tests.support.gateways import Gateways
+from tests.support.market import Market, fund, register_and_login
+from tests.support.processes import Proc
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -22,7 +22,7 @@ import pytest
 
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.ledger import AccountKind, account_id, post, split_charge
-from tests.scratch import migrated_database
+from tests.support.scratch import migrated_database
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 
 from aichat_gateway.billing.errors import LedgerError
 from aichat_gateway.billing.ledger import AccountKind, account_id, balance_micro, lock_accounts, post
-from tests.scratch import migrated_database
+from tests.support.scratch import migrated_database
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,8 +11,8 @@ import pytest
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.errors import LedgerError
 from aichat_gateway.billing.ledger import AccountKind, Transfer, account_id, post, post_many
-from tests.scratch import migrated_database
-from tests.settlekit import new_user
+from tests.support.scratch import migrated_database
+from tests.support.settlekit import new_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.ledger import AccountKind, account_id, post, split_charge
-from tests.scratch import migrated_database
+from tests.support.scratch import migrated_database
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,17 +14,11 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import (
-    Fakes,
-    GatewayFactory,
-    Gateways,
-    Market,
-    Proc,
-    await_until,
-    create_listing,
-    provider_key,
-    wait_for_models,
-)
+from tests.support.fakes import Fakes
+from tests.support.gateways import GatewayFactory, Gateways
+from tests.support.market import Market, create_listing, provider_key, wait_for_models
+from tests.support.processes import Proc
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Fakes
 from starlette.applications import Starlette
 
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.server.app import create_app
 from tests.support.app import replace_services
+from tests.support.fakes import Fakes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -10,7 +10,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import httpx
@@ -26,28 +26,12 @@ from aichat_gateway.proxy.keycheck import check_provider_key
 from aichat_gateway.proxy.upstream import AiohttpUpstream, UpstreamClient, create_upstream_client, is_timeout
 from aichat_gateway.server.app import create_app
 from tests.support.app import replace_services
-
-if TYPE_CHECKING:  # only an annotation: tests/security imports UNSAFE from here, under its own conftest
-    from conftest import Fakes
+from tests.support.fakes import Fakes
+from tests.support.ssrf import UNSAFE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 PASSWORD = "ssrf-test-password"
-UNSAFE = [
-    "http://api.openai.com/v1",  # plain http
-    "https://127.0.0.1/v1",  # loopback
-    "https://10.0.0.5/v1",  # private ranges
-    "https://172.16.0.1/v1",
-    "https://192.168.1.1/v1",
-    "https://100.64.0.1/v1",  # carrier-grade NAT
-    "https://0.0.0.0/v1",
-    "https://169.254.169.254/latest/meta-data",  # the cloud metadata address (link-local)
-    "https://[::1]/v1",  # IPv6 loopback
-    "https://[fd00::1]/v1",  # IPv6 unique-local
-    "https://[fe80::1]/v1",  # IPv6 link-local
-    "https://[::ffff:10.0.0.1]/v1",  # IPv4-mapped private
-    "https://localhost/v1",  # a name that resolves to a private address
-]
 
 
 @pytest.fixture

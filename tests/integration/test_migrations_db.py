@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from aichat_gateway.migrations.runner import MigrationError, migrate
-from tests.scratch import ADMIN_DSN, dsn_for
+from tests.support.scratch import ADMIN_DSN, dsn_for
 
 
 @pytest.fixture

@@ -17,16 +17,12 @@ import pytest
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
-from tests.integration.conftest import (
-    Fakes,
-    Gateways,
-    Market,
-    Proc,
-    await_until,
-    fund,
-    read_then_leave,
-    register_and_login,
-)
+from tests.support.calls import read_then_leave
+from tests.support.fakes import Fakes
+from tests.support.gateways import Gateways
+from tests.support.market import Market, fund, register_and_login
+from tests.support.processes import Proc
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -52,7 +52,7 @@ from aichat_gateway.billing.meter import Meter, UsageEvent
 from aichat_gateway.billing.reconcile import Reconciler, balance_writes
 from aichat_gateway.billing.settle import Settler
 from aichat_gateway.config.settings import Settings
-from tests.scratch import TEST_REDIS_URL, migrated_database, redis_prefix
+from tests.support.scratch import TEST_REDIS_URL, migrated_database, redis_prefix
 
 # Generous: a passing run takes seconds, but a failing one shrinks for up to hypothesis' five minutes,
 # and a timeout inside that would be reported as a flaky failure instead of the minimal example.

@@ -2,7 +2,7 @@
 Redis and its caches, its settlement worker waits, and once Postgres is back every request is
 settled exactly once (DESIGN.md: zero Postgres queries per request in the steady state).
 
-The gateway reaches Postgres through tests/tcpproxy.py (cut = every connection reset, new ones
+The gateway reaches Postgres through tests/support/tcpproxy.py (cut = every connection reset, new ones
 refused) and has a Redis prefix of its own, so only its own settlement worker can settle its events.
 """
 
@@ -21,9 +21,12 @@ import pytest
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
-from tests.integration.conftest import GatewayFactory, Market, Proc, await_until, fund, register_and_login
-from tests.scratch import redis_prefix
-from tests.tcpproxy import TcpProxy
+from tests.support.gateways import GatewayFactory
+from tests.support.market import Market, fund, register_and_login
+from tests.support.processes import Proc
+from tests.support.scratch import redis_prefix
+from tests.support.tcpproxy import TcpProxy
+from tests.support.waiting import await_until
 
 OUTAGE_SECONDS = 30.0  # the issue's figure
 WORKERS = 4

@@ -6,7 +6,9 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from tests.integration.conftest import FAKE_REPLY, Fakes, Market, Proc
+from tests.support.fakes import FAKE_REPLY, Fakes
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 MODEL = "claude-3-5-haiku"
 

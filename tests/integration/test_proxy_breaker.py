@@ -7,8 +7,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.conftest import Fakes, GatewayFactory, Market, Proc
-from tests.scratch import redis_prefix
+from tests.support.fakes import Fakes
+from tests.support.gateways import GatewayFactory
+from tests.support.market import Market
+from tests.support.processes import Proc
+from tests.support.scratch import redis_prefix
 
 FAIL_MAX = 3
 

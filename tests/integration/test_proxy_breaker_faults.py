@@ -13,21 +13,21 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.integration.conftest import (
+from tests.support.fakes import Fakes
+from tests.support.gateways import GatewayFactory
+from tests.support.market import (
     PRICE_CHEAP,
     PRICE_DEAR,
     Account,
-    Fakes,
-    GatewayFactory,
     Market,
-    Proc,
     create_listing,
     provider_key,
     register_and_login,
     serving,
     wait_for_models,
 )
-from tests.scratch import redis_prefix
+from tests.support.processes import Proc
+from tests.support.scratch import redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(60)]
 

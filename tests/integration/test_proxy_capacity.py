@@ -7,15 +7,10 @@ import time
 
 import httpx
 
-from tests.integration.conftest import (
-    Fakes,
-    Gateways,
-    Market,
-    create_listing,
-    provider_key,
-    wait_for_models,
-    wait_until,
-)
+from tests.support.fakes import Fakes
+from tests.support.gateways import Gateways
+from tests.support.market import Market, create_listing, provider_key, wait_for_models
+from tests.support.waiting import wait_until
 
 RPM = 50
 REQUESTS = 200

@@ -9,7 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Fakes, Gateways, Market, Proc, assert_openai_error, request_id
+
+from tests.support.calls import assert_openai_error, request_id
+from tests.support.fakes import Fakes
+from tests.support.gateways import Gateways
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from conftest import FAKE_REPLY, Fakes, Gateways, Market, Proc, UsageEvents, request_id
 from openai import APIError, AsyncOpenAI
+
+from tests.support.calls import request_id
+from tests.support.fakes import FAKE_REPLY, Fakes
+from tests.support.gateways import Gateways
+from tests.support.market import Market
+from tests.support.processes import Proc
+from tests.support.usage import UsageEvents
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.conftest import Fakes, Gateways, Market, Proc, wait_until
+from tests.support.fakes import Fakes
+from tests.support.gateways import Gateways
+from tests.support.market import Market
+from tests.support.processes import Proc
+from tests.support.waiting import wait_until
 
 
 def ask(gateway: Proc, market: Market) -> httpx.Response:

@@ -8,16 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import (
-    EXPLICIT_PRICE,
-    GatewayFactory,
-    Market,
-    Proc,
-    Processes,
-    create_listing,
-    spawn_fake,
-    wait_for_models,
-)
+
+from tests.support.fakes import spawn_fake
+from tests.support.gateways import GatewayFactory
+from tests.support.market import EXPLICIT_PRICE, Market, create_listing, wait_for_models
+from tests.support.processes import Proc, Processes
 
 pytestmark = pytest.mark.integration
 

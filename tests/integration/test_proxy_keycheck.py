@@ -8,16 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import (
-    KEYED_FAKE_KEY,
-    PASSWORD_SELLER,
-    Account,
-    Fakes,
-    GatewayFactory,
-    Proc,
-    register_and_login,
-)
-from tests.ports import free_port
+from tests.support.fakes import KEYED_FAKE_KEY, Fakes
+from tests.support.gateways import GatewayFactory
+from tests.support.market import PASSWORD_SELLER, Account, register_and_login
+from tests.support.ports import free_port
+from tests.support.processes import Proc
 
 
 @pytest.fixture(scope="module")

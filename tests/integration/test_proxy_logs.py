@@ -7,7 +7,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import Gateways, Market, await_until, request_id
+from tests.support.calls import request_id
+from tests.support.gateways import Gateways
+from tests.support.market import Market
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

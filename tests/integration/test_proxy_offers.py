@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.conftest import Market, Proc
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 
 def chat(gateway: Proc, market: Market, model: str) -> httpx.Response:

@@ -7,15 +7,12 @@ import secrets
 
 import httpx
 import pytest
-from conftest import (
-    USAGE_DRAIN_SECONDS,
-    GatewayFactory,
-    Market,
-    Proc,
-    assert_openai_error,
-    await_until,
-    read_then_leave,
-)
+
+from tests.support.calls import assert_openai_error, read_then_leave
+from tests.support.gateways import USAGE_DRAIN_SECONDS, GatewayFactory
+from tests.support.market import Market
+from tests.support.processes import Proc
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FakeUpstream, Market, Proc
+
+from tests.support.fakes import FakeUpstream
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 pytestmark = pytest.mark.integration
 

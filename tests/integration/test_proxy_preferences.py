@@ -8,15 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
+
+from aichat_gateway.config.settings import Settings
+from tests.support.fakes import Fakes
+from tests.support.market import (
     PASSWORD_BUYER,
     PASSWORD_SELLER,
     PRICE_CHEAP,
     PRICE_DEAR,
     Account,
-    Fakes,
     Market,
-    Proc,
     create_listing,
     fund,
     provider_key,
@@ -24,8 +25,7 @@ from conftest import (
     serving,
     wait_for_models,
 )
-
-from aichat_gateway.config.settings import Settings
+from tests.support.processes import Proc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

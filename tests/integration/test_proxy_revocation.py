@@ -6,7 +6,11 @@ import time
 
 import httpx
 import pytest
-from conftest import Gateways, Market, Proc, assert_openai_error
+
+from tests.support.calls import assert_openai_error
+from tests.support.gateways import Gateways
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import FAKE_REPLY, FakeUpstream, Market, Proc
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from tests.support.fakes import FAKE_REPLY, FakeUpstream
+from tests.support.market import Market
+from tests.support.processes import Proc
 
 pytestmark = pytest.mark.integration
 

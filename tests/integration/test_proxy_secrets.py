@@ -7,16 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import (
-    EXPLICIT_PRICE,
-    FakeUpstream,
-    GatewayFactory,
-    Gateways,
-    Market,
-    Proc,
-    create_listing,
-    provider_key,
-)
+
+from tests.support.fakes import FakeUpstream
+from tests.support.gateways import GatewayFactory, Gateways
+from tests.support.market import EXPLICIT_PRICE, Market, create_listing, provider_key
+from tests.support.processes import Proc
 
 pytestmark = pytest.mark.integration
 

@@ -11,17 +11,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import (
-    USAGE_DRAIN_SECONDS,
-    Fakes,
-    GatewayFactory,
-    Market,
-    Proc,
-    UsageEvents,
-    read_then_leave,
-    request_id,
-    wait_for_models,
-)
+
+from tests.support.calls import read_then_leave, request_id
+from tests.support.fakes import Fakes
+from tests.support.gateways import USAGE_DRAIN_SECONDS, GatewayFactory
+from tests.support.market import Market, wait_for_models
+from tests.support.processes import Proc
+from tests.support.usage import UsageEvents
 
 pytestmark = pytest.mark.integration
 

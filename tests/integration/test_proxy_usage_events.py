@@ -7,7 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import USAGE_DRAIN_SECONDS, Market, Proc, UsageEvents, read_then_leave, request_id
+
+from tests.support.calls import read_then_leave, request_id
+from tests.support.gateways import USAGE_DRAIN_SECONDS
+from tests.support.market import Market
+from tests.support.processes import Proc
+from tests.support.usage import UsageEvents
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from aichat_gateway.billing import ledger
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.reconcile import Reconciler, balance_writes, buyer_of_view_key
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

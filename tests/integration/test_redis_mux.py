@@ -16,9 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aichat_gateway.redispool import LeanConnectionPool
-from tests.redisbatch import lean_redis, run_batch
-from tests.scratch import TEST_REDIS_URL
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.redisbatch import lean_redis, run_batch
+from tests.support.scratch import TEST_REDIS_URL
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 

@@ -24,21 +24,12 @@ import redis as redis_sync
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
-from tests.integration.conftest import (
-    Fakes,
-    GatewayFactory,
-    Market,
-    Proc,
-    Processes,
-    await_until,
-    create_listing,
-    fund,
-    provider_key,
-    register_and_login,
-    wait_for_models,
-    wait_until,
-)
-from tests.ports import free_port
+from tests.support.fakes import Fakes
+from tests.support.gateways import GatewayFactory
+from tests.support.market import Market, create_listing, fund, provider_key, register_and_login, wait_for_models
+from tests.support.ports import free_port
+from tests.support.processes import Proc, Processes
+from tests.support.waiting import await_until, wait_until
 
 pytestmark = [
     pytest.mark.integration,

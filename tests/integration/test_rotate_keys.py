@@ -14,7 +14,7 @@ from aichat_gateway.config.settings import Settings
 from aichat_gateway.marketplace.listings import NewListing, insert_listing, rotate_keys
 from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.server.services import create_db_pool
-from tests.scratch import migrated_database
+from tests.support.scratch import migrated_database
 
 OLD, NEW = "o" * 40, "n" * 40
 

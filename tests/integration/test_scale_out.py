@@ -22,24 +22,22 @@ from redis.asyncio import Redis
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.meter import decode_entry, stream_key
 from aichat_gateway.config.settings import Settings
-from tests.integration.conftest import (
-    CLI,
+from tests.support.fakes import Fakes
+from tests.support.gateways import GatewayFactory
+from tests.support.market import (
     PRICE_CHEAP,
     PRICE_DEAR,
-    Fakes,
-    GatewayFactory,
     Market,
-    Proc,
-    Processes,
-    await_until,
     create_listing,
     fund,
     provider_key,
     register_and_login,
     wait_for_models,
 )
-from tests.ports import free_port
-from tests.scratch import redis_prefix
+from tests.support.ports import free_port
+from tests.support.processes import CLI, Proc, Processes
+from tests.support.scratch import redis_prefix
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

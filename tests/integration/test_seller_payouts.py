@@ -6,7 +6,7 @@ transfer per request (buyer -cost, seller +share, platform +fee) and its usage_r
 a test says when, they were earned long enough ago to be past the holding period. The app's clock
 is a `Clock` the tests move (the holding period is days long).
 
-localstripe (tests/localstripe.py) has no /v1/transfers (nor Connect accounts), so the Stripe side of
+localstripe (tests/support/localstripe.py) has no /v1/transfers (nor Connect accounts), so the Stripe side of
 a payout is an httpx MockTransport that records each request and answers as Stripe would; everything
 on our side of the HTTP call (StripeClient, Postgres, the ledger) is real. The ledger audit runs
 after every test.
@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -41,18 +40,15 @@ from aichat_gateway.jobs.queue import enqueue
 from aichat_gateway.jobs.registry import Job, JobRegistry
 from aichat_gateway.queryparams import encode_cursor
 from aichat_gateway.server.app import create_app
-from tests.jobkit import eventually, running_worker
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.earnings import HOLD, NOW, earn
+from tests.support.jobkit import eventually, running_worker
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 USD = 1_000_000
-FEE = Decimal("0.10")
 PASSWORD = "correct horse battery"
-NOW = datetime(2030, 1, 16, 12, 0, tzinfo=UTC)  # a Wednesday, ISO week 2030-W03
-HOLD = timedelta(days=7)  # GATEWAY_EARNINGS_HOLD_DAYS' default
-PAYABLE = NOW - HOLD - timedelta(days=3)  # when earnings were made unless a test says otherwise
 ACCOUNT = "acct_1032D82eZvKYlo2C"
 
 
@@ -230,47 +226,6 @@ async def listing(db: asyncpg.Connection, seller_id: str, name: str) -> tuple[st
         uuid.uuid4().bytes,
     )
     return str(listing_id), public_id
-
-
-async def earn(
-    db: asyncpg.Connection, seller_id: str, cost_micro: int, *, listing_id: str | None = None, at: datetime = PAYABLE
-) -> int:
-    """One settled request that cost `cost_micro` and was served by the seller; the seller's share."""
-    buyer = await db.fetchval(
-        "INSERT INTO users (email, password_hash) VALUES ($1, 'stand-in') RETURNING id",
-        f"buyer-{uuid.uuid4().hex[:10]}@example.com",
-    )
-    share, fee = ledger.split_charge(cost_micro, FEE)
-    request_id = "req_" + uuid.uuid4().hex
-    async with db.transaction():
-        buyer_acc = await ledger.account_id(db, ledger.AccountKind.BUYER, buyer)
-        promotions = await ledger.account_id(db, ledger.AccountKind.PROMOTIONS)
-        seller_acc = await ledger.account_id(db, ledger.AccountKind.SELLER, seller_id)
-        platform = await ledger.account_id(db, ledger.AccountKind.PLATFORM)
-        await ledger.post(
-            db,
-            idempotency_key=f"credit:test:{request_id}",
-            kind="credit",
-            legs=[(promotions, -cost_micro), (buyer_acc, cost_micro)],
-        )
-        legs = [(buyer_acc, -cost_micro), (seller_acc, share)] + ([(platform, fee)] if fee else [])
-        transfer = await ledger.post(
-            db, idempotency_key=f"usage:{request_id}", kind="usage", legs=legs, memo={"request_id": request_id}
-        )
-        await db.execute(
-            """INSERT INTO usage_records (request_id, buyer_id, listing_id, seller_id, model, prompt_tokens,
-                   completion_tokens, cost_micro, held_micro, fee_micro, outcome, status, created_at, transfer_id)
-               VALUES ($1, $2, $3, $4, 'gpt-4o-mini', 10, 20, $5, $5, $6, 'ok', 200, $7, $8)""",
-            request_id,
-            buyer,
-            uuid.UUID(listing_id) if listing_id else None,
-            uuid.UUID(seller_id),
-            cost_micro,
-            fee,
-            at,
-            transfer,
-        )
-    return share
 
 
 async def available(db: asyncpg.Connection, seller_id: str) -> int:

@@ -1,7 +1,7 @@
 """Postgres goes away for a while: the worker keeps retrying with a bounded backoff, acks nothing
 meanwhile, and once Postgres is back every event settles exactly once.
 
-The worker reaches Postgres through tests/tcpproxy.py; `cut()` resets its connections and
+The worker reaches Postgres through tests/support/tcpproxy.py; `cut()` resets its connections and
 refuses new ones, as a crashed or unreachable server would.
 """
 
@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.ledger import AccountKind
 from aichat_gateway.billing.settle import GROUP, Settler
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
-from tests.settlekit import (
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.settlekit import (
     FEE,
     FUNDS,
     Expected,
@@ -33,7 +33,7 @@ from tests.settlekit import (
     platform_balance,
     usage_totals,
 )
-from tests.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 
 # DESIGN.md's outage: long enough for the backoff to reach its 5 s ceiling and stay there.
 OUTAGE_SECONDS = 30.0

@@ -24,9 +24,9 @@ from aichat_gateway.billing.ledger import AccountKind
 from aichat_gateway.billing.meter import stream_key
 from aichat_gateway.billing.settle import GROUP, Settler
 from aichat_gateway.billing.settleplan import COLLISION
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
-from tests.settlekit import (
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.settlekit import (
     FEE,
     FUNDS,
     Expected,

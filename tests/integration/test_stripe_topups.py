@@ -33,10 +33,10 @@ from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.server.app import create_app
-from tests.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
-from tests.ports import free_port
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
+from tests.support.ports import free_port
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -26,22 +26,19 @@ from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.topups import CreatedTopup, TopUps
-from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.server.app import create_app
-from tests.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
-from tests.ports import free_port
-from tests.scratch import TEST_REDIS_URL, migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
+from tests.support.ports import free_port
+from tests.support.scratch import TEST_REDIS_URL, migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
+from tests.support.webhooks import START, WEBHOOK_SECRET, event_body, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 API_KEY = "sk_test_" + uuid.uuid4().hex
-# Deliberately not shaped like a Stripe secret, so the log redactor cannot hide a leak from the test.
-WEBHOOK_SECRET = "webhook-signing-" + uuid.uuid4().hex
 GATEWAY_SECRET = "test-secret-key-" + "x" * 32
-START = 1_800_000_000.0
 USD = 1_000_000
 
 
@@ -154,22 +151,6 @@ async def paid_topup(
     status, _ = await stripe.pay(topup.payment_intent_id)
     assert status == 200
     return user_id, topup
-
-
-def signed(body: bytes, timestamp: float, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
-    ts = int(timestamp)
-    return {"Stripe-Signature": f"t={ts},v1={sign(body, secret, ts)}", "Content-Type": "application/json"}
-
-
-def event_body(event_type: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
-    event = {
-        "id": event_id or f"evt_{uuid.uuid4().hex[:16]}",
-        "object": "event",
-        "type": event_type,
-        "created": int(START),
-        "data": {"object": obj},
-    }
-    return orjson.dumps(event)
 
 
 async def send(

@@ -1,6 +1,6 @@
 """Fixtures of the attack suite: one in-process app per test module, on the run's database and Redis
 prefix (the root conftest's `database_url` and `redis_prefix`), wrapped in a `Gateway` that makes
-users, keys and listings. Shared helpers live in support.py (see there for why).
+users, keys and listings. Shared helpers live in tests/support/attack.py.
 
 `settings`, `app` and `client` override the root conftest's per-test ones with per-module ones:
 starting and stopping an app costs ~0.5 s, and an attack suite is many short tests. So every test
@@ -22,11 +22,9 @@ from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.proxy.upstream import UpstreamClient
-from tests.scratch import TEST_REDIS_URL
-from tests.security.support import PASSWORD, Clock, Gateway, Provider
 from tests.support.app import replace_services
-
-TEST_SECRET = "test-secret-key-" + "x" * 32  # the root conftest's value
+from tests.support.attack import PASSWORD, Clock, Gateway, Provider
+from tests.support.scratch import TEST_REDIS_URL, TEST_SECRET
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.queryparams import encode_cursor
-from tests.integration.test_seller_payouts import earn
-from tests.security.support import Account, Gateway, assert_error
+from tests.support.attack import Account, Gateway, assert_error
+from tests.support.earnings import earn
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

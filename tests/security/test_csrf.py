@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security.support import PASSWORD, Account, Gateway, assert_error, listing_body
+from tests.support.attack import PASSWORD, Account, Gateway, assert_error, listing_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from aichat_gateway.accounts.loginlimit import LoginLimiter
-from tests.security.support import PASSWORD, Gateway, assert_error, unique_email
+from tests.support.attack import PASSWORD, Gateway, assert_error, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

@@ -40,11 +40,11 @@ from aichat_gateway.billing.audit import audit
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.server.app import api_routes, create_app
 from aichat_gateway.server.openapi import openapi_document
-from tests.integration.test_seller_payouts import earn
-from tests.localstripe import LocalStripe, running_localstripe
-from tests.scratch import migrated_database
-from tests.scratch import redis_prefix as scratch_redis_prefix
-from tests.security.support import Account, listing_body, unique_email
+from tests.support.attack import Account, listing_body, unique_email
+from tests.support.earnings import earn
+from tests.support.localstripe import LocalStripe, running_localstripe
+from tests.support.scratch import migrated_database
+from tests.support.scratch import redis_prefix as scratch_redis_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

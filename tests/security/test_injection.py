@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from aichat_gateway.queryparams import encode_cursor
-from tests.security.support import (
+from tests.support.attack import (
     INJECTIONS,
     TABLES,
     Account,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from aichat_gateway.accounts.tokens import SessionTokens, derive_key
-from tests.security.support import Account, Gateway, assert_error
+from tests.support.attack import Account, Gateway, assert_error
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.security.support import (
+from tests.support.attack import (
     Account,
     Counted,
     Gateway,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from aichat_gateway.accounts.loginlimit import LoginLimiter
-from tests.security.support import PASSWORD, Gateway, assert_error
+from tests.support.attack import PASSWORD, Gateway, assert_error
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.asyncio(loop_scope="module")]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.support import PASSWORD, Account, Gateway, assert_error, listing_body, unique_email
+from tests.support.attack import PASSWORD, Account, Gateway, assert_error, listing_body, unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from aichat_gateway.server.app import api_routes
 from aichat_gateway.server.openapi import openapi_document
-from tests.security.support import Gateway, listing_body
+from tests.support.attack import Gateway, listing_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 in_the_modules_loop = pytest.mark.asyncio(loop_scope="module")  # the loop of conftest's app

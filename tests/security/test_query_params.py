@@ -25,8 +25,8 @@ from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.queryparams import encode_cursor
 from aichat_gateway.server.app import api_routes
 from aichat_gateway.server.openapi import openapi_document
-from tests.integration.test_seller_payouts import earn
-from tests.security.support import Account, Gateway, assert_error
+from tests.support.attack import Account, Gateway, assert_error
+from tests.support.earnings import earn
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 in_the_modules_loop = pytest.mark.asyncio(loop_scope="module")  # the loop of conftest's app

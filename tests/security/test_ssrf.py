@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from aichat_gateway.config.settings import Settings
-from tests.integration.test_listing_ssrf import UNSAFE
-from tests.security.support import Account, Gateway, Provider, assert_error, listing_body
+from tests.support.attack import Account, Gateway, Provider, assert_error, listing_body
+from tests.support.ssrf import UNSAFE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.settings import Settings
-from tests.integration.test_stripe_webhooks import event_body, signed
-from tests.security.support import Clock, Counted, Gateway, assert_error
+from tests.support.attack import Clock, Counted, Gateway, assert_error
+from tests.support.webhooks import event_body, signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30), pytest.mark.asyncio(loop_scope="module")]
 

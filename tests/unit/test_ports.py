@@ -1,4 +1,4 @@
-"""tests/ports.py: the ports handed to test servers never repeat within a process.
+"""tests/support/ports.py: the ports handed to test servers never repeat within a process.
 
 The kernel's bind(0) repeats a released port often enough (2-12 times in 500 picks here) that
 two processes started side by side could be given one port.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 
 def test_free_port_never_hands_out_the_same_port_twice() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 LOCALSTRIPE = str(Path(sys.executable).with_name("localstripe"))
 START_TIMEOUT = 30.0

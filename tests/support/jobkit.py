@@ -1,5 +1,5 @@
 """Job-queue test kit: the real `jobs.Worker` with test tasks, in the test's process or as a
-subprocess (`python -m tests.jobkit --dsn ... --task ...`, stopped by SIGTERM, killed by SIGKILL).
+subprocess (`python -m tests.support.jobkit --dsn ... --task ...`, stopped by SIGTERM, killed by SIGKILL).
 
 Tasks record every run they start in `job_test_runs` (task, job id, attempt, pid, period), so a test
 reads from Postgres which process ran what, and when a run has started.
@@ -24,7 +24,7 @@ import asyncpg
 from aichat_gateway.jobs.registry import Job, JobRegistry, RetryPolicy
 from aichat_gateway.jobs.worker import Worker, WorkerConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: `python -m tests.support.jobkit` runs from there
 NO_DELAY = RetryPolicy(attempts=5, first_delay=timedelta(0), max_delay=timedelta(0))
 # Short enough that a dead worker's job moves within about a second, long enough for a loaded machine
 # to keep beating (every half of it).
@@ -113,7 +113,7 @@ def spawn(
     dsn: str, task: str, log: IO[bytes], *, cron: str | None = None, grace: float = 5.0
 ) -> subprocess.Popen[bytes]:
     """A worker subprocess running `task` (a hold-first task, or with `cron` a periodic recorder)."""
-    command = [sys.executable, "-m", "tests.jobkit", "--dsn", dsn, "--task", task, "--grace", str(grace)]
+    command = [sys.executable, "-m", "tests.support.jobkit", "--dsn", dsn, "--task", task, "--grace", str(grace)]
     if cron is not None:
         command += ["--cron", cron]
     return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

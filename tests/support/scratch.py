@@ -1,4 +1,5 @@
-"""Throw-away Postgres databases and Redis key prefixes for one test run (shared by both conftests)."""
+"""Throw-away Postgres databases and Redis key prefixes for one test run, and the settings every test
+app shares (the conftests' `settings` fixtures and the proxy suites' gateways)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _local_services() -> LocalServices:
         local_default(REDIS, "redis://127.0.0.1:6379/0", environ),
     )
     stack = ExitStack()
-    data_dir = Path(__file__).resolve().parents[1] / ".local" / "test"
+    data_dir = Path(__file__).resolve().parents[2] / ".local" / "test"
     services = stack.enter_context(local_services(postgres, redis, data_dir, durable=False))
     atexit.register(stack.close)  # after pytest's own teardown (the databases are dropped by then)
     os.environ["TEST_POSTGRES_ADMIN_DSN"] = services.database_url
@@ -50,6 +51,7 @@ def _local_services() -> LocalServices:
 LOCAL_SERVICES = _local_services()
 ADMIN_DSN = LOCAL_SERVICES.database_url
 TEST_REDIS_URL = LOCAL_SERVICES.redis_url
+TEST_SECRET = "test-secret-key-" + "x" * 32  # GATEWAY_SECRET_KEY of every test app and gateway
 
 
 def dsn_for(dbname: str) -> str:

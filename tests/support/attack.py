@@ -1,8 +1,5 @@
-"""What the attack tests share: accounts, keys and listings made over the public API, and assertions.
-
-Kept out of conftest.py so test modules can import it by a stable name: every conftest of this
-suite is imported as the module `conftest`, and which one that is depends on collection order.
-"""
+"""What the attack tests (tests/security) share: accounts, keys and listings made over the public
+API, a fake provider, and assertions."""
 
 from __future__ import annotations
 
