@@ -46,6 +46,15 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(int(child) for child in children)]
 
 
+def cli_of(code: Path | None) -> list[str]:
+    """The command line of a checkout's CLI: this one's console script, or a baseline's CLI module
+    (it moved from proxy/ to server/ in issue 13, and the console script follows this checkout)."""
+    if code is None:
+        return [GATEWAY_CLI]
+    module = "server" if (code / "aichat_gateway" / "server" / "cli.py").is_file() else "proxy"
+    return [PYTHON, "-P", "-c", f"from aichat_gateway.{module}.cli import main; main()"]  # -P: not the cwd's code
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", type=Path, help="a checkout of the version to compare against")
@@ -66,7 +75,7 @@ def main() -> int:
         for name, code in (("baseline", args.baseline.resolve()), ("this", None)):
             port = free_port()
             run_env = {**env, "PYTHONPATH": str(code)} if code is not None else env
-            serve = [GATEWAY_CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+            serve = [*cli_of(code), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
             proc = children.start(serve, run_env)
             wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
             gateways[name] = (Target(name, f"http://127.0.0.1:{port}/v1", api_key, "gpt-4o-mini"), proc.pid)
