@@ -135,15 +135,16 @@ class ListingSnapshot:
         self._channel = f"{prefix}:listings:changed"
         self._keys: dict[str, tuple[str, ProviderKey]] = {}  # listing id -> (ciphertext, key)
         self.index = Index({})
+        # Refreshes overlap (a change announced while the poll runs): each query sees the listings as
+        # of its start, so only the most recently started one may set the index; an older one that
+        # finishes later would bring back a listing deleted in between.
+        self._started = 0
+        self._applied = 0
 
     async def refresh(self) -> None:
-        rows = await self._db.fetch(
-            """SELECT l.id AS listing_id, l.public_id, l.seller_id, l.provider, l.base_url, l.key_ciphertext,
-                      l.price_multiplier, l.input_micro_per_million, l.output_micro_per_million, l.limits,
-                      m.model, m.upstream_model
-               FROM listings l JOIN listing_models m ON m.listing_id = l.id
-               WHERE l.status = 'active' AND l.deleted_at IS NULL"""
-        )
+        self._started += 1
+        generation = self._started
+        rows = await self._load()
         keys: dict[str, tuple[str, ProviderKey]] = {}
         for row in rows:
             listing_id, ciphertext = str(row["listing_id"]), row["key_ciphertext"]
@@ -155,8 +156,21 @@ class ListingSnapshot:
                 keys[listing_id] = (ciphertext, ProviderKey(self._vault.decrypt(ciphertext)))
             except VaultError as exc:
                 log.error("listing_key_undecryptable", listing_id=listing_id, error=str(exc))
+        if generation < self._applied:
+            return  # a refresh started after this one has already set a newer index
+        self._applied = generation
         self._keys = keys
         self.index = build_index([dict(r) for r in rows], {k: v[1] for k, v in keys.items()}, self._catalog)
+
+    async def _load(self) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._db.fetch(
+            """SELECT l.id AS listing_id, l.public_id, l.seller_id, l.provider, l.base_url, l.key_ciphertext,
+                      l.price_multiplier, l.input_micro_per_million, l.output_micro_per_million, l.limits,
+                      m.model, m.upstream_model
+               FROM listings l JOIN listing_models m ON m.listing_id = l.id
+               WHERE l.status = 'active' AND l.deleted_at IS NULL"""
+        )
+        return rows
 
     async def mark_invalid(self, listing_id: str, reason: str) -> None:
         """The provider rejected the listing's key: stop routing to it everywhere, tell its seller why."""
