@@ -6,28 +6,17 @@ checks, through mypy, that it offers everything declared here; accounts never im
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, cast
 
-import asyncpg
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from aichat_gateway.accounts.keycache import KeyCache
 from aichat_gateway.accounts.keysettings import RoutingValidator
 from aichat_gateway.accounts.sessioncache import SessionCache
-from aichat_gateway.config.settings import Settings
+from aichat_gateway.coreservices import CoreServices
 
 
-class AccountsServices(Protocol):
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-    @property
-    def db(self) -> asyncpg.Pool: ...
-    @property
-    def redis(self) -> Redis: ...
+class AccountsServices(CoreServices, Protocol):
     @property
     def keys(self) -> KeyCache: ...
     @property

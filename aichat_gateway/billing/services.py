@@ -9,28 +9,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
-import asyncpg
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
-from aichat_gateway.config.settings import Settings
+from aichat_gateway.coreservices import CoreServices
 from aichat_gateway.metrics import Metrics
 
 # Tells the hot view a buyer's settled balance changed by this much (after Postgres committed it).
 BalanceHook = Callable[[str, int], Awaitable[None]]
 
 
-class BillingServices(Protocol):
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-    @property
-    def db(self) -> asyncpg.Pool: ...
-    @property
-    def redis(self) -> Redis: ...
+class BillingServices(CoreServices, Protocol):
     @property
     def hot(self) -> HotBalances: ...
     @property

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
-import asyncpg
 from starlette.requests import HTTPConnection
 
 from aichat_gateway.config.catalog import Catalog
-from aichat_gateway.config.settings import Settings
+from aichat_gateway.coreservices import CoreServices
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.resting import Rests
 from aichat_gateway.marketplace.snapshot import ListingSnapshot
@@ -25,13 +24,7 @@ from aichat_gateway.marketplace.vault import Vault
 KeyChecker = Callable[[str, str, str], Awaitable[None]]
 
 
-class MarketplaceServices(Protocol):
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
-    @property
-    def db(self) -> asyncpg.Pool: ...
+class MarketplaceServices(CoreServices, Protocol):
     @property
     def catalog(self) -> Catalog: ...
     @property

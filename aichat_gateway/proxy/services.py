@@ -8,18 +8,15 @@ per request (`services(request)`) and then only its slots: as cheap as the attri
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol, cast
 
-import asyncpg
-from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from aichat_gateway.accounts.keycache import KeyCache
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.meter import Meter
 from aichat_gateway.config.catalog import Catalog
-from aichat_gateway.config.settings import Settings
+from aichat_gateway.coreservices import CoreServices
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.capacity import Capacity
 from aichat_gateway.marketplace.resting import Rests
@@ -34,17 +31,9 @@ from aichat_gateway.proxy.tokens import TokenCounter
 from aichat_gateway.proxy.upstream import Upstream
 
 
-class ProxyServices(Protocol):
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def clock(self) -> Callable[[], float]: ...
+class ProxyServices(CoreServices, Protocol):
     @property
     def catalog(self) -> Catalog: ...
-    @property
-    def db(self) -> asyncpg.Pool: ...
-    @property
-    def redis(self) -> Redis: ...
     @property
     def upstream(self) -> Upstream: ...
     @property
