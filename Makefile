@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GATEWAY_SECRET_KEY ?= dev-only-secret-change-me-0123456789abcdef
 export GATEWAY_ALLOW_PRIVATE_UPSTREAMS ?= 1
 
-.PHONY: setup run test test-unit test-integration test-faults test-security lint bench loadtest lock clean
+.PHONY: setup vendor run test test-unit test-integration test-e2e test-faults test-security lint bench loadtest lock clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The dashboard's third-party files (pinned in frontend/package-lock.json) copied into the package with
+# their sha256s (static/vendor/LOCK.json); the copies are committed, so serving needs no node.
+vendor:
+	cd frontend && npm ci --ignore-scripts --no-audit --no-fund
+	$(PYTHON) frontend/vendor.py
 
 # The demo: migrate, seed a seller/listing/buyer, start the fake upstream and the gateway.
 run: setup
@@ -44,6 +50,10 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+# The dashboard in a real browser: Debian's chromium driven by Playwright, every page checked by axe-core.
+test-e2e: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 # Fault injection only: tests/faults (broken upstreams, Redis restarts, a killed gateway) and the
 # outage, crash and stall tests elsewhere marked `faults`. `make test` runs them too.

@@ -148,6 +148,16 @@ def refusal(exc: ValidationError, model: type[BaseModel], error: ParamError) -> 
     return error(_message(first, path, model), param=path or None)
 
 
+def problems(exc: ValidationError, model: type[BaseModel]) -> dict[str, str]:
+    """Every problem of `exc`, the first per field: `{path: message}` in the API's wording (the
+    dashboard's forms show each next to its field)."""
+    found: dict[str, str] = {}
+    for problem in exc.errors(include_url=False, include_input=False):
+        path = field_path(problem["loc"])
+        found.setdefault(path, _message(problem, path, model))
+    return found
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
     """`("models", 0, "model")` → `"models.0.model"`; a long part (an unknown field's name is the
     caller's text) is cut short."""

@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aichat_gateway.accounts import keys as keys_repo
-from aichat_gateway.accounts import sessions, users
+from aichat_gateway.accounts import users
 from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
 from aichat_gateway.accounts.bodies import read_body
 from aichat_gateway.accounts.errors import InvalidCredentials
 from aichat_gateway.accounts.keysettings import changes_of, settings_of
-from aichat_gateway.accounts.loginlimit import LoginLimiter
+from aichat_gateway.accounts.login import log_in
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.schemas import (
     CreatedKey,
@@ -36,7 +36,7 @@ from aichat_gateway.accounts.schemas import (
     User,
 )
 from aichat_gateway.accounts.services import AccountsServices, services
-from aichat_gateway.accounts.tokens import IssuedToken, SessionTokens
+from aichat_gateway.accounts.tokens import IssuedToken
 from aichat_gateway.apiroute import ApiRoute, Auth, api_route
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
@@ -86,27 +86,20 @@ class AccountsApi:
 
     async def login(self, request: Request) -> Response:
         body = await read_body(request, Credentials)
-        # Refused on the text alone, before anything is counted or looked up: a look-alike of a
-        # locked address (Unicode folded differently here and in Postgres) must not get through.
-        email, password = users.canonical_email(body.email), body.password
-        d = deps(request)
-        limiter = LoginLimiter(d.redis, d.settings.redis_prefix)
-        attempt = await limiter.attempt(email, client_ip(request))
-        try:
-            user = await users.authenticate(d.db, self._passwords, email, password)
-        except InvalidCredentials:
-            log.info("login_failed")
-            raise
-        await limiter.succeeded(attempt)
-        issued = SessionTokens.from_settings(d.settings).issue(user.id, user.role)
-        # The token is a session only while this row says so (logout and password changes end it).
-        await sessions.start(d.db, issued.claims, user_agent=request.headers.get("user-agent"), ip=client_ip(request))
+        done = await log_in(
+            deps(request),
+            self._passwords,
+            body.email,
+            body.password,
+            ip=client_ip(request),
+            user_agent=request.headers.get("user-agent"),
+        )
+        issued = done.issued
         response = json_response(
             {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.expires_in}
         )
         response.headers["cache-control"] = "no-store"
-        set_session_cookies(response, issued, d.settings)
-        log.info("login_succeeded", user_id=user.id)
+        set_session_cookies(response, issued, deps(request).settings)
         return response
 
     async def me(self, request: Request) -> Response:

@@ -16,6 +16,7 @@ from aichat_gateway.accounts.api import clear_session_cookies, client_ip, deps, 
 from aichat_gateway.accounts.backend import CSRF_REJECTED, SessionUser, require_admin, require_user
 from aichat_gateway.accounts.bodies import read_body
 from aichat_gateway.accounts.errors import InvalidCredentials, NotFound, WrongPassword
+from aichat_gateway.accounts.login import log_out
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords, check_password_policy
 from aichat_gateway.accounts.schemas import PasswordChange, SessionList
@@ -38,10 +39,8 @@ class SessionsApi:
         auth = request.scope.get("auth")
         if not isinstance(user, SessionUser) and auth is not None and CSRF_REJECTED in auth.scopes:
             require_user(request)  # raises Forbidden (403)
-        if isinstance(user, SessionUser) and user.token_id:
-            if await sessions.end_token(d.db, user.token_id, d.clock()):
-                log.info("session_ended", user_id=user.id, reason="logout")
-            await d.sessions.announce_ended(user.token_id)
+        if isinstance(user, SessionUser):
+            await log_out(d, user)
         response = Response(status_code=204)
         clear_session_cookies(response, d.settings)
         return response

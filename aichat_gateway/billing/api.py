@@ -23,8 +23,8 @@ from starlette.responses import JSONResponse, Response
 
 from aichat_gateway import apibody, httpbody, queryparams
 from aichat_gateway.apiroute import CURSOR, LIMIT, UUID, ApiRoute, Auth, api_route, header, query, time_query
-from aichat_gateway.billing import ledger
 from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.balances import buyer_balance
 from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM, MAX_IDEMPOTENCY_KEY_CHARS, grant_credit, user_id_for_email
 from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.schemas import Balance, Credit, CreditRequest, TransactionPage, UsagePage
@@ -91,19 +91,12 @@ def _uuid(request: Request, name: str) -> uuid.UUID | None:
 
 async def balance(request: Request) -> Response:
     user = _user(request)
-    svc = services(request)
-    view = await svc.hot.view(user)
-    if view is None:  # never loaded (or Redis lost it): Postgres is the truth, and the view is rebuilt
-        async with svc.db.acquire() as conn:
-            settled = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user)
-        await svc.hot.load(user, settled)
-        view = await svc.hot.view(user)
-    assert view is not None
+    found = await buyer_balance(services(request), user)
     return JSONResponse(
         {
-            "balance_usd": usd(view.effective_micro),
-            "held_usd": usd(view.held_micro),
-            "available_usd": usd(view.available_micro),
+            "balance_usd": usd(found.balance_micro),
+            "held_usd": usd(found.held_micro),
+            "available_usd": usd(found.available_micro),
         }
     )
 

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = Field(None, alias="STRIPE_SECRET_KEY")
     stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
     stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
+    # The dashboard's card form (Stripe.js, Card Element): the account's publishable key, and where
+    # Stripe.js is loaded from (tests point it at localstripe's copy).
+    stripe_publishable_key: str | None = Field(None, alias="STRIPE_PUBLISHABLE_KEY")
+    stripe_js_url: str = Field("https://js.stripe.com/v3/", alias="STRIPE_JS_URL")
     # How far a webhook's signed timestamp may be from now (either way) before it is refused.
     stripe_webhook_tolerance: float = Field(300.0, alias="STRIPE_WEBHOOK_TOLERANCE", gt=0)
     # Bounds of one top-up, in USD (whole cents).
@@ -105,6 +109,9 @@ class Settings(BaseSettings):
     session_cache_ttl: float = Field(30.0, alias="GATEWAY_SESSION_CACHE_TTL", gt=0)
     cookie_secure: bool = Field(False, alias="GATEWAY_COOKIE_SECURE")
     shutdown_grace_seconds: float = Field(30.0, alias="GATEWAY_SHUTDOWN_GRACE", ge=0)
+
+    # The web dashboard (pages, /static); 0 for API-only nodes, which then answer / with a JSON 404.
+    dashboard: bool = Field(True, alias="GATEWAY_DASHBOARD")
 
     host: str = Field("127.0.0.1", alias="GATEWAY_HOST")
     port: int = Field(8000, alias="GATEWAY_PORT", ge=1, le=65535)

@@ -30,6 +30,7 @@ from aichat_gateway.billing import component as billing
 from aichat_gateway.config.catalog import load_catalog
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.dashboard.site import build_site
 from aichat_gateway.marketplace import component as marketplace
 from aichat_gateway.marketplace.vault import Vault
 from aichat_gateway.metrics import Metrics
@@ -128,6 +129,7 @@ def create_app(
         ],
         exception_handlers=exception_handlers(),
     )
+    site = build_site(settings) if settings.dashboard else None
     app = GatewayApp(
         hot_paths=proxy.hot_paths(),
         routes=[
@@ -136,6 +138,8 @@ def create_app(
             Route("/metrics", ops.metrics_endpoint),
             Route("/openapi.json", openapi.openapi_endpoint(api.routes), methods=["GET"]),
             Mount("/api", app=api),
+            # Last: the dashboard's pages see only what nothing above serves (GATEWAY_DASHBOARD=0: none).
+            *([Mount("", app=site)] if site is not None else []),
         ],
         middleware=[Middleware(request_context)],
         exception_handlers=exception_handlers(),
@@ -143,6 +147,8 @@ def create_app(
     )
     # One state object for both apps: handlers under /api see the same services.
     app.state = api.state = AppState()
+    if site is not None:
+        site.state = app.state
     app.state.settings = settings
     app.state.base = base
     return app

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from aichat_gateway import apibody
 from aichat_gateway.accounts.keys import hash_secret
 from aichat_gateway.accounts.passwords import Passwords
-from aichat_gateway.accounts.users import create_user, get_by_email
+from aichat_gateway.accounts.users import create_admin, create_user, get_by_email
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.credits import grant_credit
 from aichat_gateway.billing.holds import HotBalances
@@ -34,6 +34,7 @@ from aichat_gateway.marketplace.vault import Vault
 
 SELLER_EMAIL = "seller@demo.example.com"
 BUYER_EMAIL = "buyer@demo.example.com"
+ADMIN_EMAIL = "admin@demo.example.com"
 LISTING_NAME = "Demo: built-in fake upstream"
 DEMO_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 DEMO_FUNDS_MICRO = 10_000_000  # $10: the fake upstream's answers cost fractions of a cent
@@ -75,6 +76,11 @@ async def run_demo(
         passwords = Passwords()
         seller_id = await _user_id(db, passwords, SELLER_EMAIL, demo_password(settings, "seller"))
         buyer_id = await _user_id(db, passwords, BUYER_EMAIL, demo_password(settings, "buyer"))
+        admin = await get_by_email(db, ADMIN_EMAIL)
+        if admin is None or admin.role != "admin":
+            await create_admin(db, ADMIN_EMAIL, demo_password(settings, "admin"), passwords=passwords)
+        else:
+            await _user_id(db, passwords, ADMIN_EMAIL, demo_password(settings, "admin"))
         listing_id = await db.fetchval(
             "SELECT id FROM listings WHERE seller_id = $1 AND name = $2 AND deleted_at IS NULL",
             seller_id,
@@ -130,8 +136,11 @@ async def run_demo(
         "base_url": gateway,
         "model": DEMO_MODELS[0],
         "seller_email": SELLER_EMAIL,
+        "seller_password": demo_password(settings, "seller"),
         "buyer_email": BUYER_EMAIL,
         "buyer_password": demo_password(settings, "buyer"),
+        "admin_email": ADMIN_EMAIL,
+        "admin_password": demo_password(settings, "admin"),
         "balance_usd": usd(balance),
     }
 

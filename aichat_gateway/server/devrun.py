@@ -97,8 +97,12 @@ AIChat Gateway demo
   base URL : {gateway_url}
   API key  : {key}
   model    : {model}
-  balance  : {demo["balance_usd"]} USD of demo credit (log in as {demo["buyer_email"]} / {demo["buyer_password"]}
-             to see it at {gateway_url[:-3]}/api/billing/balance)
+  balance  : {demo["balance_usd"]} USD of demo credit
+
+Dashboard: {gateway_url[:-3]}/
+  buyer  : {demo["buyer_email"]} / {demo["buyer_password"]}
+  seller : {demo["seller_email"]} / {demo["seller_password"]}
+  admin  : {demo["admin_email"]} / {demo["admin_password"]}
 
 Try it (in another terminal):
   curl -s {gateway_url}/chat/completions -H "Authorization: Bearer {key}" \\

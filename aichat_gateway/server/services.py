@@ -32,6 +32,7 @@ from aichat_gateway.billing.meter import Meter
 from aichat_gateway.billing.services import BalanceHook, BillingServices
 from aichat_gateway.config.catalog import Catalog
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.dashboard.services import DashboardServices
 from aichat_gateway.marketplace.breaker import Breakers, BreakerView
 from aichat_gateway.marketplace.capacity import Capacity
 from aichat_gateway.marketplace.errors import InvalidPreferences
@@ -89,9 +90,9 @@ class Services:
 
 def _offers_what_each_package_needs(
     s: Services,
-) -> tuple[AccountsServices, MarketplaceServices, BillingServices, ProxyServices]:
+) -> tuple[AccountsServices, MarketplaceServices, BillingServices, ProxyServices, DashboardServices]:
     """Never called: mypy checks here that `Services` satisfies every package's Protocol."""
-    return s, s, s, s
+    return s, s, s, s, s
 
 
 def services(conn: HTTPConnection) -> Services:
