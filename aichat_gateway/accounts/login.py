@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aichat_gateway import audittrail
 from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.backend import SessionUser
 from aichat_gateway.accounts.errors import InvalidCredentials
@@ -48,11 +49,15 @@ async def log_in(
         user = await users.authenticate(svc.db, passwords, email, password)
     except InvalidCredentials:
         log.info("login_failed")
+        known = await users.get_by_email(svc.db, email)
+        subject = known.id if known is not None else None
+        await audittrail.record(svc.db, audittrail.LOGIN_FAILED, subject_id=subject, ip=ip)
         raise
     await limiter.succeeded(attempt)
     issued = SessionTokens.from_settings(svc.settings).issue(user.id, user.role)
     # The token is a session only while this row says so (logout and password changes end it).
     await sessions.start(svc.db, issued.claims, user_agent=user_agent, ip=ip)
+    await audittrail.record(svc.db, audittrail.LOGIN_SUCCEEDED, subject_id=user.id, actor_id=user.id, ip=ip)
     log.info("login_succeeded", user_id=user.id)
     return LoggedIn(user, issued)
 
@@ -63,4 +68,5 @@ async def log_out(svc: AccountsServices, user: SessionUser) -> None:
         return
     if await sessions.end_token(svc.db, user.token_id, svc.clock()):
         log.info("session_ended", user_id=user.id, reason="logout")
+        await audittrail.record(svc.db, audittrail.LOGOUT, subject_id=user.id, actor_id=user.id)
     await svc.sessions.announce_ended(user.token_id)
