@@ -19,7 +19,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
-from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.dashboard.auth_pages import AuthPages
 from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_policy
@@ -27,8 +26,6 @@ from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
-
-log = get_logger(__name__)
 
 _ERROR_TITLES = {
     403: ("Forbidden", "This page is not available to your account."),
@@ -84,7 +81,8 @@ def build_site(settings: Settings) -> Starlette:
         return error_page(request, 403)
 
     async def on_fault(request: Request, exc: Exception) -> Response:
-        log.error("page_failed", path=request.url.path, error=type(exc).__name__)
+        # Starlette re-raises the fault after this page is sent; the edge (proxy/edge.py) logs it
+        # once, with the request id and the traceback.
         return error_page(request, 500)
 
     return Starlette(

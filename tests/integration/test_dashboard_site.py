@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.server.app import create_app
+from tests.support.app import replace_services
 from tests.support.emails import unique_email
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -104,3 +106,25 @@ async def test_with_the_dashboard_off_the_root_is_a_json_404(api_only: httpx.Asy
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
     assert (await api_only.get("/login")).status_code == 404
+
+
+class _BrokenBalances:
+    async def view(self, user_id: str) -> None:
+        raise RuntimeError("balances unavailable")
+
+
+async def test_a_fault_in_a_page_is_a_themed_500_page_without_details(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    await _register(client)
+    previous = replace_services(app, hot=_BrokenBalances())
+    # As a browser sees it: the response, not the exception Starlette re-raises for the logs.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=client.base_url, cookies=client.cookies) as browser:
+        try:
+            response = await browser.get("/app")
+        finally:
+            app.state.services = previous
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert "balances unavailable" not in response.text and "Traceback" not in response.text
