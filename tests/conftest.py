@@ -28,6 +28,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(line)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser suite (tests/e2e) runs last: Playwright's sync API keeps an event loop running in
+    the main thread while its browser is open (a session fixture), and the asyncio tests and
+    fixtures of the other suites cannot run inside it."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/e2e/"))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     with migrated_database("test") as dsn:
