@@ -59,3 +59,35 @@ def seller_with_listing(
     assert answer.status_code == 201, answer.text
     body = answer.json()
     return SeededListing(email, body["id"], body["public_id"], input_usd, output_usd)
+
+
+async def seller_with_listing_in_app(
+    client: httpx.AsyncClient, input_usd: str, output_usd: str, *, models: tuple[str, ...]
+) -> SeededListing:
+    """The same through an app in this process (the ASGI `client` fixture); the app's key check
+    must accept any key (tests replace it: there is no provider behind these listings)."""
+    email = new_email("seller")
+    registered = await client.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert registered.status_code == 201, registered.text
+    login = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    answer = await client.post(
+        "/api/marketplace/listings",
+        json={
+            "name": "market endpoint",
+            "provider": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "api_key": "sk-seed-" + secrets.token_hex(12),
+            "models": [{"model": m} for m in models],
+            "pricing": {"input_usd_per_million": input_usd, "output_usd_per_million": output_usd},
+            "attest_resale": True,
+        },
+        headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+    )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    return SeededListing(email, body["id"], body["public_id"], input_usd, output_usd)
+
+
+def unique_model(tag: str = "market") -> str:
+    """A model outside the catalog that no other test's listing serves (sold at explicit prices)."""
+    return f"{tag}-{secrets.token_hex(5)}"
