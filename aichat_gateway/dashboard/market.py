@@ -17,6 +17,7 @@ from starlette.routing import Route
 from aichat_gateway.dashboard.forms import Form, read_form, validate
 from aichat_gateway.dashboard.offertable import (
     COLUMNS,
+    Sorting,
     aria_sort,
     by_model,
     offer_rows,
@@ -38,8 +39,12 @@ QUOTE_FIELDS = ("model", "prompt", "max_tokens")
 _FIELD_OF_PARAM = {"messages": "prompt", "prompt_tokens": "prompt"}
 
 
-def _table_helpers(request: Request, extra: dict[str, str]) -> dict[str, Any]:
-    sorting = parse_sorting(request.query_params.get("sort"), request.query_params.get("order"))
+def _sorting(request: Request) -> Sorting:
+    return parse_sorting(request.query_params.get("sort"), request.query_params.get("order"))
+
+
+def _table_helpers(request: Request, sorting: Sorting, extra: dict[str, str]) -> dict[str, Any]:
+    """What the offers table macro needs to draw its sortable headers."""
     path = request.url.path
     return {
         "sorting": sorting,
@@ -73,16 +78,16 @@ class MarketPages:
 
     async def market(self, request: Request) -> Response:
         user = await page_user(request)
-        offers = await current_offers(services(request))
-        grouped = by_model(offers)
+        svc = services(request)
         chosen = request.query_params.get("model", "")[:MAX_MODEL_CHARS]
+        grouped = by_model(await current_offers(svc, chosen or None))
         shown = {chosen: grouped.get(chosen, [])} if chosen else grouped
-        sorting = parse_sorting(request.query_params.get("sort"), request.query_params.get("order"))
+        sorting = _sorting(request)
         context = {
-            "models": list(grouped),
+            "models": svc.listings.index.models(),
             "chosen": chosen,
             "tables": [(model, offer_rows(items, sorting)) for model, items in shown.items()],
-            **_table_helpers(request, {"model": chosen}),
+            **_table_helpers(request, sorting, {"model": chosen}),
         }
         return self.templates.render(request, "market/index.html", context, user=user)
 
@@ -94,21 +99,21 @@ class MarketPages:
         offers = await current_offers(svc, model) if len(model) <= MAX_MODEL_CHARS else []
         if listed is None and not offers:
             raise HTTPException(404)
-        sorting = parse_sorting(request.query_params.get("sort"), request.query_params.get("order"))
+        sorting = _sorting(request)
         context = {
             "model": model,
             "listed": listed,
             "list_input": per_million(listed.input_micro_per_million) if listed else None,
             "list_output": per_million(listed.output_micro_per_million) if listed else None,
             "rows": offer_rows(offers, sorting),
-            **_table_helpers(request, {}),
+            **_table_helpers(request, sorting, {}),
         }
         return self.templates.render(request, "market/model.html", context, user=user)
 
     async def quote_form(self, request: Request) -> Response:
         user = await page_user(request)
         form = Form(values={"model": request.query_params.get("model", ""), "prompt": "", "max_tokens": ""})
-        return await self._quote_page(request, user, form, None)
+        return self._quote_page(request, user, form, None)
 
     async def quote(self, request: Request) -> Response:
         user = await page_user(request)
@@ -125,15 +130,14 @@ class MarketPages:
             if param in form.errors:
                 form.errors.setdefault(field, form.errors.pop(param))
         status = 200 if form.ok else 400
-        return await self._quote_page(request, user, form, quotes, status)
+        return self._quote_page(request, user, form, quotes, status)
 
-    async def _quote_page(
+    def _quote_page(
         self, request: Request, user: PageUser, form: Form, quotes: Quotes | None, status: int = 200
     ) -> Response:
-        offers = await current_offers(services(request))
         context = {
             "form": form,
-            "models": list(by_model(offers)),
+            "models": services(request).listings.index.models(),
             "quotes": quotes,
             "rows": quote_rows(quotes) if quotes is not None else [],
         }
