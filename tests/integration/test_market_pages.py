@@ -151,3 +151,13 @@ async def test_a_quote_for_a_model_nobody_sells_is_refused_next_to_the_model(cli
     )
     assert page.status_code == 400
     assert f'id="f-model-error">No active listing serves `{model}` right now.' in page.text
+
+
+async def test_the_market_names_no_seller_listing_id_or_upstream(client: httpx.AsyncClient) -> None:
+    model, cheap, dear = await two_offers(client)
+    await signed_in(client)
+    for path in ("/app/market", f"/app/market/{model}"):
+        text = (await client.get(path, params={"model": model})).text
+        assert cheap.offer_id in text
+        for secret in (cheap.seller_email, dear.seller_email, cheap.listing_id, dear.listing_id, "127.0.0.1:9"):
+            assert secret not in text, (path, secret)
