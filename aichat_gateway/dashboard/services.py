@@ -13,9 +13,11 @@ from starlette.requests import HTTPConnection
 
 from aichat_gateway.accounts.services import AccountsServices
 from aichat_gateway.billing.services import BillingServices
+from aichat_gateway.marketplace.services import MarketplaceServices
+from aichat_gateway.proxy.services import ProxyServices
 
 
-class DashboardServices(AccountsServices, BillingServices, Protocol):
+class DashboardServices(AccountsServices, BillingServices, MarketplaceServices, ProxyServices, Protocol):
     pass
 
 
