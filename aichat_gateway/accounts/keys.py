@@ -43,6 +43,7 @@ __all__ = [
     "looks_like_key",
     "parse_key_id",
     "revocation_channel",
+    "revoke",
     "revoke_key",
     "update_key",
     "validate_key_name",
@@ -249,12 +250,17 @@ class Revoked:
     newly: bool  # False: it was revoked before (the first time is kept)
 
 
-async def revoke_key(db: Executor, owner_id: str, key_id: str) -> Revoked:
+async def revoke_key(db: Executor, owner_id: str, key_id: str) -> bytes:
     """Revoke the owner's key (idempotent: a second revoke keeps the first time) and return its hash.
 
     The caller then hands the hash to `KeyCache.announce_revoked` so every process forgets it.
     Another user's key, a session key, or no key is NotFound.
     """
+    return (await revoke(db, owner_id, key_id)).key_hash
+
+
+async def revoke(db: Executor, owner_id: str, key_id: str) -> Revoked:
+    """`revoke_key`, also saying whether this call revoked it (the audit trail records only that one)."""
     key_uuid = parse_key_id(key_id)
     row = await db.fetchrow(
         f"""WITH before AS (SELECT revoked_at FROM api_keys WHERE id = $1)

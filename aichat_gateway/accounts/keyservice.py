@@ -59,7 +59,7 @@ async def change_key(
 async def revoke_key(svc: AccountsServices, owner_id: str, key_id: str, *, ip: str | None) -> None:
     """Revoke (idempotent: only the first revocation is an event); every process refuses it within a second."""
     async with transaction(svc.db) as conn:
-        revoked = await keys_repo.revoke_key(conn, owner_id, key_id)
+        revoked = await keys_repo.revoke(conn, owner_id, key_id)
         if revoked.newly:
             await audittrail.record(
                 conn,
