@@ -11,8 +11,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from tests.support.browser import Site, assert_accessible, register
 from tests.support.market_seed import Offer, fund_account, list_fake_upstream, wait_until_served
+from tests.support.waiting import wait_until
 
 SECRET = re.compile(r"^agw-[A-Za-z0-9_-]{43}$")
+PROPAGATION_LIMIT = 1.0  # seconds for the gateway to refuse the key of an ended session
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +140,27 @@ def test_cancelling_a_revocation_keeps_the_key(page: Page, site: Site) -> None:
     expect(page.get_by_role("heading", name="Key “keep me”")).to_be_visible()
     page.goto(site.at("/app/keys"))
     expect(page.get_by_role("region", name="Active keys")).to_contain_text("keep me")
+
+
+def test_the_browser_calls_v1_with_its_session_key_until_it_logs_out(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/keys"))
+    found = page.evaluate(
+        """async () => {
+            const { sessionKey, v1Headers } = await import("/static/js/sessionkey.js");
+            const first = await sessionKey();
+            const answer = await fetch("/v1/models", { headers: await v1Headers() });
+            return { key: first.key, status: answer.status };
+        }"""
+    )
+    assert SECRET.match(found["key"]) and found["status"] == 200
+    expect(page.get_by_role("region", name="Active keys")).not_to_contain_text(found["key"][:12])
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(site.at("/login"))
+    wait_until(
+        lambda: v1_status(site, found["key"]) == 401, PROPAGATION_LIMIT * 2, "the session key refused after logout"
+    )
+
+
+def v1_status(site: Site, key: str) -> int:
+    return httpx.get(site.at("/v1/models"), headers={"Authorization": f"Bearer {key}"}, timeout=5).status_code
