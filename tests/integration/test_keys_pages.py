@@ -201,3 +201,15 @@ async def test_creating_changing_and_revoking_through_the_api_is_audited(
         uuid.UUID(user_id),
     )
     assert event["target_id"] == key_id and "daily_spend_cap_usd" in event["detail"]
+
+
+async def test_a_revoked_keys_page_says_so_and_offers_no_settings_or_quickstart(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    user_id = await sign_up(client)
+    await create(client)
+    [key] = await keys_of(db, user_id)
+    await client.post(f"/app/keys/{key['id']}/revoke", data=form(client))
+    page = await client.get(f"/app/keys/{key['id']}")
+    assert page.status_code == 200 and "This key is revoked" in page.text
+    assert "Save changes" not in page.text and "Quickstart" not in page.text
