@@ -11,6 +11,7 @@ Who sees what: the owner of the account (`subject_id`) sees its events; admins s
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,7 +118,7 @@ async def record(
         action,
         target_type,
         target_id,
-        ip,
+        stored_ip(ip),
         orjson.dumps(detail or {}).decode(),
     )
 
@@ -165,6 +166,17 @@ async def events(
         )
         for row in rows
     ]
+
+
+def stored_ip(value: str | None) -> str | None:
+    """Pure: the client address as the `inet` column takes it; None for anything that is not an IP
+    address (a test client's "testclient", a Unix socket's path), which must not fail the action."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

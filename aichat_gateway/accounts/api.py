@@ -17,11 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aichat_gateway.accounts import keys as keys_repo
-from aichat_gateway.accounts import users
+from aichat_gateway.accounts import keyservice, sessionkeys, users
 from aichat_gateway.accounts.backend import CSRF_COOKIE, SESSION_COOKIE, require_user
 from aichat_gateway.accounts.bodies import read_body
 from aichat_gateway.accounts.errors import InvalidCredentials
-from aichat_gateway.accounts.keysettings import changes_of, settings_of
 from aichat_gateway.accounts.login import log_in
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.schemas import (
@@ -33,6 +32,7 @@ from aichat_gateway.accounts.schemas import (
     KeyPatch,
     Registration,
     Session,
+    SessionKey,
     User,
 )
 from aichat_gateway.accounts.services import AccountsServices, services
@@ -112,18 +112,16 @@ class AccountsApi:
     async def create_key(self, request: Request) -> Response:
         session = require_user(request)
         body = await read_body(request, KeyCreate)
-        d = deps(request)
-        created = await keys_repo.create_key(d.db, session.id, body.name, settings_of(body, d.validate_key_routing))
+        created = await keyservice.create_key(deps(request), session.id, body, ip=client_ip(request))
         return json_response(created.public(), status_code=201)
 
     async def update_key(self, request: Request) -> Response:
         """PATCH: name and settings only (the allow-list); every process serves the new settings at once."""
         session = require_user(request)
         body = await read_body(request, KeyPatch)
-        d = deps(request)
-        changes = changes_of(body, d.validate_key_routing)
-        key, key_hash = await keys_repo.update_key(d.db, session.id, request.path_params["key_id"], changes)
-        await d.keys.announce_changed(key_hash)
+        key = await keyservice.change_key(
+            deps(request), session.id, request.path_params["key_id"], body, ip=client_ip(request)
+        )
         return json_response(key.public())
 
     async def list_keys(self, request: Request) -> Response:
@@ -133,10 +131,22 @@ class AccountsApi:
 
     async def revoke_key(self, request: Request) -> Response:
         session = require_user(request)
-        d = deps(request)
-        key_hash = await keys_repo.revoke_key(d.db, session.id, request.path_params["key_id"])
-        await d.keys.announce_revoked(key_hash)
+        await keyservice.revoke_key(deps(request), session.id, request.path_params["key_id"], ip=client_ip(request))
         return Response(status_code=204)
+
+    async def session_key(self, request: Request) -> Response:
+        """The gateway key of the caller's session, for its own /v1 calls: the same key on every
+        call in one session; it expires with the session and stops when the session ends."""
+        session = require_user(request)
+        if session.token_id is None:
+            raise InvalidCredentials("authentication required")
+        d = deps(request)
+        found = await sessionkeys.session_key(d.db, d.settings, session.id, session.token_id)
+        if found.replaced_hash is not None:
+            await d.keys.announce_revoked(found.replaced_hash)
+        response = json_response(found.public())
+        response.headers["cache-control"] = "no-store"
+        return response
 
 
 def routes() -> list[ApiRoute]:
@@ -172,6 +182,17 @@ def routes() -> list[ApiRoute]:
             summary="The signed-in user",
             tag="accounts",
             answers={200: User},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "POST",
+            "/auth/session-key",
+            api.session_key,
+            operation_id="sessionKey",
+            summary="The gateway key of this session, for its own /v1 calls (same key per session; "
+            "it expires with the session and stops when the session ends)",
+            tag="accounts",
+            answers={200: SessionKey},
             auth=Auth.SESSION,
         ),
         api_route(

@@ -10,6 +10,12 @@ misses, pub/sub eviction) keyed by the key's hash:
   (`announce_changed`): eviction only means "ask Postgres again", so a live key simply reloads
   with its new settings and a revoked one loads as None.
 - `note_used` only writes a dict; `flush_last_used` persists the batch in one statement.
+
+Session keys (sessionkeys.py) ride the same checks at no cost to ordinary keys on the hot path:
+the query reads the key's session row (an ended or pruned session is not a live key), the cache
+also listens on the sessions channel (`s:<jti>`, `u:<user id>`: sessioncache.py) and evicts the
+session keys it holds for that session or user, and a session key's entry is backdated so it goes
+stale no later than the session expires (then the query refuses it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from aichat_gateway.accounts.db import Executor
 from aichat_gateway.accounts.errors import StoreUnavailable
 from aichat_gateway.accounts.keyformat import hash_secret, looks_like_key
 from aichat_gateway.accounts.revocable import STORE_ERRORS, Events, RevocableCache, entry_ttl, is_fresh
+from aichat_gateway.accounts.sessioncache import session_channel
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 
@@ -50,6 +57,9 @@ class KeyPrincipal:
     routing: Mapping[str, Any] | None = None
     daily_cap_micro: int | None = None
     monthly_cap_micro: int | None = None
+    # Session keys only: the session's token id (`jti`) and when it expires (wall-clock seconds).
+    session_token: str | None = None
+    expires_at: float | None = None
 
 
 def revocation_channel(settings: Settings) -> str:
@@ -57,9 +67,15 @@ def revocation_channel(settings: Settings) -> str:
     return f"{settings.redis_prefix}:keys:revoked"
 
 
-# `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec.
-PRINCIPAL_QUERY = """SELECT id, user_id, name, routing::text AS routing, daily_spend_cap_micro, monthly_spend_cap_micro
-   FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"""
+# `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec. A key
+# with an expiry is a session key: live only while its session row is and until it expires ($2, now).
+PRINCIPAL_QUERY = """SELECT k.id, k.user_id, k.name, k.routing::text AS routing, k.daily_spend_cap_micro,
+          k.monthly_spend_cap_micro, s.token_id AS session_token, k.expires_at
+   FROM api_keys k LEFT JOIN sessions s ON s.id = k.session_id AND s.revoked_at IS NULL
+   WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+     AND (k.expires_at IS NULL OR (s.id IS NOT NULL AND k.expires_at > $2))"""
+_SESSION_ONE = "s:"
+_SESSION_USER = "u:"
 
 
 def principal_from_row(row: asyncpg.Record | None) -> KeyPrincipal | None:
@@ -74,7 +90,15 @@ def principal_from_row(row: asyncpg.Record | None) -> KeyPrincipal | None:
         routing=routing,
         daily_cap_micro=row["daily_spend_cap_micro"],
         monthly_cap_micro=row["monthly_spend_cap_micro"],
+        session_token=row["session_token"],
+        expires_at=row["expires_at"].timestamp() if row["expires_at"] is not None else None,
     )
+
+
+def backdated(now: float, seconds_left: float, ttl: float) -> float:
+    """Pure: the "stored at" time that makes an entry with `seconds_left` to live go stale by then
+    (never later than a normal entry stored `now`)."""
+    return min(now, now + seconds_left - ttl)
 
 
 _EVENTS = Events(subscribed="key_revocations_subscribed", malformed="key_revocation_malformed")
@@ -108,10 +132,13 @@ class KeyCache(RevocableCache[bytes, KeyPrincipal]):
             max_negative_entries=max_negative_entries,
             max_concurrent_misses=max_concurrent_misses,
             health_check_interval=health_check_interval,
+            also_listen=(session_channel(settings),),
         )
         self._db = db
         self._wall_clock = wall_clock
         self._last_used: dict[str, float] = {}
+        # The session keys among the cached entries, by hash: what a session end may evict.
+        self._session_keys: dict[bytes, KeyPrincipal] = {}
 
     # ---- the hot path -------------------------------------------------------------------------
 
@@ -135,7 +162,7 @@ class KeyCache(RevocableCache[bytes, KeyPrincipal]):
             # through Redis, so its entry was only stale by age, not by news. An unknown key
             # cannot be checked at all.
             known = self._known(key_hash)
-            if known is not None:
+            if known is not None and (known.expires_at is None or known.expires_at > self._wall_clock()):
                 log.warning("key_served_from_stale_cache", key_id=known.key_id, error=type(exc).__name__)
                 return known
             raise StoreUnavailable("The gateway cannot check API keys right now; please retry shortly.") from None
@@ -147,7 +174,42 @@ class KeyCache(RevocableCache[bytes, KeyPrincipal]):
     # ---- RevocableCache -----------------------------------------------------------------------
 
     async def _query(self, key: bytes) -> KeyPrincipal | None:
-        return principal_from_row(await self._db.fetchrow(PRINCIPAL_QUERY, key))
+        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+        return principal_from_row(await self._db.fetchrow(PRINCIPAL_QUERY, key, now))
+
+    def _stored_at(self, value: KeyPrincipal | None) -> float:
+        now = self._clock()
+        if value is None or value.expires_at is None:
+            return now
+        return backdated(now, value.expires_at - self._wall_clock(), self._ttl)
+
+    def _store(self, key: bytes, value: KeyPrincipal | None) -> None:
+        super()._store(key, value)
+        if value is not None and value.session_token is not None:
+            self._session_keys[key] = value
+
+    def _on_message(self, text: str) -> None:
+        if text.startswith(_SESSION_ONE):
+            token_id = text.removeprefix(_SESSION_ONE)
+            self._evict_session_keys(lambda p: p.session_token == token_id)
+        elif text.startswith(_SESSION_USER):
+            user_id = text.removeprefix(_SESSION_USER)
+            self._evict_session_keys(lambda p: p.user_id == user_id)
+        else:
+            super()._on_message(text)
+
+    def _evict_session_keys(self, ended: Callable[[KeyPrincipal], bool]) -> None:
+        """A session (or all of a user's) ended: forget its keys. Only session keys are looked at;
+        the generation moves even when none is cached, so a lookup in flight cannot store one."""
+        self._generation += 1
+        for key_hash, principal in list(self._session_keys.items()):
+            if ended(principal) or key_hash not in self._positive:
+                del self._session_keys[key_hash]
+                self._positive.pop(key_hash, None)
+
+    def clear(self) -> None:
+        super().clear()
+        self._session_keys.clear()
 
     def _encode(self, key: bytes) -> str:
         return key.hex()

@@ -33,14 +33,17 @@ __all__ = [
     "KeyPrincipal",
     "KeySettings",
     "NewKey",
+    "Revoked",
     "create_key",
     "generate_key",
+    "get_key",
     "hash_secret",
     "key_name",
     "list_keys",
     "looks_like_key",
     "parse_key_id",
     "revocation_channel",
+    "revoke",
     "revoke_key",
     "update_key",
     "validate_key_name",
@@ -53,6 +56,8 @@ MAX_NAME_CHARS = 100
 # depend on the pool's jsonb codec (the app's pool has one, a CLI connection may not).
 _COLUMNS = """id, name, prefix, created_at, last_used_at, revoked_at,
               routing::text AS routing, daily_spend_cap_micro, monthly_spend_cap_micro"""
+# Keys a user made, as opposed to session keys (sessionkeys.py: the only keys with an expiry).
+_MADE_BY_USER = "expires_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +183,24 @@ async def create_key(db: Executor, owner_id: str, name: str, settings: KeySettin
 
 
 async def list_keys(db: Executor, owner_id: str) -> list[ApiKey]:
+    """The keys the owner made (session keys, which come and go with logins, are not among them)."""
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",  # noqa: S608  # constant
+        f"SELECT {_COLUMNS} FROM api_keys WHERE user_id = $1 AND {_MADE_BY_USER} ORDER BY created_at, id",  # noqa: S608  # constants
         uuid.UUID(owner_id),
     )
     return [_api_key(r) for r in rows]
+
+
+async def get_key(db: Executor, owner_id: str, key_id: str) -> ApiKey:
+    """One of the owner's keys (revoked ones too); NotFound for anyone else's, or a session key."""
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2 AND {_MADE_BY_USER}",  # noqa: S608  # constants
+        parse_key_id(key_id),
+        uuid.UUID(owner_id),
+    )
+    if row is None:
+        raise NotFound("no such key", param="id")
+    return _api_key(row)
 
 
 async def update_key(db: Executor, owner_id: str, key_id: str, changes: KeyChanges) -> tuple[ApiKey, bytes]:
@@ -200,8 +218,8 @@ async def update_key(db: Executor, owner_id: str, key_id: str, changes: KeyChang
                 routing = CASE WHEN $5::boolean THEN $6::text::jsonb ELSE routing END,
                 daily_spend_cap_micro = CASE WHEN $7::boolean THEN $8::bigint ELSE daily_spend_cap_micro END,
                 monthly_spend_cap_micro = CASE WHEN $9::boolean THEN $10::bigint ELSE monthly_spend_cap_micro END
-            WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
-            RETURNING {_COLUMNS}, key_hash""",  # noqa: S608  # _COLUMNS is a constant of this module
+            WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND {_MADE_BY_USER}
+            RETURNING {_COLUMNS}, key_hash""",  # noqa: S608  # constants of this module
         key_uuid,
         uuid.UUID(owner_id),
         changes.sets("name"),
@@ -215,7 +233,9 @@ async def update_key(db: Executor, owner_id: str, key_id: str, changes: KeyChang
     )
     if row is None:
         revoked = await db.fetchval(
-            "SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1 AND user_id = $2", key_uuid, uuid.UUID(owner_id)
+            f"SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1 AND user_id = $2 AND {_MADE_BY_USER}",  # noqa: S608  # constant
+            key_uuid,
+            uuid.UUID(owner_id),
         )
         if revoked:
             raise NotFound("this key is revoked; a revoked key cannot be changed", param="id")
@@ -224,20 +244,33 @@ async def update_key(db: Executor, owner_id: str, key_id: str, changes: KeyChang
     return _api_key(row), bytes(row["key_hash"])
 
 
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    key_hash: bytes
+    newly: bool  # False: it was revoked before (the first time is kept)
+
+
 async def revoke_key(db: Executor, owner_id: str, key_id: str) -> bytes:
     """Revoke the owner's key (idempotent: a second revoke keeps the first time) and return its hash.
 
     The caller then hands the hash to `KeyCache.announce_revoked` so every process forgets it.
-    Another user's key, or no key, is NotFound.
+    Another user's key, a session key, or no key is NotFound.
     """
+    return (await revoke(db, owner_id, key_id)).key_hash
+
+
+async def revoke(db: Executor, owner_id: str, key_id: str) -> Revoked:
+    """`revoke_key`, also saying whether this call revoked it (the audit trail records only that one)."""
     key_uuid = parse_key_id(key_id)
-    key_hash = await db.fetchval(
-        """UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
-           WHERE id = $1 AND user_id = $2 RETURNING key_hash""",
+    row = await db.fetchrow(
+        f"""WITH before AS (SELECT revoked_at FROM api_keys WHERE id = $1)
+            UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+            WHERE id = $1 AND user_id = $2 AND {_MADE_BY_USER}
+            RETURNING key_hash, (SELECT revoked_at IS NULL FROM before) AS newly""",  # noqa: S608  # constant
         key_uuid,
         uuid.UUID(owner_id),
     )
-    if key_hash is None:
+    if row is None:
         raise NotFound("no such key", param="id")
     log.info("api_key_revoked", user_id=owner_id, key_id=str(key_uuid))
-    return bytes(key_hash)
+    return Revoked(bytes(row["key_hash"]), bool(row["newly"]))

@@ -83,9 +83,12 @@ class RevocableCache(Generic[K, V]):
         max_negative_entries: int = 10_000,
         max_concurrent_misses: int = 4,
         health_check_interval: float = 5.0,
+        also_listen: tuple[str, ...] = (),
     ) -> None:
         self._redis = redis
         self._channel = channel
+        # Further channels whose messages `_on_message` understands (one subscription for all).
+        self._also_listen = also_listen
         self._ttl = ttl
         self._clock = clock
         self._events = events
@@ -113,6 +116,10 @@ class RevocableCache(Generic[K, V]):
     def _decode(self, text: str) -> K | None:
         """The key a message names, or None if the message is malformed."""
         raise NotImplementedError
+
+    def _stored_at(self, value: V | None) -> float:
+        """When an entry counts as stored: now; a subclass may backdate one so it goes stale sooner."""
+        return self._clock()
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -162,7 +169,7 @@ class RevocableCache(Generic[K, V]):
         target.pop(key, None)
         while len(target) >= limit:
             del target[next(iter(target))]  # oldest first: dicts keep insertion order
-        target[key] = Entry(value, self._clock())
+        target[key] = Entry(value, self._stored_at(value))
         # A key is in at most one of the two maps.
         (self._negative if value is not None else self._positive).pop(key, None)
 
@@ -203,7 +210,7 @@ class RevocableCache(Generic[K, V]):
         """
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            await pubsub.subscribe(self._channel, *self._also_listen)
             raise_if_cancelling()
             last_heard = self._clock()
             ping_sent = False

@@ -151,5 +151,12 @@ class CreatedKey(_ShownSettings):
     created_at: datetime
 
 
+class SessionKey(Answer):
+    id: uuid.UUID
+    name: Literal["dashboard"]
+    key: str = Field(description="The secret: a gateway key for /v1, valid while this session is")
+    expires_at: datetime
+
+
 class KeyList(Answer):
     data: list[Key]

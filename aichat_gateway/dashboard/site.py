@@ -24,6 +24,7 @@ from aichat_gateway.dashboard.auth_pages import AuthPages
 from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_policy
 from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
+from aichat_gateway.dashboard.keys_pages import KeysPages
 from aichat_gateway.dashboard.market import MarketPages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
@@ -53,6 +54,7 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
         *AuthPages(templates).routes(),
         *HomePages(templates).routes(),
         *MarketPages(templates).routes(),
+        *KeysPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 

@@ -45,6 +45,7 @@ class NavEntry:
 NAV: tuple[NavEntry, ...] = (
     NavEntry("/app", "Overview"),
     NavEntry("/app/market", "Market"),
+    NavEntry("/app/keys", "Keys"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
 
