@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import httpx
 
 from tests.support.browser import PASSWORD, Site, new_email
+from tests.support.market import fund
+from tests.support.waiting import wait_until
 
 SELLER_MODEL = "gpt-4o-mini"
 
@@ -104,9 +106,6 @@ def unique_model(tag: str = "market") -> str:
     """A model outside the catalog that no other test's listing serves (sold at explicit prices)."""
     return f"{tag}-{secrets.token_hex(5)}"
 
-
-from tests.support.market import fund
-from tests.support.waiting import wait_until
 
 FAKE_MODEL = "gpt-4o-mini"
 
