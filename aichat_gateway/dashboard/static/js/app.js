@@ -1,15 +1,14 @@
-// The console's shared behaviour, loaded on every page (a module: no inline script anywhere).
+// The console's page-wide behaviour, loaded once by the layout (a module: no inline script anywhere).
+// Page modules import api.js, never this file: a module imported under another URL (this one is
+// loaded as app.js?v=<hash>) would run again and register every listener twice.
 // - htmx requests carry the CSRF header the API checks (the cookie's value, readable on purpose);
 // - a request answered 401 (the session ended) sends the browser to log in and come back;
 // - buttons with data-copy copy the text of the element it names, and say so for screen readers.
 
-function cookie(name) {
-  const found = document.cookie.split("; ").find((part) => part.startsWith(name + "="));
-  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
-}
+import { csrfToken } from "./api.js";
 
 document.addEventListener("htmx:configRequest", (event) => {
-  event.detail.headers["x-csrf-token"] = cookie("aichat_csrf");
+  event.detail.headers["x-csrf-token"] = csrfToken();
 });
 
 document.addEventListener("htmx:responseError", (event) => {
@@ -36,13 +35,3 @@ document.addEventListener("click", async (event) => {
   if (status) status.textContent = button.textContent;
   setTimeout(() => { button.textContent = label; }, 2000);
 });
-
-/** Fetch JSON from our own API with the session cookie and CSRF header (for page modules). */
-export async function api(path, options = {}) {
-  const headers = { "content-type": "application/json", "x-csrf-token": cookie("aichat_csrf"), ...(options.headers || {}) };
-  const response = await fetch(path, { credentials: "same-origin", ...options, headers });
-  if (response.status === 401) {
-    window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
-  }
-  return response;
-}

@@ -2,7 +2,7 @@
 // It is the key of this login session (POST /api/auth/session-key): the same on every call in the
 // session, expiring with it and refused by the gateway once the session ends (logout). Kept only in
 // this page's memory, never in storage.
-import { api } from "./app.js";
+import { api } from "./api.js";
 
 let pending = null;
 
