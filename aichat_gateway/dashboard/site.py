@@ -26,6 +26,7 @@ from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_polic
 from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
+from aichat_gateway.dashboard.seller_pages import SellerPages
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
 
 log = get_logger(__name__)
@@ -54,6 +55,7 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
     return [
         *AuthPages(templates).routes(),
         *HomePages(templates).routes(),
+        *SellerPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 
