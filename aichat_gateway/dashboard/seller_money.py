@@ -77,6 +77,8 @@ class SellerMoneyPages:
             "days": chart_points(report.by_day),
             "since": since.date(),
             "until": until.date(),
+            "since_epoch": int(since.timestamp()),
+            "until_epoch": int(until.timestamp()),
             "tab": "earnings",
         }
         return self.templates.render(request, "seller/earnings.html", context, user=user)

@@ -13,6 +13,12 @@ function readTable(table) {
   return [xs, ys];
 }
 
+// Small earnings need more than cents to tell the ticks apart.
+function money(value) {
+  if (value === 0 || value >= 0.01) return "$" + value.toFixed(2);
+  return "$" + value.toPrecision(2);
+}
+
 function colour(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -30,11 +36,14 @@ function draw(holder) {
     height: 240,
     legend: { show: false },
     cursor: { show: false },
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] } },
-    axes: [{ ...axis }, { ...axis, values: (u, ticks) => ticks.map((v) => "$" + v.toFixed(2)), size: 70 }],
+    scales: {
+      x: { time: true, range: () => [Number(holder.dataset.since), Number(holder.dataset.until)] },
+      y: { range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1] },
+    },
+    axes: [{ ...axis }, { ...axis, values: (u, ticks) => ticks.map(money), size: 90 }],
     series: [
       {},
-      { label: "Earned (USD)", stroke: green, fill: green + "55", width: 1, paths: window.uPlot.paths.bars({ size: [0.6, 40] }) },
+      { label: "Earned (USD)", stroke: green, fill: green + "55", width: 1, points: { show: false }, paths: window.uPlot.paths.bars({ size: [0.6, 40] }) },
     ],
   };
   const plot = new window.uPlot(options, data, holder);
