@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from aichat_gateway import audittrail
-from tests.support.app import replace_services
+from tests.support.app import replace_services, services_of
 from tests.support.earnings import earn
 from tests.support.emails import unique_email
 
@@ -230,3 +230,25 @@ async def test_a_payout_requested_through_the_api_is_audited_too(
     assert created.status_code == 201
     [event] = await audittrail.events(db, subject_id=user_id, action_prefix="payout.")
     assert (event.action, event.target_id) == (audittrail.PAYOUT_REQUESTED, created.json()["id"])
+
+
+async def test_a_listings_breaker_failures_and_last_errors_show_on_its_page(
+    client: httpx.AsyncClient, db: asyncpg.Connection, app: Any
+) -> None:
+    user_id, headers = await _sign_up(client)
+    await client.post("/app/seller/listings/new", data=_form(client))
+    [listing] = (await client.get("/api/marketplace/listings", headers=headers)).json()["data"]
+    svc = services_of(app)
+    for _ in range(svc.breakers.config.fail_max):
+        await svc.breakers.record(listing["id"], success=False)
+    await db.execute(
+        """INSERT INTO usage_records (request_id, buyer_id, listing_id, seller_id, model, outcome, status, created_at)
+           VALUES ($1, $2, $3, $2, 'gpt-4o-mini', 'upstream_error', 502, now())""",
+        "req_" + secrets.token_hex(8),
+        uuid.UUID(user_id),
+        uuid.UUID(listing["id"]),
+    )
+    page = await client.get(f"/app/seller/listings/{listing['id']}")
+    assert page.status_code == 200
+    assert f"{svc.breakers.config.fail_max} failures in a row" in page.text
+    assert "upstream_error (HTTP 502)" in page.text
