@@ -110,9 +110,11 @@ async def record(
     ip: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
+    # `detail` goes as text cast in SQL: a `$7::jsonb` parameter goes through the app pool's jsonb
+    # codec, which would encode the already-encoded string again (stored as a JSON string, not an object).
     await db.execute(
         """INSERT INTO account_events (subject_id, actor_id, action, target_type, target_id, ip, detail)
-           VALUES ($1, $2, $3, $4, $5, $6::inet, $7::jsonb)""",
+           VALUES ($1, $2, $3, $4, $5, $6::inet, $7::text::jsonb)""",
         _uuid(subject_id),
         _uuid(actor_id),
         action,

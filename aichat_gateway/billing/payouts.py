@@ -42,7 +42,9 @@ from typing import Final
 
 import asyncpg
 
+from aichat_gateway import audittrail
 from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.errors import BillingNotFound, Conflict, PaymentsUnavailable
 from aichat_gateway.billing.payoutplan import (
     STATUSES,
@@ -209,10 +211,19 @@ class Payouts:
         return await payable(conn, seller_id, balance_micro, now, self._hold_days)
 
     async def request(
-        self, seller_id: str, amount_micro: int | None, *, request_key: str | None = None, now: datetime | None = None
+        self,
+        seller_id: str,
+        amount_micro: int | None,
+        *,
+        request_key: str | None = None,
+        now: datetime | None = None,
+        actor_id: str | None = None,
+        ip: str | None = None,
     ) -> tuple[Payout, bool]:
         """A new pending payout (and True), or — for a `request_key` used before with the same
-        amount — that one (False). Takes only what is available at `now` (default: the clock)."""
+        amount — that one (False). Takes only what is available at `now` (default: the clock).
+        A new payout is in the audit trail (`payout.requested`) exactly when it exists: the event is
+        written in its transaction; `actor_id` None is the scheduled run."""
         at = now if now is not None else self.now()
         async with self._db.acquire() as conn, conn.transaction():
             seller = await ledger.account_id(conn, ledger.AccountKind.SELLER, seller_id)
@@ -252,6 +263,16 @@ class Payouts:
                 transfer,
                 approval,
                 requested_value(amount_micro),
+            )
+            await audittrail.record(
+                conn,
+                audittrail.PAYOUT_REQUESTED,
+                subject_id=seller_id,
+                actor_id=actor_id,
+                target_type="payout",
+                target_id=payout_id,
+                ip=ip,
+                detail={"amount_usd": usd(amount), "method": "stripe" if destination else "manual"},
             )
         payout = Payout.from_row(row)
         log.info(

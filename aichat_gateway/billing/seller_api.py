@@ -1,29 +1,15 @@
 """The seller's earnings and payouts, and the admin's payout decisions, mounted under /api.
 
 Every seller route answers about the caller only: another seller's payout is 404, as if absent.
-Earnings are read in one snapshot (a repeatable-read transaction), so earned = paid out + pending +
-holding + available holds between the figures of one answer (while no other transfer touches the
-seller):
-- earned: the seller's share of every settled request (usage_records: cost + beyond_hold - fee, i.e.
-  all the provider billed, less the fee);
-- paid_out / pending: payouts paid / requested and not yet paid;
-- holding: earned from requests of the last GATEWAY_EARNINGS_HOLD_DAYS days, not payable yet
-  (`next_payable_at`: when the oldest of it leaves the holding period);
-- available: the rest of the seller's earnings account balance, what can be requested now.
-The breakdowns (`by_listing`, `by_day`, UTC days with earnings) cover `since`..`until` (request
-time; default the last 30 days) and count the requests that earned something.
-
-Listing names come from a join on the listings table in SQL: billing never imports marketplace.
+The earnings figures are earnings.py's (the dashboard's seller page reads the same function).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -32,6 +18,7 @@ from aichat_gateway.apiroute import CURSOR, LIMIT, ApiRoute, Auth, api_route, he
 from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.api import read_body
 from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM
+from aichat_gateway.billing.earnings import earnings_json, iso, seller_earnings
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.payouts import Payout, Payouts
 from aichat_gateway.billing.schemas import (
@@ -83,17 +70,13 @@ def payout_json(payout: Payout) -> dict[str, Any]:
         "stripe_transfer_id": payout.stripe_transfer_id,
         "reference": payout.reference,
         "failure_reason": payout.failure_reason,
-        "created_at": _iso(payout.created_at),
-        "updated_at": _iso(payout.updated_at),
-        "paid_at": _iso(payout.paid_at),
+        "created_at": iso(payout.created_at),
+        "updated_at": iso(payout.updated_at),
+        "paid_at": iso(payout.paid_at),
         "approval_required": payout.approval_required,
         "awaiting_approval": payout.awaiting_approval,
-        "approved_at": _iso(payout.approved_at),
+        "approved_at": iso(payout.approved_at),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -124,70 +107,12 @@ def _timestamp(request: Request, name: str) -> datetime | None:
     return queryparams.timestamp(request.query_params, name, InvalidBillingInput)
 
 
-_TOTALS_SQL = """
-SELECT
-  (SELECT coalesce(sum(cost_micro + beyond_hold_micro - fee_micro), 0)::bigint
-   FROM usage_records WHERE seller_id = $1) AS earned,
-  (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'paid') AS paid,
-  (SELECT coalesce(sum(amount_micro), 0)::bigint FROM payouts WHERE seller_id = $1 AND status = 'pending') AS pending,
-  (SELECT coalesce(max(balance_micro), 0) FROM ledger_accounts WHERE kind = 'seller' AND owner_id = $1) AS balance
-"""
-_BY_LISTING_SQL = """
-SELECT u.listing_id, l.public_id, l.name,
-       sum(u.cost_micro + u.beyond_hold_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
-FROM usage_records u LEFT JOIN listings l ON l.id = u.listing_id
-WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro + u.beyond_hold_micro > u.fee_micro
-GROUP BY u.listing_id, l.public_id, l.name
-ORDER BY earned DESC, u.listing_id
-"""
-_BY_DAY_SQL = """
-SELECT (u.created_at AT TIME ZONE 'UTC')::date AS day,
-       sum(u.cost_micro + u.beyond_hold_micro - u.fee_micro)::bigint AS earned, count(*) AS requests
-FROM usage_records u
-WHERE u.seller_id = $1 AND u.created_at >= $2 AND u.created_at < $3 AND u.cost_micro + u.beyond_hold_micro > u.fee_micro
-GROUP BY day
-ORDER BY day
-"""
-
-
 async def earnings(request: Request) -> Response:
     seller_id = _caller(request)
-    seller = uuid.UUID(seller_id)
     payouts = _payouts(request)
-    now = payouts.now()
-    since, until = earnings_window(_timestamp(request, "since"), _timestamp(request, "until"), now)
-    db: asyncpg.Pool = services(request).db
-    async with db.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        totals = await conn.fetchrow(_TOTALS_SQL, seller)
-        assert totals is not None
-        split = await payouts.payable(conn, seller_id, totals["balance"], now)
-        listings = await conn.fetch(_BY_LISTING_SQL, seller, since, until)
-        days = await conn.fetch(_BY_DAY_SQL, seller, since, until)
-    return JSONResponse(
-        {
-            "earned_usd": usd(totals["earned"]),
-            "paid_out_usd": usd(totals["paid"]),
-            "pending_usd": usd(totals["pending"]),
-            "holding_usd": usd(split.holding_micro),
-            "next_payable_at": _iso(split.next_release),
-            "available_usd": usd(split.available_micro),
-            "since": _iso(since),
-            "until": _iso(until),
-            "by_listing": [
-                {
-                    "listing_id": str(r["listing_id"]) if r["listing_id"] else None,
-                    "public_id": r["public_id"],
-                    "name": r["name"],
-                    "earned_usd": usd(r["earned"]),
-                    "requests": r["requests"],
-                }
-                for r in listings
-            ],
-            "by_day": [
-                {"date": r["day"].isoformat(), "earned_usd": usd(r["earned"]), "requests": r["requests"]} for r in days
-            ],
-        }
-    )
+    since, until = earnings_window(_timestamp(request, "since"), _timestamp(request, "until"), payouts.now())
+    report = await seller_earnings(services(request).db, payouts, seller_id, since, until)
+    return JSONResponse(earnings_json(report))
 
 
 async def get_payout_account(request: Request) -> Response:
@@ -195,7 +120,7 @@ async def get_payout_account(request: Request) -> Response:
     return JSONResponse(
         {
             "stripe_account_id": row["stripe_account_id"] if row else None,
-            "updated_at": _iso(row["updated_at"]) if row else None,
+            "updated_at": iso(row["updated_at"]) if row else None,
         }
     )
 
@@ -207,7 +132,7 @@ async def put_payout_account(request: Request) -> Response:
     await payouts.set_account(seller, account)
     row = await payouts.account(seller)
     assert row is not None
-    return JSONResponse({"stripe_account_id": row["stripe_account_id"], "updated_at": _iso(row["updated_at"])})
+    return JSONResponse({"stripe_account_id": row["stripe_account_id"], "updated_at": iso(row["updated_at"])})
 
 
 async def create_payout(request: Request) -> Response:
@@ -215,7 +140,9 @@ async def create_payout(request: Request) -> Response:
     # An empty body is `{}`: a payout of everything available.
     amount = (await read_body(request, PayoutRequest, empty={})).amount_usd
     key = request_key(seller, request.headers.get("idempotency-key"))
-    payout, created = await _payouts(request).request(seller, amount, request_key=key)
+    payout, created = await _payouts(request).request(
+        seller, amount, request_key=key, actor_id=seller, ip=request.client.host if request.client else None
+    )
     return JSONResponse(payout_json(payout), status_code=201 if created else 200)
 
 

@@ -13,11 +13,12 @@ from starlette.requests import HTTPConnection
 
 from aichat_gateway.accounts.services import AccountsServices
 from aichat_gateway.billing.services import BillingServices
-from aichat_gateway.marketplace.services import MarketplaceServices
+from aichat_gateway.marketplace.health import HealthServices
 from aichat_gateway.proxy.services import ProxyServices
 
 
-class DashboardServices(AccountsServices, BillingServices, MarketplaceServices, ProxyServices, Protocol):
+# HealthServices is the marketplace's services plus capacity (the seller pages).
+class DashboardServices(AccountsServices, BillingServices, HealthServices, ProxyServices, Protocol):
     pass
 
 

@@ -27,6 +27,7 @@ from aichat_gateway.dashboard.home import HomePages
 from aichat_gateway.dashboard.keys_pages import KeysPages
 from aichat_gateway.dashboard.market import MarketPages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
+from aichat_gateway.dashboard.seller_pages import SellerPages
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
 
 _ERROR_TITLES = {
@@ -55,6 +56,7 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
         *HomePages(templates).routes(),
         *MarketPages(templates).routes(),
         *KeysPages(templates).routes(),
+        *SellerPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 

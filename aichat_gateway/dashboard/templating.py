@@ -46,6 +46,7 @@ NAV: tuple[NavEntry, ...] = (
     NavEntry("/app", "Overview"),
     NavEntry("/app/market", "Market"),
     NavEntry("/app/keys", "Keys"),
+    NavEntry("/app/seller", "Seller"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
 

@@ -6,7 +6,6 @@ Authentication is done by the /api sub-app's middleware; this module reads only 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -17,15 +16,12 @@ from starlette.responses import JSONResponse, Response
 
 from aichat_gateway import apibody
 from aichat_gateway.apiroute import ApiRoute, Auth, api_route, query
-from aichat_gateway.marketplace import listings
-from aichat_gateway.marketplace.changes import NewEndpoint, parse_changes
+from aichat_gateway.marketplace import listings, manage
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
 from aichat_gateway.marketplace.offers import MAX_MODEL_CHARS, list_offers
 from aichat_gateway.marketplace.pricing import usd
-from aichat_gateway.marketplace.resting import shown_status
 from aichat_gateway.marketplace.schemas import Listing, ListingCreate, ListingList, ListingPatch, OfferList
 from aichat_gateway.marketplace.services import services
-from aichat_gateway.marketplace.urls import validate_upstream_url
 
 _MAX_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -44,85 +40,48 @@ async def _body(request: Request, model: type[M]) -> M:
     return await apibody.read(request, model, InvalidListing, max_bytes=_MAX_BODY)
 
 
+def _caller(request: Request) -> manage.Caller:
+    seller_id, is_admin = _seller(request)
+    return manage.Caller(seller_id, is_admin, request.client.host if request.client else None)
+
+
 async def create_listing(request: Request) -> Response:
-    seller_id, _ = _seller(request)
-    svc = services(request)
-    new = listings.new_listing(await _body(request, ListingCreate), svc.catalog)
-    base_url = await validate_upstream_url(new.base_url, svc.settings.allow_private_upstreams)
-    await svc.key_checker(new.provider, base_url, new.api_key)
-    row = await listings.insert_listing(svc.db, svc.vault, seller_id, replace(new, base_url=base_url))
-    await svc.listings.announce_change()
+    caller = _caller(request)
+    row = await manage.create(services(request), caller, await _body(request, ListingCreate))
     return JSONResponse(listing_json(row), status_code=201)
 
 
 async def list_listings(request: Request) -> Response:
-    seller_id, is_admin = _seller(request)
-    rows = await listings.list_listings(services(request).db, None if is_admin else seller_id)
+    caller = _caller(request)
+    rows = await listings.list_listings(services(request).db, caller.owner_scope)
     return JSONResponse({"data": await _with_rests(request, rows)})
 
 
 async def get_listing(request: Request) -> Response:
-    seller_id, is_admin = _seller(request)
-    row = await listings.get_listing(
-        services(request).db, request.path_params["listing_id"], None if is_admin else seller_id
-    )
+    caller = _caller(request)
+    row = await listings.get_listing(services(request).db, request.path_params["listing_id"], caller.owner_scope)
     [shown] = await _with_rests(request, [row])
     return JSONResponse(shown)
 
 
 async def _with_rests(request: Request, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """Listings as JSON, an active one shown `exhausted` or `cooling` while it rests."""
-    svc = services(request)
+    statuses = await manage.shown_statuses(services(request), rows)
     shown = [listing_json(r) for r in rows]
-    rests = await svc.rests.current([item["id"] for item in shown])
-    now = svc.clock()
     for item in shown:
-        override = shown_status(item["status"], rests.get(item["id"]), now)
-        if override is not None:
-            item["status"], item["status_reason"] = override
+        item["status"], item["status_reason"] = statuses[item["id"]]
     return shown
 
 
 async def update_listing(request: Request) -> Response:
-    seller_id, is_admin = _seller(request)
-    svc = services(request)
-    owner = None if is_admin else seller_id
-    current = await listings.get_listing(svc.db, request.path_params["listing_id"], owner)
-    changes = parse_changes(
-        await _body(request, ListingPatch),
-        is_owner=str(current["seller_id"]) == seller_id,
-        is_admin=is_admin,
-        current_status=current["status"],
-        models=[m["model"] for m in current["models"]],
-        catalog=svc.catalog,
-    )
-    if changes.endpoint is not None:
-        changes = replace(changes, endpoint=await _checked_endpoint(request, current, changes.endpoint))
-    row = await listings.update_listing(svc.db, svc.vault, str(current["id"]), owner, changes)
-    await svc.listings.announce_change()
+    caller = _caller(request)
+    patch = await _body(request, ListingPatch)
+    row = await manage.change(services(request), caller, request.path_params["listing_id"], patch)
     return JSONResponse(listing_json(row))
 
 
-async def _checked_endpoint(request: Request, current: asyncpg.Record, endpoint: NewEndpoint) -> NewEndpoint:
-    """The request's new key, checked with the provider where it will be sent: the new URL that
-    came with it, else the listing's own. Only this request's key is ever sent (no stored key is
-    decrypted here), and the URL it was checked with is written with it, so a concurrent change
-    cannot pair the key with another URL."""
-    svc = services(request)
-    if endpoint.base_url is None:
-        base_url = str(current["base_url"])
-    else:
-        base_url = await validate_upstream_url(endpoint.base_url, svc.settings.allow_private_upstreams)
-    await svc.key_checker(current["provider"], base_url, endpoint.api_key)
-    return NewEndpoint(api_key=endpoint.api_key, base_url=base_url)
-
-
 async def delete_listing(request: Request) -> Response:
-    seller_id, is_admin = _seller(request)
-    await listings.delete_listing(
-        services(request).db, request.path_params["listing_id"], None if is_admin else seller_id
-    )
-    await services(request).listings.announce_change()
+    await manage.delete(services(request), _caller(request), request.path_params["listing_id"])
     return Response(status_code=204)
 
 
