@@ -126,6 +126,43 @@ def parse_charge(body: Mapping[str, Any]) -> Charge:
 
 
 @dataclass(frozen=True, slots=True)
+class SetupIntent:
+    """A SetupIntent: how the browser's Card Element hands the server a card (confirmCardSetup)."""
+
+    id: str
+    status: str
+    client_secret: str | None
+    customer: str | None
+    payment_method: str | None
+
+
+def parse_setup_intent(body: Mapping[str, Any]) -> SetupIntent:
+    def ref(key: str) -> str | None:
+        value = body.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("id")
+        return str(value) if value else None
+
+    try:
+        return SetupIntent(
+            id=str(body["id"]),
+            status=str(body["status"]),
+            client_secret=body.get("client_secret"),
+            customer=ref("customer"),
+            payment_method=ref("payment_method"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PaymentsUnavailable("Stripe answered a SetupIntent in an unexpected shape") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CardRefused:
+    """Stripe declined the card (402): its message is for the buyer ("Your card was declined.")."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class StripeTransfer:
     """A Connect transfer Stripe made (amount in cents)."""
 
@@ -252,6 +289,36 @@ class StripeClient:
             {"idempotency_key": idempotency_key},
         )
         return parse_payment_intent(await self._answer(call))
+
+    async def create_setup_intent(
+        self, *, customer: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> SetupIntent:
+        call = self._sdk.v1.setup_intents.create_async(
+            {"customer": customer, "usage": "off_session", "metadata": dict(metadata)},
+            {"idempotency_key": idempotency_key},
+        )
+        return parse_setup_intent(await self._answer(call))
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        call = self._sdk.v1.setup_intents.retrieve_async(_path_id(setup_intent_id))
+        return parse_setup_intent(await self._answer(call))
+
+    async def pay_payment_intent(self, payment_intent_id: str, payment_method: str) -> PaymentIntent | CardRefused:
+        """Set the card on a PaymentIntent and confirm it on the server. A declined card is an
+        answer (CardRefused), not an outage; a card that needs 3-D Secure comes back as
+        `requires_action` for the browser's confirmCardPayment."""
+        intent_id = _path_id(payment_intent_id)
+        await self._answer(
+            self._sdk.v1.payment_intents.update_async(intent_id, {"payment_method": _path_id(payment_method)})
+        )
+        try:
+            confirmed = await self._sdk.v1.payment_intents.confirm_async(intent_id)
+        except stripe.CardError as exc:
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            return CardRefused(self._scrub(_stripe_message(body)) if body else "Your card was declined.")
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+        return parse_payment_intent(_plain(confirmed))
 
     async def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         call = self._sdk.v1.payment_intents.retrieve_async(_path_id(payment_intent_id))

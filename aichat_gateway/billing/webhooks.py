@@ -29,8 +29,9 @@ from typing import Any
 
 import asyncpg
 
-from aichat_gateway import apibody
+from aichat_gateway import apibody, audittrail
 from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.errors import WebhookRejected
 from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.billing.schemas import StripeEventBody
@@ -290,6 +291,14 @@ class StripeWebhooks:
                 intent.credit_micro,
                 transfer,
                 facts.payment_intent_id,
+            )
+            await audittrail.record(
+                conn,
+                audittrail.TOPUP_SUCCEEDED,
+                subject_id=topup.user_id,
+                target_type="topup",
+                target_id=topup.id,
+                detail={"amount_usd": usd(intent.credit_micro), "payment_intent_id": facts.payment_intent_id},
             )
             topup = TopupState(topup.id, topup.user_id, "succeeded", intent.credit_micro, topup.refunded_micro)
         elif intent.status is not None:
