@@ -22,6 +22,7 @@ from aichat_gateway.accounts.backend import SessionBackend, auth_error_response,
 from aichat_gateway.config.logging import get_logger
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.dashboard.auth_pages import AuthPages
+from aichat_gateway.dashboard.billing_pages import BillingPages
 from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_policy
 from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
@@ -54,6 +55,7 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
     return [
         *AuthPages(templates).routes(),
         *HomePages(templates).routes(),
+        *BillingPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 

@@ -1,0 +1,131 @@
+"""The buyer's billing pages (`/app/billing`): the balance (live), adding funds by card, and the
+links to the statement and the usage.
+
+Adding funds is two steps. The amount form creates the top-up with the API's own code (TopUps,
+TopupRequest, topup_amount: same limits, same words), then the browser goes to the top-up's page,
+where static/js/billing.js mounts Stripe's Card Element and pays (billing/cardpay.py). The balance
+is credited only by Stripe's webhook; the page says "processing" until the top-up has landed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.balances import Balance, buyer_balance
+from aichat_gateway.billing.errors import BillingError, BillingNotFound
+from aichat_gateway.billing.schemas import TopupRequest
+from aichat_gateway.billing.stripe_client import StripeClient
+from aichat_gateway.billing.topups import TopupLimits, TopUps, topup_amount, topup_json
+from aichat_gateway.config.settings import Settings
+from aichat_gateway.dashboard.forms import Form, read_form, validate
+from aichat_gateway.dashboard.pages import page_user, redirect
+from aichat_gateway.dashboard.services import services
+from aichat_gateway.dashboard.templating import Templates
+
+
+def balance_context(balance: Balance) -> dict[str, str]:
+    """Pure: the balance as the templates show it, and the key the live view compares."""
+    return {
+        "balance_usd": usd(balance.balance_micro),
+        "held_usd": usd(balance.held_micro),
+        "available_usd": usd(balance.available_micro),
+        "balance_key": f"{balance.balance_micro}.{balance.held_micro}",
+    }
+
+
+def topups_enabled(settings: Settings) -> bool:
+    """Card top-ups need Stripe's secret key (server) and publishable key (Stripe.js)."""
+    return settings.stripe_secret_key is not None and bool(settings.stripe_publishable_key)
+
+
+def limits_hint(settings: Settings) -> str:
+    limits = TopupLimits.from_settings(settings)
+    return f"Between ${usd(limits.min_micro)} and ${usd(limits.max_micro)}, in whole cents."
+
+
+class BillingPages:
+    def __init__(self, templates: Templates) -> None:
+        self.templates = templates
+
+    async def overview(self, request: Request) -> Response:
+        return await self._overview(request, Form())
+
+    async def _overview(self, request: Request, form: Form, status_code: int = 200) -> Response:
+        user = await page_user(request)
+        svc = services(request)
+        context: dict[str, Any] = balance_context(await buyer_balance(svc, user.id))
+        context |= {
+            "form": form,
+            "topups_enabled": topups_enabled(svc.settings),
+            "limits_hint": limits_hint(svc.settings),
+        }
+        return self.templates.render(request, "billing/billing.html", context, user=user, status_code=status_code)
+
+    async def balance(self, request: Request) -> Response:
+        """The live balance (htmx polls it): 204 while it is what the page already shows, so the
+        live region speaks only when the money changed."""
+        user = await page_user(request)
+        context = balance_context(await buyer_balance(services(request), user.id))
+        if request.query_params.get("seen") == context["balance_key"]:
+            return Response(status_code=204)
+        return self.templates.render(request, "billing/_balance.html", context, user=user)
+
+    async def create_topup(self, request: Request) -> Response:
+        user = await page_user(request)
+        svc = services(request)
+        form = await read_form(request, ("amount_usd",))
+        if not topups_enabled(svc.settings):
+            form.refuse("Card top-ups are off on this gateway.")
+            return await self._overview(request, form, 400)
+        body = validate(form, TopupRequest)
+        if body is not None:
+            try:
+                amount = topup_amount(body.amount_usd, TopupLimits.from_settings(svc.settings))
+                async with StripeClient.open(svc.settings) as stripe:
+                    created = await TopUps(svc.db, stripe).create(user.id, amount)
+            except BillingError as exc:
+                form.refuse(exc.message, exc.param)
+            else:
+                return redirect(f"/app/billing/topups/{created.id}", request)
+        return await self._overview(request, form, 400)
+
+    async def topup(self, request: Request) -> Response:
+        """A top-up's page: the Card Element while it waits for a card, its outcome after."""
+        user = await page_user(request)
+        svc = services(request)
+        try:
+            found = await topup_json(svc.db, user.id, request.path_params["topup_id"])
+        except BillingNotFound:
+            return self.templates.render(request, "errors/error.html", _not_found(), user=user, status_code=404)
+        context: dict[str, Any] = balance_context(await buyer_balance(svc, user.id))
+        context |= {"topup": found, "client_secret": None, "problem": None}
+        enabled = topups_enabled(svc.settings)
+        context |= {
+            "publishable_key": svc.settings.stripe_publishable_key,
+            "stripe_js_url": svc.settings.stripe_js_url if enabled else None,
+        }
+        if found["status"] == "pending" and enabled and found["payment_intent_id"]:
+            try:
+                async with StripeClient.open(svc.settings) as stripe:
+                    intent = await stripe.retrieve_payment_intent(found["payment_intent_id"])
+                context["client_secret"] = intent.client_secret
+            except BillingError as exc:
+                context["problem"] = exc.message
+        return self.templates.render(request, "billing/topup.html", context, user=user)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/app/billing", self.overview, methods=["GET"]),
+            Route("/app/billing/balance", self.balance, methods=["GET"]),
+            Route("/app/billing/topups", self.create_topup, methods=["POST"]),
+            Route("/app/billing/topups/{topup_id}", self.topup, methods=["GET"]),
+        ]
+
+
+def _not_found() -> dict[str, Any]:
+    return {"status": 404, "title": "Not found", "text": "There is no such top-up.", "signed_in": True}

@@ -1,0 +1,105 @@
+"""The buyer's billing pages in the browser: the live balance, adding funds through localstripe's
+Stripe.js (its Card Element is plain text boxes named by their placeholders), the statement and
+the usage, and their accessibility in each state."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.support.browser import Site, assert_accessible, register
+from tests.support.gateways import GatewayFactory
+from tests.support.localstripe import CARD_DECLINED, CARD_OK
+from tests.support.processes import Processes
+
+CREDIT_WAIT_MS = 20_000  # localstripe sends its webhook about a second after the charge
+
+
+def add_funds(page: Page, site: Site, amount: str) -> None:
+    page.goto(site.at("/app/billing"))
+    page.get_by_role("textbox", name="Amount (USD)").fill(amount)
+    page.get_by_role("button", name="Add funds").click()
+    expect(page.get_by_role("heading", name=f"Top-up of ${amount}")).to_be_visible()
+
+
+def type_card(page: Page, number: str) -> None:
+    page.get_by_role("textbox", name="number").fill(number)
+    page.get_by_role("textbox", name="exp_month").fill("12")
+    page.get_by_role("textbox", name="exp_year").fill("40")
+    page.get_by_role("textbox", name="cvc").fill("123")
+    page.get_by_role("textbox", name="postal_code").fill("10001")
+
+
+def test_the_billing_page_shows_balance_held_and_available_in_a_live_region(page: Page, site: Site) -> None:
+    register(page, site)
+    page.get_by_role("link", name="Billing").click()
+    expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible()
+    region = page.get_by_role("region", name="Balance")
+    expect(region.get_by_role("definition")).to_have_text(["$0.00", "$0.00", "$0.00"])
+    expect(region.get_by_role("term")).to_have_text(["Balance", "Held", "Available"])
+    expect(page.get_by_role("link", name="Billing")).to_have_attribute("aria-current", "page")
+    assert_accessible(page)
+
+
+def test_paying_10_dollars_by_card_credits_the_balance_when_the_webhook_lands(page: Page, site: Site) -> None:
+    register(page, site)
+    add_funds(page, site, "10.00")
+    assert_accessible(page)
+    type_card(page, CARD_OK)
+    page.get_by_role("button", name="Pay $10.00").click()
+    expect(page.get_by_text("Added $10.00 to your balance.")).to_be_visible(timeout=CREDIT_WAIT_MS)
+    expect(page.get_by_role("region", name="Balance").get_by_text("$10.00").first).to_be_visible()
+    assert_accessible(page)
+    page.get_by_role("link", name="Back to billing").click()
+    expect(page.get_by_role("region", name="Balance").get_by_role("definition").first).to_have_text("$10.00")
+
+
+def test_a_declined_card_shows_stripes_error_and_the_balance_stays_the_same(page: Page, site: Site) -> None:
+    register(page, site)
+    add_funds(page, site, "10.00")
+    type_card(page, CARD_DECLINED)
+    page.get_by_role("button", name="Pay $10.00").click()
+    expect(page.get_by_role("alert")).to_contain_text("declined")
+    assert_accessible(page)
+    page.goto(site.at("/app/billing"))
+    expect(page.get_by_role("region", name="Balance").get_by_role("definition").first).to_have_text("$0.00")
+
+
+def test_an_amount_below_the_minimum_is_refused_next_to_the_field_and_kept(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing"))
+    amount = page.get_by_role("textbox", name="Amount (USD)")
+    amount.fill("1.00")
+    page.get_by_role("button", name="Add funds").click()
+    expect(amount).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_text(re.compile("amount_usd must be between"))).to_be_visible()
+    expect(amount).to_have_value("1.00")
+    assert_accessible(page)
+
+
+@pytest.fixture(scope="module")
+def site_without_stripe(e2e_processes: Processes, site: Site) -> Iterator[Site]:
+    """A second gateway on the same database, with no Stripe keys."""
+    gateway = GatewayFactory(e2e_processes, site.settings).start(
+        "e2e-gateway-no-stripe", GATEWAY_WORKER_IN_SERVE="0", GATEWAY_LOG_LEVEL="warning"
+    )
+    yield Site(url=gateway.url, settings=site.settings, fake_upstream_url=site.fake_upstream_url)
+
+
+def test_without_stripe_the_page_says_top_ups_are_off_and_how_an_admin_credits(
+    browser: Browser, site_without_stripe: Site
+) -> None:
+    context = browser.new_context(base_url=site_without_stripe.url)
+    try:
+        page = context.new_page()
+        register(page, site_without_stripe)
+        page.goto(site_without_stripe.at("/app/billing"))
+        expect(page.get_by_text("Card top-ups are off on this gateway")).to_be_visible()
+        expect(page.get_by_text("/api/admin/credits")).to_be_visible()
+        expect(page.get_by_role("button", name="Add funds")).to_have_count(0)
+        assert_accessible(page)
+    finally:
+        context.close()
