@@ -27,6 +27,7 @@ from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_polic
 from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
+from aichat_gateway.dashboard.statement_pages import StatementPages
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
 
 log = get_logger(__name__)
@@ -56,6 +57,7 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
         *AuthPages(templates).routes(),
         *HomePages(templates).routes(),
         *BillingPages(templates).routes(),
+        *StatementPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 
