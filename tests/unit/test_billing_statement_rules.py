@@ -58,9 +58,9 @@ def test_the_csv_has_the_apis_field_names_and_decimal_amounts() -> None:
 
 
 def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_defused() -> None:
-    rows = [Transaction(1, "credit", -5, -5, T, "=HYPERLINK(\"http://x\")")]
+    rows = [Transaction(1, "credit", -5, -5, T, '=HYPERLINK("http://x")')]
     parsed = list(csv.reader(io.StringIO(transactions_csv(rows))))
-    assert parsed[1][3] == "'=HYPERLINK(\"http://x\")" and parsed[1][4] == "-0.000005"
+    assert parsed[1][3] == '\'=HYPERLINK("http://x")' and parsed[1][4] == "-0.000005"
 
 
 def test_the_live_balance_key_changes_with_the_balance_or_the_holds() -> None:
