@@ -5,17 +5,22 @@ the usage, and their accessibility in each state."""
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import Site, assert_accessible, register
+from tests.support.browser import PASSWORD, Site, assert_accessible, new_email, register
 from tests.support.gateways import GatewayFactory
 from tests.support.localstripe import CARD_DECLINED, CARD_OK
 from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 CREDIT_WAIT_MS = 20_000  # localstripe sends its webhook about a second after the charge
+SETTLE_WITHIN = 20.0  # the settlement worker in `serve` batches for a fraction of a second
 
 
 def add_funds(page: Page, site: Site, amount: str) -> None:
@@ -103,3 +108,86 @@ def test_without_stripe_the_page_says_top_ups_are_off_and_how_an_admin_credits(
         assert_accessible(page)
     finally:
         context.close()
+
+
+# ---- statements ------------------------------------------------------------------------------
+
+
+def test_a_new_buyers_transactions_and_usage_pages_say_what_to_do_first(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing"))
+    page.get_by_role("navigation", name="Billing").get_by_role("link", name="Transactions").click()
+    expect(page.get_by_role("heading", name="Transactions", exact=True)).to_be_visible()
+    expect(page.get_by_text("No entries yet.")).to_be_visible()
+    assert_accessible(page)
+    page.get_by_role("navigation", name="Billing").get_by_role("link", name="Usage").click()
+    expect(page.get_by_text("No requests yet.")).to_be_visible()
+    assert_accessible(page)
+
+
+def test_a_bad_date_filter_is_shown_next_to_its_field_and_kept(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing/transactions?since=2026-02-30"))
+    expect(page.get_by_label("From")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_text("Enter a date as YYYY-MM-DD.")).to_be_visible()
+    assert_accessible(page)
+
+
+def _seller_listing(site: Site, model: str) -> None:
+    """A seller lists the fake upstream for `model`, over the API as a seller would."""
+    email = new_email("seller")
+    assert httpx.post(site.at("/api/auth/register"), json={"email": email, "password": PASSWORD}).status_code == 201
+    token = httpx.post(site.at("/api/auth/login"), json={"email": email, "password": PASSWORD}).json()["access_token"]
+    listing = {
+        "name": f"billing-e2e-{model}",
+        "provider": "openai",
+        "base_url": site.fake_upstream_url,
+        "api_key": "sk-test-seller-" + secrets.token_hex(16),
+        "models": [{"model": model, "upstream_model": "gpt-4o-mini"}],
+        "pricing": {"input_usd_per_million": "1000", "output_usd_per_million": "2000"},
+        "attest_resale": True,
+    }
+    created = httpx.post(
+        site.at("/api/marketplace/listings"), json=listing, headers={"authorization": f"Bearer {token}"}
+    )
+    assert created.status_code == 201, created.text
+
+
+def _api(page: Page, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The API with the browser's own session cookie and CSRF token, as the pages' scripts call it."""
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "aichat_csrf")
+    answer = page.request.fetch(path, method=method, data=body, headers={"x-csrf-token": csrf})
+    assert answer.ok, answer.text()
+    return answer.json()
+
+
+def test_after_paying_and_calling_a_model_the_pages_show_the_request_and_the_new_balance(
+    page: Page, site: Site
+) -> None:
+    model = f"billing-e2e-{secrets.token_hex(4)}"
+    _seller_listing(site, model)
+    register(page, site)
+    add_funds(page, site, "10.00")
+    type_card(page, CARD_OK)
+    page.get_by_role("button", name="Pay $10.00").click()
+    expect(page.get_by_text("Added $10.00 to your balance.")).to_be_visible(timeout=CREDIT_WAIT_MS)
+    key = _api(page, "POST", "/api/keys", {"name": "billing e2e key"})["key"]
+    headers = {"authorization": f"Bearer {key}"}
+    chat = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+    answer = httpx.post(site.at("/v1/chat/completions"), json=chat, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    wait_until(lambda: _api(page, "GET", "/api/billing/usage")["data"], SETTLE_WITHIN, "the request to settle")
+
+    page.goto(site.at("/app/billing/usage"))
+    row = page.get_by_role("row").filter(has_text=model)
+    expect(row).to_contain_text("billing e2e key")
+    assert_accessible(page)
+    page.goto(site.at("/app/billing/transactions"))
+    expect(page.get_by_role("row").filter(has_text="topup")).to_contain_text("10.00")
+    expect(page.get_by_role("row").filter(has_text=model)).to_be_visible()
+    expect(page.get_by_role("link", name="Download CSV")).to_have_attribute("href", "/api/billing/transactions.csv")
+    assert_accessible(page)
+    page.goto(site.at("/app/billing"))
+    shown = page.get_by_role("region", name="Balance").get_by_role("definition").first
+    expect(shown).not_to_have_text("$10.00")
+    expect(shown).to_have_text(re.compile(r"^\$9\.\d+$"))
