@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.server.app import create_app
-from tests.support.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
+from tests.support.localstripe import CARD_DECLINED, CARD_OK, LocalStripe, running_localstripe
 from tests.support.ports import free_port
 from tests.support.scratch import TEST_REDIS_URL, migrated_database
 from tests.support.scratch import redis_prefix as scratch_redis_prefix
@@ -394,3 +395,89 @@ async def test_a_stripe_error_message_never_carries_the_secret_key(gateway: Gate
         with pytest.raises(PaymentsUnavailable) as caught:
             await client.retrieve_payment_intent("pi_123")
     assert API_KEY not in caught.value.message and "401" in caught.value.message
+
+
+# ---- paying with a card the browser set up (billing/cardpay.py) -------------------------------
+
+
+async def set_up_card(http: httpx.AsyncClient, auth: dict[str, str], stripe: LocalStripe, card: str) -> str:
+    """A SetupIntent of ours, confirmed on localstripe with a card as Stripe.js's confirmCardSetup does."""
+    created = await http.post("/api/billing/setup_intents", headers=auth)
+    assert created.status_code == 201, created.text
+    setup_id = created.json()["id"]
+    status, body = await stripe.call(
+        "POST",
+        f"/v1/setup_intents/{setup_id}/confirm",
+        {
+            "client_secret": created.json()["client_secret"],
+            "payment_method_data[type]": "card",
+            "payment_method_data[card][number]": card,
+            "payment_method_data[card][exp_month]": "12",
+            "payment_method_data[card][exp_year]": "2040",
+            "payment_method_data[card][cvc]": "123",
+        },
+    )
+    assert (status, body["status"]) == (200, "succeeded"), body
+    return str(setup_id)
+
+
+async def test_a_topup_paid_with_a_set_up_card_is_credited_by_the_webhook_and_audited(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    setup_id = await set_up_card(http, auth, stripe, CARD_OK)
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": setup_id}, headers=auth)
+    assert paid.status_code == 200, paid.text
+    assert paid.json() == {"id": created["id"], "status": "succeeded", "requires_action": False}
+    topup = await settled(http, auth, created["id"])
+    assert (topup["status"], await balance(db, user_id)) == ("succeeded", 10 * USD)
+    events = await db.fetch(
+        "SELECT action, target_id, detail FROM account_events WHERE subject_id = $1 AND action LIKE 'topup.%'",
+        uuid.UUID(user_id),
+    )
+    assert [(e["action"], e["target_id"]) for e in events] == [("topup.succeeded", created["id"])]
+    detail = events[0]["detail"]
+    while isinstance(detail, str):  # audittrail.record's JSON text goes through the pool's jsonb codec once more
+        detail = json.loads(detail)
+    assert detail["amount_usd"] == "10.000000"
+
+
+async def test_a_declined_card_is_refused_with_stripes_words_and_credits_nothing(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    setup_id = await set_up_card(http, auth, stripe, CARD_DECLINED)
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": setup_id}, headers=auth)
+    assert paid.status_code == 400, paid.text
+    error = paid.json()["error"]
+    assert (error["code"], error["param"]) == ("card_declined", "card")
+    assert "declined" in error["message"]
+    assert (await settled(http, auth, created["id"]))["status"] == "failed"
+    assert await balance(db, user_id) == 0
+
+
+async def test_another_buyers_set_up_card_cannot_pay_a_topup(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    others_card = await set_up_card(http, other_auth, stripe, CARD_OK)
+    paid = await http.post(
+        f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": others_card}, headers=auth
+    )
+    assert paid.status_code == 400 and paid.json()["error"]["param"] == "setup_intent_id"
+    assert (await stripe.payment_intent(created["payment_intent_id"]))["status"] == "requires_payment_method"
+
+
+async def test_paying_another_buyers_topup_answers_404(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    card = await set_up_card(http, other_auth, stripe, CARD_OK)
+    paid = await http.post(
+        f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": card}, headers=other_auth
+    )
+    assert paid.status_code == 404
