@@ -25,7 +25,7 @@ from aichat_gateway.config.settings import Settings
 from aichat_gateway.dashboard.forms import Form, read_form, validate
 from aichat_gateway.dashboard.pages import page_user, redirect
 from aichat_gateway.dashboard.services import services
-from aichat_gateway.dashboard.templating import Templates
+from aichat_gateway.dashboard.templating import Templates, dollars
 
 
 def balance_context(balance: Balance) -> dict[str, str]:
@@ -45,7 +45,7 @@ def topups_enabled(settings: Settings) -> bool:
 
 def limits_hint(settings: Settings) -> str:
     limits = TopupLimits.from_settings(settings)
-    return f"Between ${usd(limits.min_micro)} and ${usd(limits.max_micro)}, in whole cents."
+    return f"Between ${dollars(usd(limits.min_micro))} and ${dollars(usd(limits.max_micro))}, in whole cents."
 
 
 class BillingPages:

@@ -73,8 +73,11 @@ function setUp(form) {
     const paid = await payAnswer.json();
     if (!payAnswer.ok) {
       fail(paid.error && paid.error.message);
-      button.disabled = true; // this top-up is spent: a new card needs a new top-up
-      status.innerHTML = '<a href="/app/billing">Start a new top-up</a>';
+      button.hidden = true; // Stripe has closed this top-up: another card needs a new one
+      const again = document.createElement("a");
+      again.href = "/app/billing";
+      again.textContent = "Start a new top-up";
+      status.replaceChildren(again);
       return;
     }
     if (paid.requires_action) {
