@@ -14,6 +14,8 @@ card; confirmCardSetup it implements in full. This flow is one real Stripe docum
 Nothing here credits the balance: that is the verified webhook's job (webhooks.py), as for every
 top-up.
 
+A saved card (savedcards.py) pays the same way without the Card Element (`payment_method_id`).
+
 Routes (under /api): `POST /billing/setup_intents`, `POST /billing/topups/{id}/pay`.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from pydantic import Field
+from pydantic import Field, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -32,6 +34,7 @@ from aichat_gateway.apibody import Answer, Body
 from aichat_gateway.apiroute import ApiRoute, Auth, api_route
 from aichat_gateway.billing.api import read_body
 from aichat_gateway.billing.errors import BillingNotFound, CardDeclined, Conflict, InvalidBillingInput
+from aichat_gateway.billing.savedcards import SavedCards
 from aichat_gateway.billing.services import services
 from aichat_gateway.billing.stripe_client import CardRefused, StripeClient
 from aichat_gateway.billing.topups import session_buyer, stripe_customer
@@ -43,7 +46,16 @@ STRIPE_ID = r"^[A-Za-z0-9_]{1,255}$"
 
 
 class PayTopupRequest(Body):
-    setup_intent_id: Annotated[str, Field(pattern=STRIPE_ID)]
+    """One of: the SetupIntent the Card Element just confirmed, or a saved card's id."""
+
+    setup_intent_id: Annotated[str | None, Field(pattern=STRIPE_ID)] = None
+    payment_method_id: Annotated[str | None, Field(pattern=STRIPE_ID)] = None
+
+    @model_validator(mode="after")
+    def one_card(self) -> PayTopupRequest:
+        if (self.setup_intent_id is None) == (self.payment_method_id is None):
+            raise ValueError("send setup_intent_id or payment_method_id, one of them")
+        return self
 
 
 class CreatedSetupIntent(Answer):
@@ -87,19 +99,29 @@ class CardPayments:
             raise Conflict("Stripe gave no client secret for the card set-up")
         return CardSetup(created.id, created.client_secret)
 
-    async def pay(self, user_id: str, topup_id: str, setup_intent_id: str) -> Payment:
+    async def pay(
+        self, user_id: str, topup_id: str, *, setup_intent_id: str | None = None, payment_method_id: str | None = None
+    ) -> Payment:
         row = await _own_topup(self._db, user_id, topup_id)
         if row["status"] != "pending" or row["payment_intent_id"] is None:
             raise Conflict(f"this top-up is {row['status']}, not waiting for a card")
-        customer = await stripe_customer(self._db, self._stripe, user_id)
-        setup = await self._stripe.retrieve_setup_intent(setup_intent_id)
-        # Only a card this buyer set up: a SetupIntent id is not a secret, so another's must not pay.
-        if setup.customer != customer or setup.status != "succeeded" or setup.payment_method is None:
-            raise InvalidBillingInput("the card was not set up: enter it again", param="setup_intent_id")
-        paid = await self._stripe.pay_payment_intent(row["payment_intent_id"], setup.payment_method)
+        cards = SavedCards(self._db, self._stripe)
+        if payment_method_id is not None:
+            customer, card = await cards.owned(user_id, payment_method_id)
+            method = card.id
+        else:
+            customer = await stripe_customer(self._db, self._stripe, user_id)
+            setup = await self._stripe.retrieve_setup_intent(str(setup_intent_id))
+            # Only a card this buyer set up: a SetupIntent id is not a secret, so another's must not pay.
+            if setup.customer != customer or setup.status != "succeeded" or setup.payment_method is None:
+                raise InvalidBillingInput("the card was not set up: enter it again", param="setup_intent_id")
+            method = setup.payment_method
+        paid = await self._stripe.pay_payment_intent(row["payment_intent_id"], method)
         if isinstance(paid, CardRefused):
             log.info("topup_card_declined", topup_id=topup_id)
             raise CardDeclined(paid.message, param="card")
+        if payment_method_id is None:
+            await cards.keep(customer, method)  # a card that paid is listed with the saved ones
         return Payment(topup_id, paid.status)
 
 
@@ -132,7 +154,12 @@ async def pay_topup(request: Request) -> Response:
     svc = services(request)
     body = await read_body(request, PayTopupRequest)
     async with StripeClient.open(svc.settings) as stripe:
-        paid = await CardPayments(svc.db, stripe).pay(user_id, request.path_params["topup_id"], body.setup_intent_id)
+        paid = await CardPayments(svc.db, stripe).pay(
+            user_id,
+            request.path_params["topup_id"],
+            setup_intent_id=body.setup_intent_id,
+            payment_method_id=body.payment_method_id,
+        )
     log.info("topup_paid", topup_id=paid.topup_id, status=paid.status)
     return JSONResponse({"id": paid.topup_id, "status": paid.status, "requires_action": paid.requires_action})
 

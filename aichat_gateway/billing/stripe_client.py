@@ -156,6 +156,36 @@ def parse_setup_intent(body: Mapping[str, Any]) -> SetupIntent:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedCard:
+    """A card PaymentMethod: what a buyer needs to recognise it, nothing that could charge it."""
+
+    id: str
+    customer: str | None
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+def parse_card(body: Mapping[str, Any]) -> SavedCard:
+    try:
+        card = body.get("card") or {}
+        customer = body.get("customer")
+        if isinstance(customer, Mapping):
+            customer = customer.get("id")
+        return SavedCard(
+            id=str(body["id"]),
+            customer=str(customer) if customer else None,
+            brand=str(card.get("brand") or "card"),
+            last4=str(card.get("last4") or "????"),
+            exp_month=int(card.get("exp_month") or 0),
+            exp_year=int(card.get("exp_year") or 0),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PaymentsUnavailable("Stripe answered a PaymentMethod in an unexpected shape") from None
+
+
+@dataclass(frozen=True, slots=True)
 class CardRefused:
     """Stripe declined the card (402): its message is for the buyer ("Your card was declined.")."""
 
@@ -319,6 +349,34 @@ class StripeClient:
         except stripe.StripeError as exc:
             raise self._unavailable(exc) from None
         return parse_payment_intent(_plain(confirmed))
+
+    async def list_cards(self, customer: str) -> list[SavedCard]:
+        call = self._sdk.v1.payment_methods.list_async({"customer": _path_id(customer), "type": "card", "limit": 100})
+        listed = (await self._answer(call)).get("data")
+        return [parse_card(item) for item in listed if isinstance(item, Mapping)] if isinstance(listed, list) else []
+
+    async def retrieve_card(self, payment_method: str) -> SavedCard:
+        return parse_card(await self._answer(self._sdk.v1.payment_methods.retrieve_async(_path_id(payment_method))))
+
+    async def attach_card(self, payment_method: str, customer: str) -> None:
+        await self._answer(
+            self._sdk.v1.payment_methods.attach_async(_path_id(payment_method), {"customer": _path_id(customer)})
+        )
+
+    async def detach_card(self, payment_method: str) -> None:
+        await self._answer(self._sdk.v1.payment_methods.detach_async(_path_id(payment_method)))
+
+    async def default_card(self, customer: str) -> str | None:
+        body = await self._answer(self._sdk.v1.customers.retrieve_async(_path_id(customer)))
+        settings = body.get("invoice_settings") or {}
+        default = settings.get("default_payment_method") if isinstance(settings, Mapping) else None
+        if isinstance(default, Mapping):
+            default = default.get("id")
+        return str(default) if default else None
+
+    async def set_default_card(self, customer: str, payment_method: str) -> None:
+        params: Any = {"invoice_settings": {"default_payment_method": _path_id(payment_method)}}
+        await self._answer(self._sdk.v1.customers.update_async(_path_id(customer), params))
 
     async def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         call = self._sdk.v1.payment_intents.retrieve_async(_path_id(payment_intent_id))

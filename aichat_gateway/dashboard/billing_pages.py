@@ -17,15 +17,23 @@ from starlette.routing import Route
 
 from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.balances import Balance, buyer_balance
-from aichat_gateway.billing.errors import BillingError, BillingNotFound
+from aichat_gateway.billing.errors import BillingError, BillingNotFound, PaymentsUnavailable
+from aichat_gateway.billing.savedcards import SavedCards, card_json
 from aichat_gateway.billing.schemas import TopupRequest
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.topups import TopupLimits, TopUps, topup_amount, topup_json
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.dashboard.forms import Form, read_form, validate
 from aichat_gateway.dashboard.pages import page_user, redirect
-from aichat_gateway.dashboard.services import services
+from aichat_gateway.dashboard.services import DashboardServices, services
 from aichat_gateway.dashboard.templating import Templates, dollars
+
+# Fixed texts for `?done=` after a redirect (never text from the URL itself).
+NOTICES = {
+    "card-remove": "The card was removed.",
+    "card-default": "That card is now your default.",
+    "card-added": "The card was saved.",
+}
 
 
 def balance_context(balance: Balance) -> dict[str, str]:
@@ -59,12 +67,49 @@ class BillingPages:
         user = await page_user(request)
         svc = services(request)
         context: dict[str, Any] = balance_context(await buyer_balance(svc, user.id))
+        enabled = topups_enabled(svc.settings)
         context |= {
             "form": form,
-            "topups_enabled": topups_enabled(svc.settings),
+            "topups_enabled": enabled,
             "limits_hint": limits_hint(svc.settings),
+            "notice": NOTICES.get(request.query_params.get("done", "")),
         }
+        context |= await self._cards(svc, user.id) if enabled else {"cards": [], "cards_problem": None}
         return self.templates.render(request, "billing/billing.html", context, user=user, status_code=status_code)
+
+    async def _cards(self, svc: DashboardServices, user_id: str) -> dict[str, Any]:
+        try:
+            async with StripeClient.open(svc.settings) as stripe:
+                cards, default = await SavedCards(svc.db, stripe).listed(user_id)
+        except PaymentsUnavailable as exc:
+            return {"cards": [], "cards_problem": exc.message}
+        return {"cards": [card_json(card, default) for card in cards], "cards_problem": None}
+
+    async def new_card(self, request: Request) -> Response:
+        user = await page_user(request)
+        svc = services(request)
+        if not topups_enabled(svc.settings):
+            return redirect("/app/billing", request)
+        context = {"publishable_key": svc.settings.stripe_publishable_key, "stripe_js_url": svc.settings.stripe_js_url}
+        return self.templates.render(request, "billing/new_card.html", context, user=user)
+
+    async def card_action(self, request: Request) -> Response:
+        """Remove a saved card, or make it the default (plain form posts)."""
+        user = await page_user(request)
+        svc = services(request)
+        action = request.path_params["action"]
+        card = request.path_params["card_id"]
+        if action not in ("remove", "default") or not topups_enabled(svc.settings):
+            return redirect("/app/billing", request)
+        try:
+            async with StripeClient.open(svc.settings) as stripe:
+                cards = SavedCards(svc.db, stripe)
+                await (cards.remove(user.id, card) if action == "remove" else cards.make_default(user.id, card))
+        except BillingError as exc:
+            form = Form()
+            form.refuse(exc.message)
+            return await self._overview(request, form, 400)
+        return redirect(f"/app/billing?done=card-{action}", request)
 
     async def balance(self, request: Request) -> Response:
         """The live balance (htmx polls it): 204 while it is what the page already shows, so the
@@ -103,7 +148,7 @@ class BillingPages:
         except BillingNotFound:
             return self.templates.render(request, "errors/error.html", _not_found(), user=user, status_code=404)
         context: dict[str, Any] = balance_context(await buyer_balance(svc, user.id))
-        context |= {"topup": found, "client_secret": None, "problem": None}
+        context |= {"topup": found, "client_secret": None, "problem": None, "cards": []}
         enabled = topups_enabled(svc.settings)
         context |= {
             "publishable_key": svc.settings.stripe_publishable_key,
@@ -114,6 +159,7 @@ class BillingPages:
                 async with StripeClient.open(svc.settings) as stripe:
                     intent = await stripe.retrieve_payment_intent(found["payment_intent_id"])
                 context["client_secret"] = intent.client_secret
+                context |= await self._cards(svc, user.id)
             except BillingError as exc:
                 context["problem"] = exc.message
         return self.templates.render(request, "billing/topup.html", context, user=user)
@@ -124,6 +170,8 @@ class BillingPages:
             Route("/app/billing/balance", self.balance, methods=["GET"]),
             Route("/app/billing/topups", self.create_topup, methods=["POST"]),
             Route("/app/billing/topups/{topup_id}", self.topup, methods=["GET"]),
+            Route("/app/billing/cards/new", self.new_card, methods=["GET"]),
+            Route("/app/billing/cards/{card_id}/{action}", self.card_action, methods=["POST"]),
         ]
 
 

@@ -191,3 +191,44 @@ def test_after_paying_and_calling_a_model_the_pages_show_the_request_and_the_new
     shown = page.get_by_role("region", name="Balance").get_by_role("definition").first
     expect(shown).not_to_have_text("$10.00")
     expect(shown).to_have_text(re.compile(r"^\$9\.\d+$"))
+
+
+# ---- saved cards ---------------------------------------------------------------------------------
+
+
+def test_a_card_that_paid_is_saved_as_the_default_and_pays_the_next_top_up_in_one_click(page: Page, site: Site) -> None:
+    register(page, site)
+    add_funds(page, site, "10.00")
+    type_card(page, CARD_OK)
+    page.get_by_role("button", name="Pay $10.00").click()
+    expect(page.get_by_text("Added $10.00 to your balance.")).to_be_visible(timeout=CREDIT_WAIT_MS)
+    page.goto(site.at("/app/billing"))
+    cards = page.get_by_role("region", name="Saved cards")
+    expect(cards.get_by_role("listitem")).to_have_count(1)
+    expect(cards.get_by_role("listitem")).to_contain_text("•••• 4242")
+    expect(cards.get_by_text("default")).to_be_visible()
+    assert_accessible(page)
+
+    add_funds(page, site, "15.00")
+    page.get_by_role("button", name="Pay $15.00 with Visa •••• 4242").click()
+    expect(page.get_by_text("Added $15.00 to your balance.")).to_be_visible(timeout=CREDIT_WAIT_MS)
+    page.get_by_role("link", name="Back to billing").click()
+    expect(page.get_by_role("region", name="Balance").get_by_role("definition").first).to_have_text("$25.00")
+
+
+def test_a_card_added_on_its_own_page_is_listed_and_can_be_removed_after_a_confirmation(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing"))
+    expect(page.get_by_text("No saved cards.")).to_be_visible()
+    page.get_by_role("link", name="Add a card").click()
+    assert_accessible(page)
+    type_card(page, CARD_OK)
+    page.get_by_role("button", name="Save card").click()
+    expect(page.get_by_role("status").filter(has_text="The card was saved.")).to_be_visible()
+    cards = page.get_by_role("region", name="Saved cards")
+    expect(cards.get_by_role("listitem")).to_contain_text("•••• 4242")
+    cards.get_by_label("Remove Visa •••• 4242").click()
+    assert_accessible(page)
+    page.get_by_role("button", name="Yes, remove •••• 4242").click()
+    expect(page.get_by_role("status").filter(has_text="The card was removed.")).to_be_visible()
+    expect(page.get_by_text("No saved cards.")).to_be_visible()
