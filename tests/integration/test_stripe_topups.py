@@ -481,3 +481,70 @@ async def test_paying_another_buyers_topup_answers_404(http: httpx.AsyncClient, 
         f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": card}, headers=other_auth
     )
     assert paid.status_code == 404
+
+
+# ---- saved cards (billing/savedcards.py) -------------------------------------------------------
+
+
+async def save_card(http: httpx.AsyncClient, auth: dict[str, str], stripe: LocalStripe, card: str = CARD_OK) -> str:
+    setup_id = await set_up_card(http, auth, stripe, card)
+    saved = await http.post("/api/billing/cards", json={"setup_intent_id": setup_id}, headers=auth)
+    assert saved.status_code == 201, saved.text
+    return str(saved.json()["id"])
+
+
+async def test_the_first_saved_card_is_listed_as_the_default(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    assert (await http.get("/api/billing/cards", headers=auth)).json() == {"data": []}
+    card = await save_card(http, auth, stripe)
+    listed = (await http.get("/api/billing/cards", headers=auth)).json()["data"]
+    assert [(c["id"], c["last4"], c["default"]) for c in listed] == [(card, "4242", True)]
+
+
+async def test_making_another_card_the_default_moves_the_mark(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    first = await save_card(http, auth, stripe)
+    second = await save_card(http, auth, stripe)
+    assert (await http.post(f"/api/billing/cards/{second}/default", headers=auth)).status_code == 200
+    listed = (await http.get("/api/billing/cards", headers=auth)).json()["data"]
+    assert {c["id"]: c["default"] for c in listed} == {first: False, second: True}
+
+
+async def test_a_removed_card_is_no_longer_listed(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    card = await save_card(http, auth, stripe)
+    assert (await http.delete(f"/api/billing/cards/{card}", headers=auth)).status_code == 204
+    assert (await http.get("/api/billing/cards", headers=auth)).json() == {"data": []}
+
+
+async def test_another_buyers_card_can_be_neither_removed_nor_used(
+    http: httpx.AsyncClient, stripe: LocalStripe
+) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    card = await save_card(http, other_auth, stripe)
+    assert (await http.delete(f"/api/billing/cards/{card}", headers=auth)).status_code == 404
+    created = await create_topup(http, auth, "10.00")
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"payment_method_id": card}, headers=auth)
+    assert paid.status_code == 404
+    assert len((await http.get("/api/billing/cards", headers=other_auth)).json()["data"]) == 1
+
+
+async def test_a_saved_card_pays_a_topup_that_the_webhook_credits(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    card = await save_card(http, auth, stripe)
+    created = await create_topup(http, auth, "10.00")
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"payment_method_id": card}, headers=auth)
+    assert paid.status_code == 200, paid.text
+    assert (await settled(http, auth, created["id"]))["status"] == "succeeded"
+    assert await balance(db, user_id) == 10 * USD
+
+
+async def test_paying_with_both_a_setup_and_a_saved_card_is_refused(http: httpx.AsyncClient) -> None:
+    _, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    body = {"setup_intent_id": "seti_1", "payment_method_id": "pm_1"}
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json=body, headers=auth)
+    assert paid.status_code == 400
