@@ -350,6 +350,39 @@ class StripeClient:
             raise self._unavailable(exc) from None
         return parse_payment_intent(_plain(confirmed))
 
+    async def charge_saved_card(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        customer: str,
+        payment_method: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> PaymentIntent | CardRefused:
+        """A PaymentIntent created and confirmed off-session on a saved card (auto-recharge): the
+        buyer is not there, so a card that needs them (3-D Secure) or a decline is CardRefused."""
+        params: Any = {
+            "amount": amount_cents,
+            "currency": currency,
+            "customer": _path_id(customer),
+            "payment_method": _path_id(payment_method),
+            "metadata": dict(metadata),
+            "confirm": True,
+            "off_session": True,
+        }
+        try:
+            created = await self._sdk.v1.payment_intents.create_async(params, {"idempotency_key": idempotency_key})
+        except stripe.CardError as exc:
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            return CardRefused(self._scrub(_stripe_message(body)) if body else "Your card was declined.")
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+        intent = parse_payment_intent(_plain(created))
+        if intent.status == "requires_action":
+            return CardRefused("the card asks for authentication, which needs you present")
+        return intent
+
     async def list_cards(self, customer: str) -> list[SavedCard]:
         call = self._sdk.v1.payment_methods.list_async({"customer": _path_id(customer), "type": "card", "limit": 100})
         listed = (await self._answer(call)).get("data")

@@ -308,6 +308,15 @@ class StripeWebhooks:
                 intent.status,
                 facts.payment_intent_id,
             )
+            if intent.status == "failed" and row["auto"]:
+                # An automatic top-up that failed turns auto-recharge off (autorecharge.py), with why.
+                await conn.execute(
+                    "UPDATE auto_recharge SET enabled = false, disabled_reason = $2, updated_at = now() "
+                    "WHERE user_id = $1",
+                    row["user_id"],
+                    "Auto-recharge is off: Stripe could not take the last automatic top-up. "
+                    "Check your card and turn it on again.",
+                )
         if event.type in PAYMENT_INTENT_EVENTS:
             return intent.outcome.value
         if intent.outcome is Outcome.CREDITED:
