@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.autorecharge import AutoRechargeRequest, Setting, get_setting, update_setting
 from aichat_gateway.billing.balances import Balance, buyer_balance
 from aichat_gateway.billing.errors import BillingError, BillingNotFound, PaymentsUnavailable
 from aichat_gateway.billing.savedcards import SavedCards, card_json
@@ -33,7 +34,25 @@ NOTICES = {
     "card-remove": "The card was removed.",
     "card-default": "That card is now your default.",
     "card-added": "The card was saved.",
+    "auto-saved": "Auto-recharge settings saved.",
 }
+
+
+# The auto-recharge form's fields: the API's names, prefixed (the add-funds form has an amount_usd too).
+AUTO_FIELDS = {"threshold_usd": "auto_threshold_usd", "amount_usd": "auto_amount_usd"}
+
+
+def _auto_form(setting: Setting | None) -> Form:
+    """The auto-recharge form filled from what is stored (dollars as typed: "10.00")."""
+    if setting is None:
+        return Form(values={"enabled": "", "auto_threshold_usd": "", "auto_amount_usd": ""})
+    return Form(
+        values={
+            "enabled": "on" if setting.enabled else "",
+            "auto_threshold_usd": dollars(usd(setting.threshold_micro)),
+            "auto_amount_usd": dollars(usd(setting.amount_micro)),
+        }
+    )
 
 
 def balance_context(balance: Balance) -> dict[str, str]:
@@ -63,7 +82,9 @@ class BillingPages:
     async def overview(self, request: Request) -> Response:
         return await self._overview(request, Form())
 
-    async def _overview(self, request: Request, form: Form, status_code: int = 200) -> Response:
+    async def _overview(
+        self, request: Request, form: Form, status_code: int = 200, *, auto_form: Form | None = None
+    ) -> Response:
         user = await page_user(request)
         svc = services(request)
         context: dict[str, Any] = balance_context(await buyer_balance(svc, user.id))
@@ -75,7 +96,27 @@ class BillingPages:
             "notice": NOTICES.get(request.query_params.get("done", "")),
         }
         context |= await self._cards(svc, user.id) if enabled else {"cards": [], "cards_problem": None}
+        setting = await get_setting(svc.db, user.id)
+        context |= {"auto": setting, "auto_form": auto_form or _auto_form(setting)}
         return self.templates.render(request, "billing/billing.html", context, user=user, status_code=status_code)
+
+    async def auto_recharge(self, request: Request) -> Response:
+        user = await page_user(request)
+        svc = services(request)
+        form = await read_form(request, ("enabled", *AUTO_FIELDS.values()))
+        data: dict[str, object] = {"enabled": form.values["enabled"] == "on"}
+        data |= {api: form.values[page] for api, page in AUTO_FIELDS.items()}
+        checked = Form(values=form.values)  # errors named as the API names them, then as the page does
+        body = validate(checked, AutoRechargeRequest, data)
+        if body is not None:
+            try:
+                await update_setting(svc.db, svc.settings, user.id, body)
+            except BillingError as exc:
+                checked.refuse(exc.message, exc.param)
+            else:
+                return redirect("/app/billing?done=auto-saved", request)
+        form.errors = {AUTO_FIELDS.get(name, name): message for name, message in checked.errors.items()}
+        return await self._overview(request, Form(), 400, auto_form=form)
 
     async def _cards(self, svc: DashboardServices, user_id: str) -> dict[str, Any]:
         try:
@@ -171,6 +212,7 @@ class BillingPages:
             Route("/app/billing/topups", self.create_topup, methods=["POST"]),
             Route("/app/billing/topups/{topup_id}", self.topup, methods=["GET"]),
             Route("/app/billing/cards/new", self.new_card, methods=["GET"]),
+            Route("/app/billing/auto-recharge", self.auto_recharge, methods=["POST"]),
             Route("/app/billing/cards/{card_id}/{action}", self.card_action, methods=["POST"]),
         ]
 

@@ -232,3 +232,35 @@ def test_a_card_added_on_its_own_page_is_listed_and_can_be_removed_after_a_confi
     page.get_by_role("button", name="Yes, remove •••• 4242").click()
     expect(page.get_by_role("status").filter(has_text="The card was removed.")).to_be_visible()
     expect(page.get_by_text("No saved cards.")).to_be_visible()
+
+
+# ---- auto-recharge -------------------------------------------------------------------------------
+
+
+def test_auto_recharge_is_off_by_default_and_its_settings_are_kept_after_saving(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing"))
+    section = page.get_by_role("region", name="Auto-recharge")
+    expect(section.get_by_role("checkbox", name="Turn on auto-recharge")).not_to_be_checked()
+    section.get_by_role("checkbox", name="Turn on auto-recharge").check()
+    section.get_by_role("textbox", name="When available falls below (USD)").fill("5.00")
+    section.get_by_role("textbox", name="Top up by (USD)").fill("20.00")
+    section.get_by_role("button", name="Save auto-recharge").click()
+    expect(page.get_by_role("status").filter(has_text="Auto-recharge settings saved.")).to_be_visible()
+    expect(section.get_by_role("checkbox", name="Turn on auto-recharge")).to_be_checked()
+    expect(section.get_by_role("textbox", name="Top up by (USD)")).to_have_value("20.00")
+    assert_accessible(page)
+
+
+def test_an_auto_recharge_amount_below_the_minimum_is_refused_next_to_its_field(page: Page, site: Site) -> None:
+    register(page, site)
+    page.goto(site.at("/app/billing"))
+    section = page.get_by_role("region", name="Auto-recharge")
+    section.get_by_role("checkbox", name="Turn on auto-recharge").check()
+    section.get_by_role("textbox", name="When available falls below (USD)").fill("5.00")
+    section.get_by_role("textbox", name="Top up by (USD)").fill("1.00")
+    section.get_by_role("button", name="Save auto-recharge").click()
+    amount = page.get_by_role("textbox", name="Top up by (USD)")
+    expect(amount).to_have_attribute("aria-invalid", "true")
+    expect(amount).to_have_value("1.00")
+    assert_accessible(page)

@@ -27,6 +27,7 @@ import uvicorn
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
+from aichat_gateway.billing.autorecharge import AutoRecharge
 from aichat_gateway.billing.errors import PaymentsUnavailable
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.topups import TopUps
@@ -548,3 +549,59 @@ async def test_paying_with_both_a_setup_and_a_saved_card_is_refused(http: httpx.
     body = {"setup_intent_id": "seti_1", "payment_method_id": "pm_1"}
     paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json=body, headers=auth)
     assert paid.status_code == 400
+
+
+# ---- auto-recharge (billing/autorecharge.py) ---------------------------------------------------
+
+
+async def auto_recharge_once(gateway: Gateway, database_dsn: str) -> int:
+    """One run of the per-minute job, as the worker runs it."""
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    try:
+        async with StripeClient.open(gateway.settings) as client:
+            return await AutoRecharge(pool, client).run_once()
+    finally:
+        await pool.close()
+
+
+async def test_auto_recharge_is_off_until_turned_on(http: httpx.AsyncClient) -> None:
+    _, auth = await buyer(http)
+    shown = (await http.get("/api/billing/auto_recharge", headers=auth)).json()
+    assert shown == {"enabled": False, "threshold_usd": None, "amount_usd": None, "disabled_reason": None}
+
+
+async def test_an_auto_recharge_amount_below_the_top_up_minimum_is_refused_naming_amount_usd(
+    http: httpx.AsyncClient,
+) -> None:
+    _, auth = await buyer(http)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "1.00"}
+    answer = await http.put("/api/billing/auto_recharge", json=body, headers=auth)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "amount_usd"
+    assert (await http.get("/api/billing/auto_recharge", headers=auth)).json()["enabled"] is False
+
+
+async def test_a_balance_below_the_threshold_is_topped_up_once_from_the_default_card(
+    http: httpx.AsyncClient, gateway: Gateway, database_dsn: str, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    await save_card(http, auth, stripe)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "10.00"}
+    assert (await http.put("/api/billing/auto_recharge", json=body, headers=auth)).status_code == 200
+    assert await auto_recharge_once(gateway, database_dsn) >= 1
+    await auto_recharge_once(gateway, database_dsn)  # the top-up is on its way: no second charge
+    [topup] = await db.fetch("SELECT id FROM topups WHERE user_id = $1 AND auto", uuid.UUID(user_id))
+    assert (await settled(http, auth, str(topup["id"])))["status"] == "succeeded"
+    assert await balance(db, user_id) == 10 * USD
+
+
+async def test_a_refused_automatic_charge_turns_auto_recharge_off_and_says_why(
+    http: httpx.AsyncClient, gateway: Gateway, database_dsn: str, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    await save_card(http, auth, stripe, CARD_DECLINED)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "10.00"}
+    assert (await http.put("/api/billing/auto_recharge", json=body, headers=auth)).status_code == 200
+    await auto_recharge_once(gateway, database_dsn)
+    shown = (await http.get("/api/billing/auto_recharge", headers=auth)).json()
+    assert shown["enabled"] is False and "declined" in shown["disabled_reason"]
+    assert await balance(db, user_id) == 0
