@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -29,6 +29,15 @@ from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM, MAX_IDEMPOTENCY_KE
 from aichat_gateway.billing.errors import BillingError, InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.schemas import Balance, Credit, CreditRequest, TransactionPage, UsagePage
 from aichat_gateway.billing.services import services
+from aichat_gateway.billing.statements import (
+    BUYER_KINDS,
+    TransactionFilter,
+    UsageFilter,
+    all_buyer_transactions,
+    buyer_transactions,
+    buyer_usage,
+    transactions_csv,
+)
 
 MAX_BODY = 16 * 1024
 MAX_ENTRY_ID = 2**63 - 1  # ledger entry ids are bigint
@@ -59,10 +68,6 @@ async def read_capped(request: Request, max_bytes: int, *, error: type[BillingEr
 async def read_body(request: Request, model: type[M], *, empty: Mapping[str, object] | None = None) -> M:
     """The body as `model` (apibody.read), refused as InvalidBillingInput naming the field."""
     return await apibody.read(request, model, InvalidBillingInput, max_bytes=MAX_BODY, empty=empty)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _timestamp(request: Request, name: str) -> datetime | None:
@@ -101,65 +106,36 @@ async def balance(request: Request) -> Response:
     )
 
 
-# ---- transactions (ledger entries of the buyer's account) ----------------------------------------
+# ---- transactions (ledger entries of the buyer's account) and usage: billing/statements.py -------
 
-_TRANSACTIONS_SQL = """
-SELECT e.id, e.amount_micro, e.balance_after_micro, e.created_at, t.kind, t.memo
-FROM ledger_entries e
-JOIN ledger_accounts a ON a.id = e.account_id
-JOIN transfers t ON t.id = e.transfer_id
-WHERE a.kind = 'buyer' AND a.owner_id = $1 AND ($2::bigint IS NULL OR e.id < $2)
-ORDER BY e.id DESC
-LIMIT $3
-"""
+
+def transaction_filter(request: Request) -> TransactionFilter:
+    kind = _text(request, "kind") or None
+    if kind is not None and kind not in BUYER_KINDS:
+        raise InvalidBillingInput(f"kind must be one of {', '.join(BUYER_KINDS)}", param="kind")
+    return TransactionFilter(kind, _timestamp(request, "since"), _timestamp(request, "until"))
 
 
 async def transactions(request: Request) -> Response:
     user = _user(request)
+    filters = transaction_filter(request)
     limit = queryparams.page_limit(request.query_params, InvalidBillingInput)
     after = queryparams.cursor(request.query_params, InvalidBillingInput, queryparams.cursor_int(1, MAX_ENTRY_ID))
-    before = after[0] if after else None
-    rows = await services(request).db.fetch(_TRANSACTIONS_SQL, uuid.UUID(user), before, limit + 1)
-    page = rows[:limit]
-    data = [
-        {
-            "id": str(r["id"]),
-            "type": r["kind"],
-            "amount_usd": usd(r["amount_micro"]),
-            "balance_after_usd": usd(r["balance_after_micro"]),
-            "created_at": _iso(r["created_at"]),
-            "description": _describe(r["kind"], r["memo"]),
-        }
-        for r in page
-    ]
-    more = len(rows) > limit
-    return JSONResponse({"data": data, "next_cursor": queryparams.encode_cursor(page[-1]["id"]) if more else None})
+    page = await buyer_transactions(
+        services(request).db, user, filters, before=after[0] if after else None, limit=limit
+    )
+    next_cursor = queryparams.encode_cursor(page.next_before) if page.next_before is not None else None
+    return JSONResponse({"data": [row.public() for row in page.rows], "next_cursor": next_cursor})
 
 
-def _describe(kind: str, memo: dict[str, Any]) -> str:
-    """A short, secret-free line for a statement; memos hold ids and reasons only."""
-    if kind == "usage":
-        return f"{memo.get('model', 'request')} {memo.get('request_id', '')}".strip()
-    if kind == "credit":
-        return f"credit: {memo.get('reason', '')}".strip()
-    return kind.replace("_", " ")
-
-
-# ---- usage (one row per settled request) ---------------------------------------------------------
-
-_USAGE_SQL = """
-SELECT request_id, key_id, model, prompt_tokens, completion_tokens, cost_micro, outcome, status, stream,
-       created_at
-FROM usage_records
-WHERE buyer_id = $1
-  AND ($2::uuid IS NULL OR key_id = $2)
-  AND ($3::text IS NULL OR model = $3)
-  AND ($4::timestamptz IS NULL OR created_at >= $4)
-  AND ($5::timestamptz IS NULL OR created_at < $5)
-  AND ($6::timestamptz IS NULL OR (created_at, request_id) < ($6, $7))
-ORDER BY created_at DESC, request_id DESC
-LIMIT $8
-"""
+async def transactions_export(request: Request) -> Response:
+    user = _user(request)
+    rows = await all_buyer_transactions(services(request).db, user, transaction_filter(request))
+    return Response(
+        transactions_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="transactions.csv"', "cache-control": "no-store"},
+    )
 
 
 async def usage(request: Request) -> Response:
@@ -168,39 +144,12 @@ async def usage(request: Request) -> Response:
     after = queryparams.cursor(
         request.query_params, InvalidBillingInput, queryparams.cursor_time, queryparams.cursor_text
     )
-    after_at, after_id = after if after else (None, None)
-    rows = await services(request).db.fetch(
-        _USAGE_SQL,
-        uuid.UUID(user),
-        _uuid(request, "key_id"),
-        _text(request, "model"),
-        _timestamp(request, "since"),
-        _timestamp(request, "until"),
-        after_at,
-        after_id,
-        limit + 1,
+    filters = UsageFilter(
+        _uuid(request, "key_id"), _text(request, "model"), _timestamp(request, "since"), _timestamp(request, "until")
     )
-    page = rows[:limit]
-    data = [
-        {
-            "request_id": r["request_id"],
-            "key_id": str(r["key_id"]) if r["key_id"] else None,
-            "model": r["model"],
-            "prompt_tokens": r["prompt_tokens"],
-            "completion_tokens": r["completion_tokens"],
-            "cost_usd": usd(r["cost_micro"]),
-            "outcome": r["outcome"],
-            "status": r["status"],
-            "stream": r["stream"],
-            "created_at": _iso(r["created_at"]),
-        }
-        for r in page
-    ]
-    next_cursor = None
-    if len(rows) > limit:
-        last = page[-1]
-        next_cursor = queryparams.encode_cursor(last["created_at"], last["request_id"])
-    return JSONResponse({"data": data, "next_cursor": next_cursor})
+    page = await buyer_usage(services(request).db, user, filters, after=after, limit=limit)
+    next_cursor = queryparams.encode_cursor(*page.next_after) if page.next_after else None
+    return JSONResponse({"data": [row.public() for row in page.rows], "next_cursor": next_cursor})
 
 
 # ---- admin credits -------------------------------------------------------------------------------
@@ -239,6 +188,13 @@ IDEMPOTENCY = header(
 )
 
 
+TRANSACTION_FILTERS = (
+    query("kind", {"type": "string", "enum": list(BUYER_KINDS)}, "Only this kind of entry"),
+    time_query("since", "From this time (inclusive)"),
+    time_query("until", "Before this time"),
+)
+
+
 def routes() -> list[ApiRoute]:
     return [
         api_route(
@@ -258,8 +214,19 @@ def routes() -> list[ApiRoute]:
             operation_id="listTransactions",
             summary="The caller's ledger entries, newest first",
             tag="billing",
-            params=(CURSOR, LIMIT),
+            params=(*TRANSACTION_FILTERS, CURSOR, LIMIT),
             answers={200: TransactionPage},
+            auth=Auth.SESSION,
+        ),
+        api_route(
+            "GET",
+            "/billing/transactions.csv",
+            transactions_export,
+            operation_id="exportTransactions",
+            summary="The caller's ledger entries as CSV (same filters, every page)",
+            tag="billing",
+            params=TRANSACTION_FILTERS,
+            answers={200: None},
             auth=Auth.SESSION,
         ),
         api_route(

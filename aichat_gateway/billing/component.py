@@ -18,7 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from aichat_gateway.apiroute import ApiRoute
-from aichat_gateway.billing import api, seller_api, topups
+from aichat_gateway.billing import api, autorecharge, cardpay, savedcards, seller_api, topups
 from aichat_gateway.billing.holds import HotBalances
 from aichat_gateway.billing.reconcile import Reconciler
 from aichat_gateway.billing.services import BillingServices
@@ -35,7 +35,14 @@ BACKLOG_INTERVAL = 5.0
 
 
 def routes() -> list[ApiRoute]:
-    return [*api.routes(), *topups.routes(), *seller_api.routes()]
+    return [
+        *api.routes(),
+        *topups.routes(),
+        *cardpay.routes(),
+        *savedcards.routes(),
+        *autorecharge.routes(),
+        *seller_api.routes(),
+    ]
 
 
 def build_settler(settings: Settings, db: asyncpg.Pool, redis: Redis, hot: HotBalances) -> Settler:

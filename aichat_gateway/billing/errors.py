@@ -2,6 +2,7 @@
 
 BillingError
 ├── InvalidBillingInput  a field is malformed or out of range (message and `param` say which)
+│   └── CardDeclined     Stripe declined the buyer's card (its message is for the buyer)
 ├── InsufficientFunds    the buyer's available balance (or a key's spend cap) cannot cover a request
 ├── NotAuthenticated     the caller presented no valid session
 ├── NotPermitted         the caller may not do this (e.g. a buyer calling an admin endpoint)
@@ -27,6 +28,10 @@ class BillingError(Exception):
 
 class InvalidBillingInput(BillingError):
     code = "invalid_request"
+
+
+class CardDeclined(InvalidBillingInput):
+    code = "card_declined"
 
 
 class InsufficientFunds(BillingError):

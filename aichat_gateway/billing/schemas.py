@@ -107,6 +107,7 @@ class TransactionPage(Answer):
 class UsageRecord(Answer):
     request_id: str
     key_id: uuid.UUID | None
+    key_name: str | None
     model: str
     prompt_tokens: int = Field(ge=0)
     completion_tokens: int = Field(ge=0)

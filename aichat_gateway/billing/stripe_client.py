@@ -126,6 +126,73 @@ def parse_charge(body: Mapping[str, Any]) -> Charge:
 
 
 @dataclass(frozen=True, slots=True)
+class SetupIntent:
+    """A SetupIntent: how the browser's Card Element hands the server a card (confirmCardSetup)."""
+
+    id: str
+    status: str
+    client_secret: str | None
+    customer: str | None
+    payment_method: str | None
+
+
+def parse_setup_intent(body: Mapping[str, Any]) -> SetupIntent:
+    def ref(key: str) -> str | None:
+        value = body.get(key)
+        if isinstance(value, Mapping):
+            value = value.get("id")
+        return str(value) if value else None
+
+    try:
+        return SetupIntent(
+            id=str(body["id"]),
+            status=str(body["status"]),
+            client_secret=body.get("client_secret"),
+            customer=ref("customer"),
+            payment_method=ref("payment_method"),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PaymentsUnavailable("Stripe answered a SetupIntent in an unexpected shape") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCard:
+    """A card PaymentMethod: what a buyer needs to recognise it, nothing that could charge it."""
+
+    id: str
+    customer: str | None
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+def parse_card(body: Mapping[str, Any]) -> SavedCard:
+    try:
+        card = body.get("card") or {}
+        customer = body.get("customer")
+        if isinstance(customer, Mapping):
+            customer = customer.get("id")
+        return SavedCard(
+            id=str(body["id"]),
+            customer=str(customer) if customer else None,
+            brand=str(card.get("brand") or "card"),
+            last4=str(card.get("last4") or "????"),
+            exp_month=int(card.get("exp_month") or 0),
+            exp_year=int(card.get("exp_year") or 0),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PaymentsUnavailable("Stripe answered a PaymentMethod in an unexpected shape") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CardRefused:
+    """Stripe declined the card (402): its message is for the buyer ("Your card was declined.")."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class StripeTransfer:
     """A Connect transfer Stripe made (amount in cents)."""
 
@@ -252,6 +319,97 @@ class StripeClient:
             {"idempotency_key": idempotency_key},
         )
         return parse_payment_intent(await self._answer(call))
+
+    async def create_setup_intent(
+        self, *, customer: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> SetupIntent:
+        call = self._sdk.v1.setup_intents.create_async(
+            {"customer": customer, "usage": "off_session", "metadata": dict(metadata)},
+            {"idempotency_key": idempotency_key},
+        )
+        return parse_setup_intent(await self._answer(call))
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        call = self._sdk.v1.setup_intents.retrieve_async(_path_id(setup_intent_id))
+        return parse_setup_intent(await self._answer(call))
+
+    async def pay_payment_intent(self, payment_intent_id: str, payment_method: str) -> PaymentIntent | CardRefused:
+        """Set the card on a PaymentIntent and confirm it on the server. A declined card is an
+        answer (CardRefused), not an outage; a card that needs 3-D Secure comes back as
+        `requires_action` for the browser's confirmCardPayment."""
+        intent_id = _path_id(payment_intent_id)
+        await self._answer(
+            self._sdk.v1.payment_intents.update_async(intent_id, {"payment_method": _path_id(payment_method)})
+        )
+        try:
+            confirmed = await self._sdk.v1.payment_intents.confirm_async(intent_id)
+        except stripe.CardError as exc:
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            return CardRefused(self._scrub(_stripe_message(body)) if body else "Your card was declined.")
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+        return parse_payment_intent(_plain(confirmed))
+
+    async def charge_saved_card(
+        self,
+        *,
+        amount_cents: int,
+        currency: str,
+        customer: str,
+        payment_method: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> PaymentIntent | CardRefused:
+        """A PaymentIntent created and confirmed off-session on a saved card (auto-recharge): the
+        buyer is not there, so a card that needs them (3-D Secure) or a decline is CardRefused."""
+        params: Any = {
+            "amount": amount_cents,
+            "currency": currency,
+            "customer": _path_id(customer),
+            "payment_method": _path_id(payment_method),
+            "metadata": dict(metadata),
+            "confirm": True,
+            "off_session": True,
+        }
+        try:
+            created = await self._sdk.v1.payment_intents.create_async(params, {"idempotency_key": idempotency_key})
+        except stripe.CardError as exc:
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            return CardRefused(self._scrub(_stripe_message(body)) if body else "Your card was declined.")
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+        intent = parse_payment_intent(_plain(created))
+        if intent.status == "requires_action":
+            return CardRefused("the card asks for authentication, which needs you present")
+        return intent
+
+    async def list_cards(self, customer: str) -> list[SavedCard]:
+        call = self._sdk.v1.payment_methods.list_async({"customer": _path_id(customer), "type": "card", "limit": 100})
+        listed = (await self._answer(call)).get("data")
+        return [parse_card(item) for item in listed if isinstance(item, Mapping)] if isinstance(listed, list) else []
+
+    async def retrieve_card(self, payment_method: str) -> SavedCard:
+        return parse_card(await self._answer(self._sdk.v1.payment_methods.retrieve_async(_path_id(payment_method))))
+
+    async def attach_card(self, payment_method: str, customer: str) -> None:
+        await self._answer(
+            self._sdk.v1.payment_methods.attach_async(_path_id(payment_method), {"customer": _path_id(customer)})
+        )
+
+    async def detach_card(self, payment_method: str) -> None:
+        await self._answer(self._sdk.v1.payment_methods.detach_async(_path_id(payment_method)))
+
+    async def default_card(self, customer: str) -> str | None:
+        body = await self._answer(self._sdk.v1.customers.retrieve_async(_path_id(customer)))
+        settings = body.get("invoice_settings") or {}
+        default = settings.get("default_payment_method") if isinstance(settings, Mapping) else None
+        if isinstance(default, Mapping):
+            default = default.get("id")
+        return str(default) if default else None
+
+    async def set_default_card(self, customer: str, payment_method: str) -> None:
+        params: Any = {"invoice_settings": {"default_payment_method": _path_id(payment_method)}}
+        await self._answer(self._sdk.v1.customers.update_async(_path_id(customer), params))
 
     async def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
         call = self._sdk.v1.payment_intents.retrieve_async(_path_id(payment_intent_id))

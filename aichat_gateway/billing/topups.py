@@ -102,7 +102,7 @@ class TopUps:
             amount_micro,
         )
         try:
-            customer = await self._customer(user_id)
+            customer = await stripe_customer(self._db, self._stripe, user_id)
             intent = await self._stripe.create_payment_intent(
                 amount_cents=amount_micro // MICRO_PER_CENT,
                 currency=CURRENCY,
@@ -123,24 +123,22 @@ class TopUps:
         )
         return CreatedTopup(topup_id, intent.id, intent.client_secret, amount_micro, "pending")
 
-    async def _customer(self, user_id: str) -> str:
-        stored: str | None = await self._db.fetchval(
-            "SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id
-        )
-        if stored is not None:
-            return stored
-        email: str | None = await self._db.fetchval("SELECT email FROM users WHERE id = $1", user_id)
-        created = await self._stripe.create_customer(
-            account_id=user_id, email=email, idempotency_key=f"customer-{user_id}"
-        )
-        await self._db.execute(
-            "INSERT INTO stripe_customers (user_id, customer_id) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
-            user_id,
-            created,
-        )
-        # A concurrent first top-up may have stored its customer first; everyone uses that one.
-        winner: str = await self._db.fetchval("SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id)
-        return winner
+
+async def stripe_customer(db: asyncpg.Pool, stripe: StripeClient, user_id: str) -> str:
+    """The buyer's one Stripe Customer, created on first use (top-ups and saved cards share it)."""
+    stored: str | None = await db.fetchval("SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id)
+    if stored is not None:
+        return stored
+    email: str | None = await db.fetchval("SELECT email FROM users WHERE id = $1", user_id)
+    created = await stripe.create_customer(account_id=user_id, email=email, idempotency_key=f"customer-{user_id}")
+    await db.execute(
+        "INSERT INTO stripe_customers (user_id, customer_id) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+        user_id,
+        created,
+    )
+    # A concurrent first top-up may have stored its customer first; everyone uses that one.
+    winner: str = await db.fetchval("SELECT customer_id FROM stripe_customers WHERE user_id = $1", user_id)
+    return winner
 
 
 async def topup_json(db: asyncpg.Pool, user_id: str, topup_id: str) -> dict[str, Any]:
@@ -169,7 +167,7 @@ def _iso(value: datetime | None) -> str | None:
 # --- HTTP -------------------------------------------------------------------------------------
 
 
-def _buyer(request: Request) -> str:
+def session_buyer(request: Request) -> str:
     if "csrf_rejected" in request.auth.scopes:
         raise NotPermitted("missing or wrong CSRF token (header x-csrf-token)")
     if not request.user.is_authenticated or "authenticated" not in request.auth.scopes:
@@ -178,7 +176,7 @@ def _buyer(request: Request) -> str:
 
 
 async def create_topup(request: Request) -> Response:
-    user_id = _buyer(request)
+    user_id = session_buyer(request)
     svc = services(request)
     amount = topup_amount((await read_body(request, TopupRequest)).amount_usd, TopupLimits.from_settings(svc.settings))
     async with StripeClient.open(svc.settings) as stripe:
@@ -197,7 +195,7 @@ async def create_topup(request: Request) -> Response:
 
 
 async def get_topup(request: Request) -> Response:
-    user_id = _buyer(request)
+    user_id = session_buyer(request)
     return JSONResponse(await topup_json(services(request).db, user_id, request.path_params["topup_id"]))
 
 

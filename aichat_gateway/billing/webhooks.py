@@ -29,8 +29,9 @@ from typing import Any
 
 import asyncpg
 
-from aichat_gateway import apibody
+from aichat_gateway import apibody, audittrail
 from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.errors import WebhookRejected
 from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.billing.schemas import StripeEventBody
@@ -291,6 +292,14 @@ class StripeWebhooks:
                 transfer,
                 facts.payment_intent_id,
             )
+            await audittrail.record(
+                conn,
+                audittrail.TOPUP_SUCCEEDED,
+                subject_id=topup.user_id,
+                target_type="topup",
+                target_id=topup.id,
+                detail={"amount_usd": usd(intent.credit_micro), "payment_intent_id": facts.payment_intent_id},
+            )
             topup = TopupState(topup.id, topup.user_id, "succeeded", intent.credit_micro, topup.refunded_micro)
         elif intent.status is not None:
             await conn.execute(
@@ -299,6 +308,15 @@ class StripeWebhooks:
                 intent.status,
                 facts.payment_intent_id,
             )
+            if intent.status == "failed" and row["auto"]:
+                # An automatic top-up that failed turns auto-recharge off (autorecharge.py), with why.
+                await conn.execute(
+                    "UPDATE auto_recharge SET enabled = false, disabled_reason = $2, updated_at = now() "
+                    "WHERE user_id = $1",
+                    row["user_id"],
+                    "Auto-recharge is off: Stripe could not take the last automatic top-up. "
+                    "Check your card and turn it on again.",
+                )
         if event.type in PAYMENT_INTENT_EVENTS:
             return intent.outcome.value
         if intent.outcome is Outcome.CREDITED:

@@ -21,6 +21,7 @@ from starlette.types import Scope
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
 from aichat_gateway.config.settings import Settings
 from aichat_gateway.dashboard.auth_pages import AuthPages
+from aichat_gateway.dashboard.billing_pages import BillingPages
 from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_policy
 from aichat_gateway.dashboard.formcsrf import FormCsrf
 from aichat_gateway.dashboard.home import HomePages
@@ -28,6 +29,7 @@ from aichat_gateway.dashboard.keys_pages import KeysPages
 from aichat_gateway.dashboard.market import MarketPages
 from aichat_gateway.dashboard.pages import LoginRequired, PageForbidden, login_redirect, session_user
 from aichat_gateway.dashboard.seller_pages import SellerPages
+from aichat_gateway.dashboard.statement_pages import StatementPages
 from aichat_gateway.dashboard.templating import STATIC_DIR, Templates
 
 _ERROR_TITLES = {
@@ -57,6 +59,8 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
         *MarketPages(templates).routes(),
         *KeysPages(templates).routes(),
         *SellerPages(templates).routes(),
+        *BillingPages(templates).routes(),
+        *StatementPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 

@@ -47,6 +47,7 @@ NAV: tuple[NavEntry, ...] = (
     NavEntry("/app/market", "Market"),
     NavEntry("/app/keys", "Keys"),
     NavEntry("/app/seller", "Seller"),
+    NavEntry("/app/billing", "Billing"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
 

@@ -37,6 +37,7 @@ RESTART_BACKOFF = (0.5, 10.0)
 def task_registry(settings: Settings, db: asyncpg.Pool, clock: Callable[[], float] = time.time) -> JobRegistry:
     registry = JobRegistry()
     billing_jobs.register(registry, Payouts.from_settings(db, settings, clock=clock), settings.payout_cron)
+    billing_jobs.register_auto_recharge(registry, db, settings)
     return registry
 
 

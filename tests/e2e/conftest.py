@@ -9,7 +9,9 @@ installs it when missing).
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
@@ -18,6 +20,7 @@ from aichat_gateway.config.settings import load_settings
 from tests.support.browser import Site
 from tests.support.fakes import spawn_fake
 from tests.support.gateways import GatewayFactory
+from tests.support.localstripe import LocalStripe, running_localstripe
 from tests.support.processes import Processes
 from tests.support.scratch import TEST_REDIS_URL, TEST_SECRET, migrated_database
 from tests.support.scratch import redis_prefix as scratch_redis_prefix
@@ -40,8 +43,31 @@ def e2e_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processe
         owner.close()
 
 
+# ---- Stripe: localstripe for the site's top-ups (its Stripe.js, API and signed webhooks) ----
+STRIPE_SECRET = "sk_test_" + uuid.uuid4().hex
+STRIPE_PUBLISHABLE = "pk_test_" + uuid.uuid4().hex
+STRIPE_WEBHOOK_SECRET = "whsec_e2e_" + uuid.uuid4().hex
+
+
 @pytest.fixture(scope="session")
-def site(e2e_processes: Processes) -> Iterator[Site]:
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    with running_localstripe(Path(tmp_path_factory.mktemp("localstripe")), STRIPE_SECRET) as server:
+        yield server
+
+
+def stripe_env(stripe: LocalStripe) -> dict[str, str]:
+    """The site gateway's Stripe settings: everything at localstripe, Stripe.js included."""
+    return {
+        "STRIPE_SECRET_KEY": STRIPE_SECRET,
+        "STRIPE_PUBLISHABLE_KEY": STRIPE_PUBLISHABLE,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe.url,
+        "STRIPE_JS_URL": f"{stripe.url}/js.stripe.com/v3/",
+    }
+
+
+@pytest.fixture(scope="session")
+def site(e2e_processes: Processes, localstripe: LocalStripe) -> Iterator[Site]:
     with migrated_database("test_e2e") as dsn, scratch_redis_prefix("te") as prefix:
         settings = load_settings(
             DATABASE_URL=dsn,
@@ -53,8 +79,9 @@ def site(e2e_processes: Processes) -> Iterator[Site]:
         fake = spawn_fake(e2e_processes, "e2e-fake")
         fake.wait_healthy()
         gateway = GatewayFactory(e2e_processes, settings).start(
-            "e2e-gateway", GATEWAY_WORKER_IN_SERVE="0", GATEWAY_LOG_LEVEL="warning"
+            "e2e-gateway", GATEWAY_WORKER_IN_SERVE="0", GATEWAY_LOG_LEVEL="warning", **stripe_env(localstripe)
         )
+        localstripe.register_webhook("e2e-gateway", gateway.url + "/api/webhooks/stripe", STRIPE_WEBHOOK_SECRET)
         yield Site(url=gateway.url, settings=settings, fake_upstream_url=fake.base_url)
         e2e_processes.close()
 

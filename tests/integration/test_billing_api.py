@@ -345,6 +345,7 @@ async def test_usage_rows_show_tokens_costs_and_times(
         {
             "request_id": newer,
             "key_id": str(key),
+            "key_name": None,
             "model": "gpt-4o",
             "prompt_tokens": 11,
             "completion_tokens": 22,
@@ -357,6 +358,7 @@ async def test_usage_rows_show_tokens_costs_and_times(
         {
             "request_id": older,
             "key_id": str(key),
+            "key_name": None,
             "model": "gpt-4o-mini",
             "prompt_tokens": 11,
             "completion_tokens": 22,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
 import threading
 import time
@@ -26,6 +27,7 @@ import uvicorn
 
 from aichat_gateway.billing import ledger
 from aichat_gateway.billing.audit import audit
+from aichat_gateway.billing.autorecharge import AutoRecharge
 from aichat_gateway.billing.errors import PaymentsUnavailable
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.billing.topups import TopUps
@@ -33,7 +35,7 @@ from aichat_gateway.billing.webhooks import sign
 from aichat_gateway.config.logging import configure_logging
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.server.app import create_app
-from tests.support.localstripe import CARD_DECLINED, LocalStripe, running_localstripe
+from tests.support.localstripe import CARD_DECLINED, CARD_OK, LocalStripe, running_localstripe
 from tests.support.ports import free_port
 from tests.support.scratch import TEST_REDIS_URL, migrated_database
 from tests.support.scratch import redis_prefix as scratch_redis_prefix
@@ -394,3 +396,212 @@ async def test_a_stripe_error_message_never_carries_the_secret_key(gateway: Gate
         with pytest.raises(PaymentsUnavailable) as caught:
             await client.retrieve_payment_intent("pi_123")
     assert API_KEY not in caught.value.message and "401" in caught.value.message
+
+
+# ---- paying with a card the browser set up (billing/cardpay.py) -------------------------------
+
+
+async def set_up_card(http: httpx.AsyncClient, auth: dict[str, str], stripe: LocalStripe, card: str) -> str:
+    """A SetupIntent of ours, confirmed on localstripe with a card as Stripe.js's confirmCardSetup does."""
+    created = await http.post("/api/billing/setup_intents", headers=auth)
+    assert created.status_code == 201, created.text
+    setup_id = created.json()["id"]
+    status, body = await stripe.call(
+        "POST",
+        f"/v1/setup_intents/{setup_id}/confirm",
+        {
+            "client_secret": created.json()["client_secret"],
+            "payment_method_data[type]": "card",
+            "payment_method_data[card][number]": card,
+            "payment_method_data[card][exp_month]": "12",
+            "payment_method_data[card][exp_year]": "2040",
+            "payment_method_data[card][cvc]": "123",
+        },
+    )
+    assert (status, body["status"]) == (200, "succeeded"), body
+    return str(setup_id)
+
+
+async def test_a_topup_paid_with_a_set_up_card_is_credited_by_the_webhook_and_audited(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    setup_id = await set_up_card(http, auth, stripe, CARD_OK)
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": setup_id}, headers=auth)
+    assert paid.status_code == 200, paid.text
+    assert paid.json() == {"id": created["id"], "status": "succeeded", "requires_action": False}
+    topup = await settled(http, auth, created["id"])
+    assert (topup["status"], await balance(db, user_id)) == ("succeeded", 10 * USD)
+    events = await db.fetch(
+        "SELECT action, target_id, detail FROM account_events WHERE subject_id = $1 AND action LIKE 'topup.%'",
+        uuid.UUID(user_id),
+    )
+    assert [(e["action"], e["target_id"]) for e in events] == [("topup.succeeded", created["id"])]
+    detail = events[0]["detail"]
+    while isinstance(detail, str):  # audittrail.record's JSON text goes through the pool's jsonb codec once more
+        detail = json.loads(detail)
+    assert detail["amount_usd"] == "10.000000"
+
+
+async def test_a_declined_card_is_refused_with_stripes_words_and_credits_nothing(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    setup_id = await set_up_card(http, auth, stripe, CARD_DECLINED)
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": setup_id}, headers=auth)
+    assert paid.status_code == 400, paid.text
+    error = paid.json()["error"]
+    assert (error["code"], error["param"]) == ("card_declined", "card")
+    assert "declined" in error["message"]
+    assert (await settled(http, auth, created["id"]))["status"] == "failed"
+    assert await balance(db, user_id) == 0
+
+
+async def test_another_buyers_set_up_card_cannot_pay_a_topup(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    others_card = await set_up_card(http, other_auth, stripe, CARD_OK)
+    paid = await http.post(
+        f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": others_card}, headers=auth
+    )
+    assert paid.status_code == 400 and paid.json()["error"]["param"] == "setup_intent_id"
+    assert (await stripe.payment_intent(created["payment_intent_id"]))["status"] == "requires_payment_method"
+
+
+async def test_paying_another_buyers_topup_answers_404(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    card = await set_up_card(http, other_auth, stripe, CARD_OK)
+    paid = await http.post(
+        f"/api/billing/topups/{created['id']}/pay", json={"setup_intent_id": card}, headers=other_auth
+    )
+    assert paid.status_code == 404
+
+
+# ---- saved cards (billing/savedcards.py) -------------------------------------------------------
+
+
+async def save_card(http: httpx.AsyncClient, auth: dict[str, str], stripe: LocalStripe, card: str = CARD_OK) -> str:
+    setup_id = await set_up_card(http, auth, stripe, card)
+    saved = await http.post("/api/billing/cards", json={"setup_intent_id": setup_id}, headers=auth)
+    assert saved.status_code == 201, saved.text
+    return str(saved.json()["id"])
+
+
+async def test_the_first_saved_card_is_listed_as_the_default(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    assert (await http.get("/api/billing/cards", headers=auth)).json() == {"data": []}
+    card = await save_card(http, auth, stripe)
+    listed = (await http.get("/api/billing/cards", headers=auth)).json()["data"]
+    assert [(c["id"], c["last4"], c["default"]) for c in listed] == [(card, "4242", True)]
+
+
+async def test_making_another_card_the_default_moves_the_mark(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    first = await save_card(http, auth, stripe)
+    second = await save_card(http, auth, stripe)
+    assert (await http.post(f"/api/billing/cards/{second}/default", headers=auth)).status_code == 200
+    listed = (await http.get("/api/billing/cards", headers=auth)).json()["data"]
+    assert {c["id"]: c["default"] for c in listed} == {first: False, second: True}
+
+
+async def test_a_removed_card_is_no_longer_listed(http: httpx.AsyncClient, stripe: LocalStripe) -> None:
+    _, auth = await buyer(http)
+    card = await save_card(http, auth, stripe)
+    assert (await http.delete(f"/api/billing/cards/{card}", headers=auth)).status_code == 204
+    assert (await http.get("/api/billing/cards", headers=auth)).json() == {"data": []}
+
+
+async def test_another_buyers_card_can_be_neither_removed_nor_used(
+    http: httpx.AsyncClient, stripe: LocalStripe
+) -> None:
+    _, auth = await buyer(http)
+    _, other_auth = await buyer(http)
+    card = await save_card(http, other_auth, stripe)
+    assert (await http.delete(f"/api/billing/cards/{card}", headers=auth)).status_code == 404
+    created = await create_topup(http, auth, "10.00")
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"payment_method_id": card}, headers=auth)
+    assert paid.status_code == 404
+    assert len((await http.get("/api/billing/cards", headers=other_auth)).json()["data"]) == 1
+
+
+async def test_a_saved_card_pays_a_topup_that_the_webhook_credits(
+    http: httpx.AsyncClient, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    card = await save_card(http, auth, stripe)
+    created = await create_topup(http, auth, "10.00")
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json={"payment_method_id": card}, headers=auth)
+    assert paid.status_code == 200, paid.text
+    assert (await settled(http, auth, created["id"]))["status"] == "succeeded"
+    assert await balance(db, user_id) == 10 * USD
+
+
+async def test_paying_with_both_a_setup_and_a_saved_card_is_refused(http: httpx.AsyncClient) -> None:
+    _, auth = await buyer(http)
+    created = await create_topup(http, auth, "10.00")
+    body = {"setup_intent_id": "seti_1", "payment_method_id": "pm_1"}
+    paid = await http.post(f"/api/billing/topups/{created['id']}/pay", json=body, headers=auth)
+    assert paid.status_code == 400
+
+
+# ---- auto-recharge (billing/autorecharge.py) ---------------------------------------------------
+
+
+async def auto_recharge_once(gateway: Gateway, database_dsn: str) -> int:
+    """One run of the per-minute job, as the worker runs it."""
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2)
+    try:
+        async with StripeClient.open(gateway.settings) as client:
+            return await AutoRecharge(pool, client).run_once()
+    finally:
+        await pool.close()
+
+
+async def test_auto_recharge_is_off_until_turned_on(http: httpx.AsyncClient) -> None:
+    _, auth = await buyer(http)
+    shown = (await http.get("/api/billing/auto_recharge", headers=auth)).json()
+    assert shown == {"enabled": False, "threshold_usd": None, "amount_usd": None, "disabled_reason": None}
+
+
+async def test_an_auto_recharge_amount_below_the_top_up_minimum_is_refused_naming_amount_usd(
+    http: httpx.AsyncClient,
+) -> None:
+    _, auth = await buyer(http)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "1.00"}
+    answer = await http.put("/api/billing/auto_recharge", json=body, headers=auth)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "amount_usd"
+    assert (await http.get("/api/billing/auto_recharge", headers=auth)).json()["enabled"] is False
+
+
+async def test_a_balance_below_the_threshold_is_topped_up_once_from_the_default_card(
+    http: httpx.AsyncClient, gateway: Gateway, database_dsn: str, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    await save_card(http, auth, stripe)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "10.00"}
+    assert (await http.put("/api/billing/auto_recharge", json=body, headers=auth)).status_code == 200
+    assert await auto_recharge_once(gateway, database_dsn) >= 1
+    await auto_recharge_once(gateway, database_dsn)  # the top-up is on its way: no second charge
+    [topup] = await db.fetch("SELECT id FROM topups WHERE user_id = $1 AND auto", uuid.UUID(user_id))
+    assert (await settled(http, auth, str(topup["id"])))["status"] == "succeeded"
+    assert await balance(db, user_id) == 10 * USD
+
+
+async def test_a_refused_automatic_charge_turns_auto_recharge_off_and_says_why(
+    http: httpx.AsyncClient, gateway: Gateway, database_dsn: str, stripe: LocalStripe, db: asyncpg.Connection
+) -> None:
+    user_id, auth = await buyer(http)
+    await save_card(http, auth, stripe, CARD_DECLINED)
+    body = {"enabled": True, "threshold_usd": "5.00", "amount_usd": "10.00"}
+    assert (await http.put("/api/billing/auto_recharge", json=body, headers=auth)).status_code == 200
+    await auto_recharge_once(gateway, database_dsn)
+    shown = (await http.get("/api/billing/auto_recharge", headers=auth)).json()
+    assert shown["enabled"] is False and "declined" in shown["disabled_reason"]
+    assert await balance(db, user_id) == 0
