@@ -57,9 +57,13 @@ def revocation_channel(settings: Settings) -> str:
     return f"{settings.redis_prefix}:keys:revoked"
 
 
-# `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec.
-PRINCIPAL_QUERY = """SELECT id, user_id, name, routing::text AS routing, daily_spend_cap_micro, monthly_spend_cap_micro
-   FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"""
+# `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec. A key of
+# a disabled account is no live key: read on a miss only, and disabling evicts the account's keys
+# (`announce_changed`), so the hot path's hit stays a dict look-up.
+PRINCIPAL_QUERY = """SELECT k.id, k.user_id, k.name, k.routing::text AS routing, k.daily_spend_cap_micro,
+          k.monthly_spend_cap_micro
+   FROM api_keys k JOIN users u ON u.id = k.user_id
+   WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL"""
 
 
 def principal_from_row(row: asyncpg.Record | None) -> KeyPrincipal | None:
