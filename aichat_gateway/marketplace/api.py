@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from aichat_gateway import apibody
 from aichat_gateway.apiroute import ApiRoute, Auth, api_route, query
-from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace import listings, moderation
 from aichat_gateway.marketplace.changes import NewEndpoint, parse_changes
 from aichat_gateway.marketplace.errors import InvalidListing, NotAuthenticated, NotPermitted
 from aichat_gateway.marketplace.offers import MAX_MODEL_CHARS, list_offers
@@ -99,6 +99,8 @@ async def update_listing(request: Request) -> Response:
     if changes.endpoint is not None:
         changes = replace(changes, endpoint=await _checked_endpoint(request, current, changes.endpoint))
     row = await listings.update_listing(svc.db, svc.vault, str(current["id"]), owner, changes)
+    if is_admin and str(current["seller_id"]) != seller_id and changes.status is not None:
+        await moderation.record(svc.db, row, seller_id, request.client.host if request.client else None)
     await svc.listings.announce_change()
     return JSONResponse(listing_json(row))
 
