@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from aichat_gateway.billing.audit import audit, ledger_size
+from aichat_gateway.billing.ledger import Conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class AuditRun:
         }
 
 
-async def check(conn: asyncpg.Connection) -> tuple[list[str], int, int]:
+async def check(conn: Conn) -> tuple[list[str], int, int]:
     """(breaches, accounts, transfers) from one read-only snapshot."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         breaches = await audit(conn)
@@ -46,9 +47,7 @@ async def check(conn: asyncpg.Connection) -> tuple[list[str], int, int]:
     return [str(b) for b in breaches], accounts, transfers
 
 
-async def record(
-    conn: asyncpg.Connection, findings: list[str], accounts: int, transfers: int, ran_by: str | None
-) -> None:
+async def record(conn: Conn, findings: list[str], accounts: int, transfers: int, ran_by: str | None) -> None:
     await conn.execute(
         """INSERT INTO audit_runs (ok, findings, accounts, transfers, ran_by)
            VALUES ($1, $2::jsonb, $3, $4, $5)""",
