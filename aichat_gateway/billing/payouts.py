@@ -309,6 +309,17 @@ class Payouts:
         )
         return [OpenPayout(Payout.from_row(r), r["seller_email"]) for r in rows]
 
+    async def for_admin(self, payout_id: str) -> OpenPayout:
+        """Admin: one payout (any status) with its seller's e-mail."""
+        row = await self._db.fetchrow(
+            """SELECT p.*, u.email AS seller_email FROM payouts p LEFT JOIN users u ON u.id = p.seller_id
+               WHERE p.id = $1""",
+            _id(payout_id),
+        )
+        if row is None:
+            raise BillingNotFound("no such payout")
+        return OpenPayout(Payout.from_row(row), row["seller_email"])
+
     async def set_account(self, seller_id: str, stripe_account_id: str) -> None:
         await self._db.execute(
             """INSERT INTO seller_payout_accounts (user_id, stripe_account_id) VALUES ($1, $2)

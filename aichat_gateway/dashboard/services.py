@@ -13,9 +13,10 @@ from starlette.requests import HTTPConnection
 
 from aichat_gateway.accounts.services import AccountsServices
 from aichat_gateway.billing.services import BillingServices
+from aichat_gateway.marketplace.services import MarketplaceServices
 
 
-class DashboardServices(AccountsServices, BillingServices, Protocol):
+class DashboardServices(AccountsServices, BillingServices, MarketplaceServices, Protocol):
     pass
 
 

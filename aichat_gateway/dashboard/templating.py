@@ -44,6 +44,7 @@ class NavEntry:
 # The console's sections, in the order of the navigation bar.
 NAV: tuple[NavEntry, ...] = (
     NavEntry("/app", "Overview"),
+    NavEntry("/app/activity", "Activity"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
 
