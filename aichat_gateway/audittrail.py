@@ -111,7 +111,7 @@ async def record(
 ) -> None:
     await db.execute(
         """INSERT INTO account_events (subject_id, actor_id, action, target_type, target_id, ip, detail)
-           VALUES ($1, $2, $3, $4, $5, $6::inet, $7::jsonb)""",
+           VALUES ($1, $2, $3, $4, $5, $6::inet, $7::text::jsonb)""",
         _uuid(subject_id),
         _uuid(actor_id),
         action,
@@ -137,7 +137,7 @@ async def events(
         raise ValueError("a subject, or everyone for an admin")
     rows = await db.fetch(
         """SELECT e.id, e.occurred_at, e.subject_id, e.actor_id, u.email AS actor_email, e.action,
-                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail
+                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail::text AS detail
            FROM account_events e LEFT JOIN users u ON u.id = e.actor_id
            WHERE ($1::boolean OR e.subject_id = $2)
              AND ($3::bigint IS NULL OR e.id < $3)
@@ -161,7 +161,7 @@ async def events(
             target_type=row["target_type"],
             target_id=row["target_id"],
             ip=row["ip"],
-            detail=orjson.loads(row["detail"]) if isinstance(row["detail"], str | bytes) else dict(row["detail"]),
+            detail=orjson.loads(row["detail"]),
         )
         for row in rows
     ]
