@@ -48,9 +48,10 @@ async def check(conn: Conn) -> tuple[list[str], int, int]:
 
 
 async def record(conn: Conn, findings: list[str], accounts: int, transfers: int, ran_by: str | None) -> None:
+    # As text, cast in SQL: the app's pool has a jsonb codec that would store the string as a JSON string.
     await conn.execute(
         """INSERT INTO audit_runs (ok, findings, accounts, transfers, ran_by)
-           VALUES ($1, $2::jsonb, $3, $4, $5)""",
+           VALUES ($1, $2::text::jsonb, $3, $4, $5)""",
         not findings,
         orjson.dumps(findings).decode(),
         accounts,
