@@ -18,7 +18,7 @@ from starlette.routing import Route
 from aichat_gateway.accounts.api import client_ip
 from aichat_gateway.billing import auditruns
 from aichat_gateway.billing.amounts import usd
-from aichat_gateway.billing.credits import grant_credit, user_id_for_email
+from aichat_gateway.billing.credits import check_credit, grant_credit, user_id_for_email
 from aichat_gateway.billing.errors import BillingError, BillingNotFound
 from aichat_gateway.billing.payouts import Payouts
 from aichat_gateway.billing.schemas import CreditRequest, MarkPaid
@@ -57,8 +57,19 @@ class AdminMoneyPages:
         if body is None:
             return self._credits(request, admin, form, status_code=400)
         svc = services(request)
+        # Every field's problem at once (the API answers the first): the amount and reason rules,
+        # then who the address belongs to.
+        try:
+            check_credit(body.amount_usd, body.reason)
+        except BillingError as exc:
+            form.refuse(exc.message, exc.param)
         try:
             user_id = await user_id_for_email(svc.db, body.email)
+        except BillingError as exc:
+            form.refuse(exc.message, exc.param)
+        if not form.ok:
+            return self._credits(request, admin, form, status_code=400)
+        try:
             credit = await grant_credit(
                 svc.db,
                 user_id=user_id,
@@ -69,9 +80,9 @@ class AdminMoneyPages:
                 on_balance_change=svc.on_balance_change,
                 ip=client_ip(request),
             )
-        except BillingError as exc:
+        except BillingError as exc:  # a replayed form with other values, or a rule of the ledger
             form.refuse(exc.message, exc.param if exc.param in data else None)
-            return self._credits(request, admin, form, status_code=404 if isinstance(exc, BillingNotFound) else 400)
+            return self._credits(request, admin, form, status_code=409)
         granted = {
             "email": body.email,
             "amount_usd": usd(credit.amount_micro),
