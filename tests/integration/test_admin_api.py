@@ -268,7 +268,9 @@ async def test_an_admin_lists_pending_payouts_and_a_cancel_is_in_the_sellers_act
         (payout_id, seller.email)
     ]
     assert (await client.post(f"/api/admin/payouts/{payout_id}/cancel", headers=boss.auth)).status_code == 200
-    assert payout_id not in {p["id"] for p in (await client.get("/api/admin/payouts", headers=boss.auth)).json()["data"]}
+    assert payout_id not in {
+        p["id"] for p in (await client.get("/api/admin/payouts", headers=boss.auth)).json()["data"]
+    }
     [event] = await audittrail.events(db, subject_id=seller.id, action_prefix=audittrail.PAYOUT_CHANGED)
     assert (event.actor_id, event.target_id, event.detail["decision"]) == (boss.id, payout_id, "cancelled")
 
