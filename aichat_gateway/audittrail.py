@@ -78,6 +78,7 @@ class Event:
     target_id: str | None
     ip: str | None
     detail: dict[str, Any]
+    subject_email: str | None = None
 
     @property
     def label(self) -> str:
@@ -88,6 +89,7 @@ class Event:
             "id": str(self.id),
             "occurred_at": self.occurred_at.isoformat(),
             "subject_id": self.subject_id,
+            "subject_email": self.subject_email,
             "actor_id": self.actor_id,
             "actor_email": self.actor_email,
             "action": self.action,
@@ -137,8 +139,8 @@ async def events(
         raise ValueError("a subject, or everyone for an admin")
     rows = await db.fetch(
         """SELECT e.id, e.occurred_at, e.subject_id, e.actor_id, u.email AS actor_email, e.action,
-                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail::text AS detail
-           FROM account_events e LEFT JOIN users u ON u.id = e.actor_id
+                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail::text AS detail, s.email AS subject_email
+           FROM account_events e LEFT JOIN users u ON u.id = e.actor_id LEFT JOIN users s ON s.id = e.subject_id
            WHERE ($1::boolean OR e.subject_id = $2)
              AND ($3::bigint IS NULL OR e.id < $3)
              AND ($4::text IS NULL OR starts_with(e.action, $4))
@@ -162,6 +164,7 @@ async def events(
             target_id=row["target_id"],
             ip=row["ip"],
             detail=orjson.loads(row["detail"]),
+            subject_email=row["subject_email"],
         )
         for row in rows
     ]

@@ -185,6 +185,7 @@ class AccountEvent(Answer):
     id: str = Field(description="Pass as before_id to page back")
     occurred_at: datetime
     subject_id: uuid.UUID | None = Field(description="The account the event belongs to")
+    subject_email: str | None = Field(description="Its e-mail; null for a failed login of an unknown address")
     actor_id: uuid.UUID | None = Field(description="Who acted: the owner, an admin, or null (the system)")
     actor_email: str | None
     action: str = Field(description="`<thing>.<what happened>`, e.g. login.succeeded, admin.credit")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
@@ -19,6 +22,7 @@ from playwright.sync_api import Page, expect
 
 from aichat_gateway.accounts.users import create_admin
 from tests.support.browser import PASSWORD, Site, assert_accessible, log_in, new_email, register
+from tests.support.earnings import earn
 
 
 @dataclass(frozen=True)
@@ -27,25 +31,46 @@ class Admin:
     token: str  # a bearer session for setting things up through the API
 
 
-def _in_a_thread(site: Site, email: str) -> None:
-    async def make() -> None:
+@dataclass(frozen=True)
+class ApiUser:
+    id: str
+    email: str
+    auth: dict[str, str]
+
+
+def on_the_database(site: Site, work: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
+    """Run `work` on the site's database, on a thread with its own event loop."""
+
+    async def run() -> None:
         conn = await asyncpg.connect(site.settings.database_url)
         try:
-            await create_admin(conn, email, PASSWORD)
+            await work(conn)
         finally:
             await conn.close()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, make()).result(timeout=30)
+        pool.submit(asyncio.run, run()).result(timeout=30)
+
+
+def api_login(site: Site, email: str) -> str:
+    answer = httpx.post(site.at("/api/auth/login"), json={"email": email, "password": PASSWORD}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def api_user(site: Site, tag: str) -> ApiUser:
+    email = new_email(tag)
+    answer = httpx.post(site.at("/api/auth/register"), json={"email": email, "password": PASSWORD}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    return ApiUser(answer.json()["id"], email, {"authorization": f"Bearer {api_login(site, email)}"})
 
 
 @pytest.fixture(scope="module")
 def admin(site: Site) -> Admin:
     email = new_email("admin")
-    _in_a_thread(site, email)
-    answer = httpx.post(site.at("/api/auth/login"), json={"email": email, "password": PASSWORD}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return Admin(email, answer.json()["access_token"])
+    on_the_database(site, lambda conn: create_admin(conn, email, PASSWORD))
+    return Admin(email, api_login(site, email))
 
 
 def grant(site: Site, admin: Admin, email: str, amount_usd: str, reason: str = "e2e credit") -> None:
@@ -156,7 +181,7 @@ def test_an_admin_sees_everyones_admin_actions_on_the_activity_page(page: Page, 
     page.get_by_role("checkbox", name="Every account").check()
     page.get_by_role("button", name="Show").click()
     rows = page.get_by_role("table", name="Recent events").get_by_role("row")
-    expect(rows.filter(has_text="Credit granted by an admin").first).to_be_visible()
+    expect(rows.filter(has_text="Credit granted by an admin").filter(has_text=buyer)).to_have_count(1)
     expect(rows.filter(has_text="Logged in")).to_have_count(0)
     assert_accessible(page)
 
@@ -182,3 +207,58 @@ def test_the_listings_and_payouts_tabs_say_what_to_do_when_empty_or_list_what_th
     page.get_by_role("navigation", name="Admin sections").get_by_role("link", name="Payouts").click()
     expect(page.get_by_role("heading", name="Pending payouts")).to_be_visible()
     assert_accessible(page)
+
+
+def test_an_admin_disables_a_listing_with_a_reason_the_seller_sees_and_enables_it_again(
+    page: Page, site: Site, admin: Admin
+) -> None:
+    seller = api_user(site, "seller")
+    name = f"listing {secrets.token_hex(3)}"
+    body = {
+        "name": name,
+        "provider": "openai",
+        "base_url": site.fake_upstream_url,
+        "api_key": "sk-e2e-" + secrets.token_hex(12),
+        "models": [{"model": "gpt-4o-mini"}],
+        "pricing": {"multiplier": "1"},
+        "attest_resale": True,
+    }
+    created = httpx.post(site.at("/api/marketplace/listings"), json=body, headers=seller.auth, timeout=10)
+    assert created.status_code == 201, created.text
+    log_in(page, site, admin.email)
+    page.goto(site.at("/app/admin/listings"))
+    page.get_by_role("link", name=name).click()
+    page.get_by_role("button", name="Disable listing").click()
+    reason = page.get_by_role("textbox", name="Reason (the seller sees it)")
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page)
+    reason.fill("Resold keys are not allowed")
+    page.get_by_role("button", name="Disable listing").click()
+    expect(page.get_by_role("status")).to_contain_text("Listing disabled")
+    assert_accessible(page)
+    seen = httpx.get(site.at(f"/api/marketplace/listings/{created.json()['id']}"), headers=seller.auth, timeout=10)
+    assert (seen.json()["status"], seen.json()["status_reason"]) == ("disabled", "Resold keys are not allowed")
+    page.get_by_role("button", name="Enable listing").click()
+    expect(page.get_by_role("status")).to_contain_text("Listing enabled")
+
+
+def test_an_admin_marks_a_pending_payout_paid_with_its_reference(page: Page, site: Site, admin: Admin) -> None:
+    seller = api_user(site, "payee")
+    on_the_database(site, lambda conn: earn(conn, seller.id, 60_000_000, at=datetime.now(UTC) - timedelta(days=30)))
+    requested = httpx.post(site.at("/api/seller/payouts"), json={}, headers=seller.auth, timeout=10)
+    assert requested.status_code == 201, requested.text
+    log_in(page, site, admin.email)
+    page.goto(site.at("/app/admin/payouts"))
+    row = page.get_by_role("table", name="Pending payouts").get_by_role("row").filter(has_text=seller.email)
+    assert_accessible(page)
+    row.get_by_role("link").click()
+    page.get_by_role("button", name="Mark paid").click()
+    expect(page.get_by_role("textbox", name="Payment reference")).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page)
+    page.get_by_role("textbox", name="Payment reference").fill("BANK-2026-0042")
+    page.get_by_role("button", name="Mark paid").click()
+    expect(page.get_by_role("status")).to_contain_text("Payout marked paid")
+    expect(page.get_by_text("BANK-2026-0042")).to_be_visible()
+    assert_accessible(page)
+    paid = httpx.get(site.at(f"/api/seller/payouts/{requested.json()['id']}"), headers=seller.auth, timeout=10)
+    assert (paid.json()["status"], paid.json()["reference"]) == ("paid", "BANK-2026-0042")
