@@ -165,7 +165,7 @@ async def test_an_unknown_account_page_is_404(admin_browser: httpx.AsyncClient) 
 async def test_a_users_activity_page_shows_their_events_and_never_anothers(
     app: Starlette, user: tuple[str, httpx.AsyncClient]
 ) -> None:
-    email, browser = user
+    _, browser = user
     other, other_browser = await registered(app)
     await other_browser.aclose()
     mine = await browser.get("/app/activity")
