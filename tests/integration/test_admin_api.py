@@ -7,9 +7,13 @@ events.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -19,6 +23,7 @@ from starlette.applications import Starlette
 from aichat_gateway import audittrail
 from aichat_gateway.accounts.users import create_admin
 from tests.support.earnings import earn
+from tests.support.scratch import TEST_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -297,3 +302,14 @@ async def test_an_audit_run_reports_a_broken_ledger(
         await db.execute("UPDATE ledger_accounts SET balance_micro = balance_micro - 1 WHERE id = $1", account_id)
     assert ran["ok"] is False
     assert any(f.startswith("balances_sum_to_zero") for f in ran["findings"])
+
+
+async def test_the_command_line_audit_is_kept_as_the_last_run_too(
+    client: httpx.AsyncClient, database_url: str, boss: Account
+) -> None:
+    cli = str(Path(sys.executable).with_name("aichat-gateway"))
+    env = {**os.environ, "DATABASE_URL": database_url, "GATEWAY_SECRET_KEY": TEST_SECRET}
+    done = await asyncio.create_subprocess_exec(cli, "audit", env=env, stdout=asyncio.subprocess.DEVNULL)
+    assert await done.wait() == 0
+    last = (await client.get("/api/admin/audit-runs/last", headers=boss.auth)).json()["run"]
+    assert (last["ok"], last["ran_by_email"]) == (True, None)
