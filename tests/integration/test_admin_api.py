@@ -137,6 +137,16 @@ async def test_disabling_ends_the_accounts_live_sessions(client: httpx.AsyncClie
     assert (await client.get("/api/auth/me", headers=user.auth)).status_code == 401
 
 
+async def test_a_session_that_escaped_the_ending_is_still_refused_once_the_account_is_disabled(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    user = await account(client)
+    assert (await client.get("/api/auth/me", headers=user.auth)).status_code == 200
+    # As if the login's session row was written just after disabling ended the sessions it saw.
+    await db.execute("UPDATE users SET disabled_at = now() WHERE id = $1", uuid.UUID(user.id))
+    assert (await client.get("/api/auth/me", headers=user.auth)).status_code == 401
+
+
 async def test_a_disabled_accounts_keys_stop_working_and_come_back_when_enabled(
     client: httpx.AsyncClient, app: Starlette, boss: Account
 ) -> None:
