@@ -130,12 +130,13 @@ async def search(db: Executor, query: str, *, limit: int = PAGE) -> list[Account
     return [_account(r) for r in rows]
 
 
-async def get(db: Executor, user_id: str) -> AccountRow:
+async def get(db: Executor, user_id: str, *, for_update: bool = False) -> AccountRow:
     try:
         uid = uuid.UUID(user_id)
     except ValueError:
         raise NotFound("no such user", param="user_id") from None
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", uid)  # noqa: S608  # constant
+    lock = " FOR UPDATE" if for_update else ""
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1{lock}", uid)  # noqa: S608  # constants
     if row is None:
         raise NotFound("no such user", param="user_id")
     return _account(row)
@@ -146,8 +147,9 @@ async def change(
 ) -> Changed:
     """Apply `asked` to the account (checked by check_change); the events and ended sessions commit with it."""
     check_change(admin_id, user_id, asked)
-    current = await get(db, user_id)
     async with transaction(db) as conn:
+        # Locked: two admins changing one account at once each see what the other did.
+        current = await get(conn, user_id, for_update=True)
         row = await conn.fetchrow(
             f"""UPDATE users SET role = coalesce($2, role),
                        disabled_at = CASE WHEN $3::boolean IS NULL THEN disabled_at
