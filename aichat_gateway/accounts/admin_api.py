@@ -20,7 +20,7 @@ from typing import Any, Final
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aichat_gateway import audittrail
+from aichat_gateway import audittrail, queryparams
 from aichat_gateway.accounts import useradmin
 from aichat_gateway.accounts.api import client_ip, deps, json_response
 from aichat_gateway.accounts.backend import require_admin, require_user
@@ -54,21 +54,17 @@ def event_query(params: Mapping[str, str], *, is_admin: bool) -> EventQuery:
     action = params.get("action", "").strip() or None
     if action is not None and not _ACTION_PREFIX.match(action):
         raise InvalidInput("action must be an action or its start, such as login. or admin.credit", param="action")
+    before_id = None
+    if params.get("before_id"):
+        before_id = queryparams.whole_number(params["before_id"], 1, 2**63 - 1)
+        if before_id is None:
+            raise InvalidInput("before_id must be an event id (the previous page's next_before_id)", param="before_id")
     return EventQuery(
         everyone=everyone,
         action_prefix=action,
-        before_id=_positive(params, "before_id"),
-        limit=_positive(params, "limit") or EVENTS_PAGE,
+        before_id=before_id,
+        limit=queryparams.page_limit(params, InvalidInput, default=EVENTS_PAGE, maximum=audittrail.MAX_PAGE),
     )
-
-
-def _positive(params: Mapping[str, str], name: str) -> int | None:
-    text = params.get(name, "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or not 0 < int(text) < 2**63:
-        raise InvalidInput(f"{name} must be a positive whole number", param=name)
-    return int(text)
 
 
 def event_json(event: audittrail.Event) -> dict[str, Any]:

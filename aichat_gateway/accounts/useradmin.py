@@ -82,8 +82,8 @@ def search_pattern(query: str) -> str:
     """Pure: a LIKE pattern matching e-mails that contain `query` (case-insensitively: the caller
     compares with lower(email)); LIKE's own wildcards in the query are matched literally."""
     text = query.strip().lower()
-    if len(text) > MAX_QUERY_CHARS:
-        raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters", param="query")
+    if len(text) > MAX_QUERY_CHARS or "\x00" in text:  # Postgres text cannot hold NUL
+        raise InvalidInput(f"query must be at most {MAX_QUERY_CHARS} characters, without NUL", param="query")
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

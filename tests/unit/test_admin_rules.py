@@ -26,6 +26,11 @@ def test_like_wildcards_and_the_escape_character_are_matched_literally() -> None
     assert search_pattern("a%b_c\\d") == "%a\\%b\\_c\\\\d%"
 
 
+def test_a_search_with_nul_is_refused() -> None:
+    with pytest.raises(InvalidInput):
+        search_pattern("a\x00b")
+
+
 def test_an_empty_search_matches_every_account() -> None:
     assert search_pattern("") == "%%"
 
@@ -85,7 +90,16 @@ def test_a_user_asking_for_everyones_events_is_forbidden() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("before_id", "-1"), ("before_id", "1e3"), ("limit", "0"), ("action", "Login"), ("action", "a.b.c"), ("all", "2")],
+    [
+        ("before_id", "-1"),
+        ("before_id", "1e3"),
+        ("before_id", "\u00b2"),
+        ("limit", "0"),
+        ("limit", "201"),
+        ("action", "Login"),
+        ("action", "a.b.c"),
+        ("all", "2"),
+    ],
 )
 def test_a_malformed_parameter_is_refused_naming_it(name: str, value: str) -> None:
     with pytest.raises(InvalidInput) as refused:
