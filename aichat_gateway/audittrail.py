@@ -11,6 +11,7 @@ Who sees what: the owner of the account (`subject_id`) sees its events; admins s
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,7 +120,7 @@ async def record(
         action,
         target_type,
         target_id,
-        ip,
+        inet(ip),
         orjson.dumps(detail or {}).decode(),
     )
 
@@ -168,6 +169,18 @@ async def events(
         )
         for row in rows
     ]
+
+
+def inet(value: str | None) -> str | None:
+    """Pure: the address if it is an IP address, else None. What the server saw as the client's
+    address is not always one (an ASGI test client's "testclient", a proxy's placeholder), and an
+    event must never fail for it: the column is `inet`."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from aichat_gateway import audittrail
 from aichat_gateway.accounts.admin_api import EVENTS_PAGE, EventQuery, event_query
 from aichat_gateway.accounts.errors import Forbidden, InvalidInput
 from aichat_gateway.accounts.useradmin import MAX_QUERY_CHARS, Change, check_change, search_pattern
@@ -144,3 +145,18 @@ def test_a_moderation_status_other_than_active_or_disabled_is_refused() -> None:
     with pytest.raises(InvalidListing) as refused:
         moderation("paused", "x")
     assert refused.value.param == "status"
+
+
+# ---- the audit trail's addresses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seen", "kept"), [("203.0.113.7", "203.0.113.7"), ("::1", "::1"), ("2001:DB8::1", "2001:db8::1")]
+)
+def test_an_ip_address_is_kept_as_postgres_writes_it(seen: str, kept: str) -> None:
+    assert audittrail.inet(seen) == kept
+
+
+@pytest.mark.parametrize("seen", [None, "", "testclient", "203.0.113.185-3a3dbe", "unix:/tmp/sock"])
+def test_a_client_address_that_is_no_ip_is_not_kept(seen: str | None) -> None:
+    assert audittrail.inet(seen) is None
