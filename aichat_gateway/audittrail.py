@@ -79,6 +79,7 @@ class Event:
     target_id: str | None
     ip: str | None
     detail: dict[str, Any]
+    subject_email: str | None = None
 
     @property
     def label(self) -> str:
@@ -89,6 +90,7 @@ class Event:
             "id": str(self.id),
             "occurred_at": self.occurred_at.isoformat(),
             "subject_id": self.subject_id,
+            "subject_email": self.subject_email,
             "actor_id": self.actor_id,
             "actor_email": self.actor_email,
             "action": self.action,
@@ -110,8 +112,6 @@ async def record(
     ip: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    # `detail` goes as text cast in SQL: a `$7::jsonb` parameter goes through the app pool's jsonb
-    # codec, which would encode the already-encoded string again (stored as a JSON string, not an object).
     await db.execute(
         """INSERT INTO account_events (subject_id, actor_id, action, target_type, target_id, ip, detail)
            VALUES ($1, $2, $3, $4, $5, $6::inet, $7::text::jsonb)""",
@@ -120,7 +120,7 @@ async def record(
         action,
         target_type,
         target_id,
-        stored_ip(ip),
+        inet(ip),
         orjson.dumps(detail or {}).decode(),
     )
 
@@ -140,8 +140,8 @@ async def events(
         raise ValueError("a subject, or everyone for an admin")
     rows = await db.fetch(
         """SELECT e.id, e.occurred_at, e.subject_id, e.actor_id, u.email AS actor_email, e.action,
-                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail
-           FROM account_events e LEFT JOIN users u ON u.id = e.actor_id
+                  e.target_type, e.target_id, host(e.ip) AS ip, e.detail::text AS detail, s.email AS subject_email
+           FROM account_events e LEFT JOIN users u ON u.id = e.actor_id LEFT JOIN users s ON s.id = e.subject_id
            WHERE ($1::boolean OR e.subject_id = $2)
              AND ($3::bigint IS NULL OR e.id < $3)
              AND ($4::text IS NULL OR starts_with(e.action, $4))
@@ -164,16 +164,18 @@ async def events(
             target_type=row["target_type"],
             target_id=row["target_id"],
             ip=row["ip"],
-            detail=orjson.loads(row["detail"]) if isinstance(row["detail"], str | bytes) else dict(row["detail"]),
+            detail=orjson.loads(row["detail"]),
+            subject_email=row["subject_email"],
         )
         for row in rows
     ]
 
 
-def stored_ip(value: str | None) -> str | None:
-    """Pure: the client address as the `inet` column takes it; None for anything that is not an IP
-    address (a test client's "testclient", a Unix socket's path), which must not fail the action."""
-    if value is None:
+def inet(value: str | None) -> str | None:
+    """Pure: the address if it is an IP address, else None. What the server saw as the client's
+    address is not always one (an ASGI test client's "testclient", a proxy's placeholder), and an
+    event must never fail for it: the column is `inet`."""
+    if not value:
         return None
     try:
         return str(ipaddress.ip_address(value))

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from aichat_gateway.accounts import api, session_api, sessions
+from aichat_gateway.accounts import admin_api, api, session_api, sessions
 from aichat_gateway.accounts.services import AccountsServices
 from aichat_gateway.apiroute import ApiRoute
 from aichat_gateway.config.logging import get_logger
@@ -27,7 +27,7 @@ KEY_LAST_USED_FLUSH = 5.0
 
 
 def routes() -> list[ApiRoute]:
-    return [*api.routes(), *session_api.routes()]
+    return [*api.routes(), *session_api.routes(), *admin_api.routes()]
 
 
 async def prune_sessions(db: asyncpg.Pool, clock: Callable[[], float]) -> None:

@@ -5,6 +5,7 @@ AccountsError
 │   └── WrongPassword     a password change whose current password is wrong (400, not 401: the session is fine)
 ├── EmailTaken            registration with an e-mail that already has an account
 ├── InvalidCredentials    wrong e-mail/password, or a bad/expired session token
+│   └── AccountDisabled   the right password of an account an admin disabled
 ├── Forbidden             authenticated but not allowed (role, CSRF)
 ├── NotFound              no such object *for this owner* (others' objects look absent too)
 ├── TooManyAttempts       login rate limit hit; `retry_after` seconds
@@ -37,6 +38,10 @@ class EmailTaken(AccountsError):
 
 class InvalidCredentials(AccountsError):
     code = "invalid_credentials"
+
+
+class AccountDisabled(InvalidCredentials):
+    code = "account_disabled"
 
 
 class Forbidden(AccountsError):

@@ -69,10 +69,13 @@ def revocation_channel(settings: Settings) -> str:
 
 # `routing::text`: decoded here, so the answer does not depend on the pool's jsonb codec. A key
 # with an expiry is a session key: live only while its session row is and until it expires ($2, now).
+# A key of a disabled account is no live key: read on a miss only, and disabling evicts the
+# account's keys (`announce_changed`), so the hot path's hit stays a dict look-up.
 PRINCIPAL_QUERY = """SELECT k.id, k.user_id, k.name, k.routing::text AS routing, k.daily_spend_cap_micro,
           k.monthly_spend_cap_micro, s.token_id AS session_token, k.expires_at
-   FROM api_keys k LEFT JOIN sessions s ON s.id = k.session_id AND s.revoked_at IS NULL
-   WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+   FROM api_keys k JOIN users u ON u.id = k.user_id
+        LEFT JOIN sessions s ON s.id = k.session_id AND s.revoked_at IS NULL
+   WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL
      AND (k.expires_at IS NULL OR (s.id IS NOT NULL AND k.expires_at > $2))"""
 _SESSION_ONE = "s:"
 _SESSION_USER = "u:"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aichat_gateway import audittrail
 from aichat_gateway.accounts import sessions, users
 from aichat_gateway.accounts.backend import SessionUser
-from aichat_gateway.accounts.errors import InvalidCredentials
+from aichat_gateway.accounts.errors import AccountDisabled, InvalidCredentials
 from aichat_gateway.accounts.loginlimit import LoginLimiter
 from aichat_gateway.accounts.passwords import Passwords
 from aichat_gateway.accounts.services import AccountsServices
@@ -47,11 +47,12 @@ async def log_in(
     attempt = await limiter.attempt(email, ip)
     try:
         user = await users.authenticate(svc.db, passwords, email, password)
-    except InvalidCredentials:
+    except InvalidCredentials as exc:
         log.info("login_failed")
         known = await users.get_by_email(svc.db, email)
         subject = known.id if known is not None else None
-        await audittrail.record(svc.db, audittrail.LOGIN_FAILED, subject_id=subject, ip=ip)
+        detail = {"reason": "account disabled"} if isinstance(exc, AccountDisabled) else None
+        await audittrail.record(svc.db, audittrail.LOGIN_FAILED, subject_id=subject, ip=ip, detail=detail)
         raise
     await limiter.succeeded(attempt)
     issued = SessionTokens.from_settings(svc.settings).issue(user.id, user.role)

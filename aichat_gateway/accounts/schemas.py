@@ -160,3 +160,49 @@ class SessionKey(Answer):
 
 class KeyList(Answer):
     data: list[Key]
+
+
+# ---- admin: accounts; the audit trail ----------------------------------------------------------
+
+
+class AdminUserPatch(Body):
+    """What an admin may change about an account: its role, and whether it is disabled (its
+    sessions end and its keys stop working; enabling brings the keys back). Not one's own."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    role: Settable[Literal["user", "admin"]] = None
+    disabled: Settable[bool] = None
+
+
+class AdminUser(Answer):
+    id: uuid.UUID
+    email: str
+    role: Literal["user", "admin"]
+    disabled: bool
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class AdminUserList(Answer):
+    data: list[AdminUser]
+
+
+class AccountEvent(Answer):
+    id: str = Field(description="Pass as before_id to page back")
+    occurred_at: datetime
+    subject_id: uuid.UUID | None = Field(description="The account the event belongs to")
+    subject_email: str | None = Field(description="Its e-mail; null for a failed login of an unknown address")
+    actor_id: uuid.UUID | None = Field(description="Who acted: the owner, an admin, or null (the system)")
+    actor_email: str | None
+    action: str = Field(description="`<thing>.<what happened>`, e.g. login.succeeded, admin.credit")
+    label: str = Field(description="The action in words")
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    detail: dict[str, Any]
+
+
+class AccountEventPage(Answer):
+    data: list[AccountEvent]
+    next_before_id: str | None = Field(description="The next (older) page's before_id; null on the last page")

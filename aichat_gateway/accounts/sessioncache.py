@@ -37,9 +37,11 @@ log = get_logger(__name__)
 _ONE = "s:"
 _USER = "u:"
 _EVENTS = Events(subscribed="session_ends_subscribed", malformed="session_end_malformed")
+# A disabled account has no role: its sessions are refused even if one was started in the instant
+# between the login's password check and the disabling (which ends the sessions it can see).
 SESSION_QUERY = """SELECT s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id
-   WHERE s.token_id = $1 AND s.revoked_at IS NULL"""
-ROLE_QUERY = "SELECT role FROM users WHERE id = $1"
+   WHERE s.token_id = $1 AND s.revoked_at IS NULL AND u.disabled_at IS NULL"""
+ROLE_QUERY = "SELECT role FROM users WHERE id = $1 AND disabled_at IS NULL"
 _UNAVAILABLE = "cannot check the session right now; please retry shortly"
 
 

@@ -19,7 +19,7 @@ import asyncpg
 
 from aichat_gateway.accounts import sessions
 from aichat_gateway.accounts.db import Executor, transaction
-from aichat_gateway.accounts.errors import EmailTaken, InvalidCredentials, InvalidInput, WrongPassword
+from aichat_gateway.accounts.errors import AccountDisabled, EmailTaken, InvalidCredentials, InvalidInput, WrongPassword
 from aichat_gateway.accounts.passwords import MAX_PASSWORD_CHARS, Passwords, check_password_policy
 from aichat_gateway.accounts.tokens import ROLES
 from aichat_gateway.config.logging import get_logger
@@ -28,6 +28,7 @@ from aichat_gateway.emailaddr import EmailAddress, parse_email
 log = get_logger(__name__)
 
 _WRONG_LOGIN = "invalid e-mail or password"
+DISABLED_MESSAGE = "this account is disabled by an administrator; contact support"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,11 @@ class User:
     email: str
     role: str
     created_at: datetime
+    disabled_at: datetime | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.disabled_at is not None
 
     def public(self) -> dict[str, str]:
         """The shape the API shows: `{"id", "email", "role"}`."""
@@ -67,7 +73,13 @@ def normalise_email(value: object, *, param: str = "email") -> str:
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(id=str(row["id"]), email=row["email"], role=row["role"], created_at=row["created_at"])
+    return User(
+        id=str(row["id"]),
+        email=row["email"],
+        role=row["role"],
+        created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
+    )
 
 
 async def create_user(db: Executor, passwords: Passwords, email: str, password: str, *, role: str = "user") -> User:
@@ -80,7 +92,7 @@ async def create_user(db: Executor, passwords: Passwords, email: str, password: 
     try:
         row = await db.fetchrow(
             """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)
-               RETURNING id, email, role, created_at""",
+               RETURNING id, email, role, created_at, disabled_at""",
             email,
             password_hash,
             role,
@@ -96,7 +108,7 @@ async def create_user(db: Executor, passwords: Passwords, email: str, password: 
 async def get_by_email(db: Executor, email: str) -> User | None:
     """The user with this address in any ASCII case; InvalidInput if `email` is not an address."""
     row = await db.fetchrow(
-        "SELECT id, email, role, created_at FROM users WHERE lower(email) = $1", canonical_email(email)
+        "SELECT id, email, role, created_at, disabled_at FROM users WHERE lower(email) = $1", canonical_email(email)
     )
     return _user(row) if row is not None else None
 
@@ -107,7 +119,7 @@ async def get_by_id(db: Executor, user_id: str) -> User | None:
         uid = uuid.UUID(user_id)
     except ValueError:
         return None
-    row = await db.fetchrow("SELECT id, email, role, created_at FROM users WHERE id = $1", uid)
+    row = await db.fetchrow("SELECT id, email, role, created_at, disabled_at FROM users WHERE id = $1", uid)
     return _user(row) if row is not None else None
 
 
@@ -122,7 +134,7 @@ async def authenticate(db: Executor, passwords: Passwords, email: str, password:
     if len(password) > MAX_PASSWORD_CHARS:
         raise InvalidCredentials(_WRONG_LOGIN)  # decided without touching the user: no oracle
     row = await db.fetchrow(
-        "SELECT id, email, role, created_at, password_hash FROM users WHERE lower(email) = $1", canonical
+        "SELECT id, email, role, created_at, disabled_at, password_hash FROM users WHERE lower(email) = $1", canonical
     )
     if row is None:
         await passwords.burn_dummy(password)
@@ -130,6 +142,9 @@ async def authenticate(db: Executor, passwords: Passwords, email: str, password:
     if not await passwords.verify(row["password_hash"], password):
         raise InvalidCredentials(_WRONG_LOGIN)
     user = _user(row)
+    if user.disabled:
+        # Said only to whoever knows the password: it tells nothing to someone guessing.
+        raise AccountDisabled(DISABLED_MESSAGE)
     if passwords.needs_rehash(row["password_hash"]):
         await db.execute("UPDATE users SET password_hash = $2 WHERE id = $1", row["id"], await passwords.hash(password))
         log.info("password_rehashed", user_id=user.id)
@@ -197,7 +212,7 @@ async def create_admin(
             """INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin')
                 ON CONFLICT ((lower(email)))
                 DO UPDATE SET role = 'admin', password_hash = EXCLUDED.password_hash
-                RETURNING id, email, role, created_at""",
+                RETURNING id, email, role, created_at, disabled_at""",
             email,
             password_hash,
         )

@@ -168,6 +168,7 @@ async def create_credit(request: Request) -> Response:
         granted_by=admin,
         idempotency_key=request.headers.get("idempotency-key"),
         on_balance_change=svc.hot.credit,
+        ip=request.client.host if request.client else None,
     )
     return JSONResponse(
         {

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from aichat_gateway import audittrail
 from aichat_gateway.billing import ledger
+from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.errors import BillingNotFound, Conflict, InvalidBillingInput, LedgerError
 from aichat_gateway.billing.reconcile import balance_writes
 from aichat_gateway.config.logging import get_logger
@@ -112,6 +114,7 @@ async def grant_credit(
     granted_by: str | None,
     idempotency_key: str | None,
     on_balance_change: BalanceHook,
+    ip: str | None = None,
 ) -> Credit:
     """Promotions → buyer. `idempotency_key` (e.g. the admin's Idempotency-Key header) makes a
     retried grant post once and answer the first one's transfer (another grant under a used key is
@@ -138,6 +141,17 @@ async def grant_credit(
                 original = Grant(str(row["owner_id"]), row["amount_micro"], row["reason"])
                 check_replay(original, Grant(user_id, amount_micro, reason))
                 transfer = int(row["id"])
+            elif granted_by is not None:  # an admin's grant is in the buyer's audit trail, with it
+                await audittrail.record(
+                    conn,
+                    audittrail.ADMIN_CREDIT,
+                    subject_id=user_id,
+                    actor_id=granted_by,
+                    target_type="transfer",
+                    target_id=str(transfer),
+                    ip=ip,
+                    detail={"amount_usd": usd(amount_micro), "reason": reason},
+                )
             balance = await ledger.balance_micro(conn, ledger.AccountKind.BUYER, user_id)
         if not replayed:
             await on_balance_change(user_id, amount_micro)

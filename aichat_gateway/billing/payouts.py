@@ -126,6 +126,14 @@ class Payout:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenPayout:
+    """A pending payout in the admin's list, with its seller's e-mail (billing reads users in SQL only)."""
+
+    payout: Payout
+    seller_email: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunReport:
     """What one scheduled run did: new payouts, and how the pending ones it processed ended."""
 
@@ -309,6 +317,28 @@ class Payouts:
         )
         return [Payout.from_row(r) for r in rows]
 
+    async def open_payouts(self, limit: int = 100) -> list[OpenPayout]:
+        """Admin: every seller's pending payouts, those awaiting approval first, then oldest first."""
+        rows = await self._db.fetch(
+            """SELECT p.*, u.email AS seller_email FROM payouts p LEFT JOIN users u ON u.id = p.seller_id
+               WHERE p.status = 'pending'
+               ORDER BY (p.approval_required AND p.approved_at IS NULL) DESC, p.created_at, p.id
+               LIMIT $1""",
+            limit,
+        )
+        return [OpenPayout(Payout.from_row(r), r["seller_email"]) for r in rows]
+
+    async def for_admin(self, payout_id: str) -> OpenPayout:
+        """Admin: one payout (any status) with its seller's e-mail."""
+        row = await self._db.fetchrow(
+            """SELECT p.*, u.email AS seller_email FROM payouts p LEFT JOIN users u ON u.id = p.seller_id
+               WHERE p.id = $1""",
+            _id(payout_id),
+        )
+        if row is None:
+            raise BillingNotFound("no such payout")
+        return OpenPayout(Payout.from_row(row), row["seller_email"])
+
     async def set_account(self, seller_id: str, stripe_account_id: str) -> None:
         await self._db.execute(
             """INSERT INTO seller_payout_accounts (user_id, stripe_account_id) VALUES ($1, $2)
@@ -338,6 +368,7 @@ class Payouts:
                 reference,
                 uuid.UUID(admin_id),
             )
+            await _record_decision(conn, payout, admin_id, "marked paid", reference=reference)
         log.info("payout_marked_paid", payout_id=payout.id, admin_id=admin_id)
         return Payout.from_row(row)
 
@@ -352,6 +383,7 @@ class Payouts:
                 uuid.UUID(payout.id),
                 uuid.UUID(admin_id),
             )
+            await _record_decision(conn, payout, admin_id, "approved")
         log.info("payout_approved", payout_id=payout.id, admin_id=admin_id, amount_micro=payout.amount_micro)
         return Payout.from_row(row)
 
@@ -360,6 +392,7 @@ class Payouts:
             payout = await self._locked(conn, payout_id)
             check_pending(payout.status, "cancelled")
             done = await self._undo(conn, payout, "cancelled", reason=None, admin_id=admin_id)
+            await _record_decision(conn, payout, admin_id, "cancelled")
         log.info("payout_cancelled", payout_id=payout.id, admin_id=admin_id)
         return done
 
@@ -469,3 +502,21 @@ class Payouts:
             uuid.UUID(admin_id) if admin_id else None,
         )
         return Payout.from_row(row)
+
+
+async def _record_decision(
+    conn: ledger.Conn, payout: Payout, admin_id: str, decision: str, *, reference: str | None = None
+) -> None:
+    """An admin's decision on a payout, in the seller's audit trail, committed with the decision."""
+    detail: dict[str, str] = {"decision": decision, "amount_usd": usd(payout.amount_micro)}
+    if reference is not None:
+        detail["reference"] = reference
+    await audittrail.record(
+        conn,
+        audittrail.PAYOUT_CHANGED,
+        subject_id=payout.seller_id,
+        actor_id=admin_id,
+        target_type="payout",
+        target_id=payout.id,
+        detail=detail,
+    )

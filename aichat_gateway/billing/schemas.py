@@ -206,3 +206,25 @@ class Payout(Answer):
 class PayoutPage(Answer):
     data: list[Payout]
     next_cursor: str | None
+
+
+class OpenPayout(Payout):
+    seller_email: str | None
+
+
+class OpenPayoutList(Answer):
+    data: list[OpenPayout]
+
+
+class AuditRun(Answer):
+    id: str
+    ran_at: datetime
+    ok: bool
+    findings: list[str] = Field(description="Each broken invariant and the rows that break it; [] when ok")
+    accounts: int
+    transfers: int
+    ran_by_email: str | None = Field(description="The admin who ran it; null for `aichat-gateway audit`")
+
+
+class LastAuditRun(Answer):
+    run: AuditRun | None

@@ -15,15 +15,19 @@ from starlette.responses import JSONResponse, Response
 
 from aichat_gateway import queryparams
 from aichat_gateway.apiroute import CURSOR, LIMIT, ApiRoute, Auth, api_route, header, time_query
+from aichat_gateway.billing import auditruns
 from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.api import read_body
 from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM
 from aichat_gateway.billing.earnings import earnings_json, iso, seller_earnings
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
 from aichat_gateway.billing.payouts import Payout, Payouts
+from aichat_gateway.billing.schemas import AuditRun as AuditRunShown
 from aichat_gateway.billing.schemas import (
     Earnings,
+    LastAuditRun,
     MarkPaid,
+    OpenPayoutList,
     PayoutAccount,
     PayoutAccountRequest,
     PayoutPage,
@@ -184,6 +188,24 @@ async def cancel(request: Request) -> Response:
     return JSONResponse(payout_json(payout))
 
 
+async def list_open_payouts(request: Request) -> Response:
+    _admin(request)
+    found = await _payouts(request).open_payouts()
+    return JSONResponse({"data": [{**payout_json(o.payout), "seller_email": o.seller_email} for o in found]})
+
+
+async def run_audit(request: Request) -> Response:
+    admin = _admin(request)
+    done = await auditruns.run(services(request).db, admin)
+    return JSONResponse(done.public(), status_code=201)
+
+
+async def last_audit(request: Request) -> Response:
+    _admin(request)
+    found = await auditruns.last(services(request).db)
+    return JSONResponse({"run": found.public() if found else None})
+
+
 IDEMPOTENCY = header(
     IDEMPOTENCY_PARAM,
     {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
@@ -262,6 +284,36 @@ def routes() -> list[ApiRoute]:
             answers={200: PayoutShown},
             auth=Auth.SESSION,
             errors=(404,),
+        ),
+        api_route(
+            "GET",
+            "/admin/payouts",
+            list_open_payouts,
+            operation_id="listOpenPayouts",
+            summary="Admin: every seller's pending payouts (awaiting approval first, then oldest first), at most 100",
+            tag="admin",
+            answers={200: OpenPayoutList},
+            auth=Auth.ADMIN,
+        ),
+        api_route(
+            "POST",
+            "/admin/audit-runs",
+            run_audit,
+            operation_id="runLedgerAudit",
+            summary="Admin: check the ledger's money invariants now and keep the result",
+            tag="admin",
+            answers={201: AuditRunShown},
+            auth=Auth.ADMIN,
+        ),
+        api_route(
+            "GET",
+            "/admin/audit-runs/last",
+            last_audit,
+            operation_id="getLastLedgerAudit",
+            summary="Admin: the last ledger audit's result (from the console, the API or `aichat-gateway audit`)",
+            tag="admin",
+            answers={200: LastAuditRun},
+            auth=Auth.ADMIN,
         ),
         api_route(
             "POST",

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from aichat_gateway.accounts import users
 from aichat_gateway.accounts.api import clear_session_cookies, client_ip, set_session_cookies
 from aichat_gateway.accounts.errors import (
+    AccountDisabled,
     AccountsError,
     EmailTaken,
     InvalidCredentials,
@@ -52,6 +53,9 @@ class AuthPages:
         except TooManyAttempts as exc:
             form.refuse(f"Too many attempts. Try again in {exc.retry_after} seconds.")
             return self._login(request, form, status_code=429)
+        except AccountDisabled:
+            form.refuse("This account is disabled by an administrator. Contact support to have it enabled.")
+            return self._login(request, form, status_code=403)
         except InvalidCredentials:
             form.refuse("Wrong e-mail or password.")
             return self._login(request, form, status_code=401)

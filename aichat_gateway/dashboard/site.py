@@ -20,6 +20,9 @@ from starlette.types import Scope
 
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
 from aichat_gateway.config.settings import Settings
+from aichat_gateway.dashboard.activity_pages import ActivityPages
+from aichat_gateway.dashboard.admin_money import AdminMoneyPages
+from aichat_gateway.dashboard.admin_pages import AdminPages
 from aichat_gateway.dashboard.auth_pages import AuthPages
 from aichat_gateway.dashboard.billing_pages import BillingPages
 from aichat_gateway.dashboard.csp import SecurityHeaders, content_security_policy
@@ -61,6 +64,9 @@ def page_routes(templates: Templates) -> list[BaseRoute]:
         *SellerPages(templates).routes(),
         *BillingPages(templates).routes(),
         *StatementPages(templates).routes(),
+        *AdminPages(templates).routes(),
+        *AdminMoneyPages(templates).routes(),
+        *ActivityPages(templates).routes(),
         Mount("/static", app=VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
 

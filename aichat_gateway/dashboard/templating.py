@@ -48,6 +48,7 @@ NAV: tuple[NavEntry, ...] = (
     NavEntry("/app/keys", "Keys"),
     NavEntry("/app/seller", "Seller"),
     NavEntry("/app/billing", "Billing"),
+    NavEntry("/app/activity", "Activity"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from aichat_gateway import audittrail
-from aichat_gateway.marketplace import listings
+from aichat_gateway.marketplace import listings, moderation
 from aichat_gateway.marketplace.changes import NewEndpoint, parse_changes
 from aichat_gateway.marketplace.resting import shown_status
 from aichat_gateway.marketplace.schemas import ListingCreate, ListingPatch
@@ -66,6 +66,8 @@ async def change(svc: MarketplaceServices, caller: Caller, listing_id: str, patc
     if row["status"] != current["status"]:
         detail["status"] = row["status"]
     await _record(svc, audittrail.LISTING_CHANGED, caller, row, detail)
+    if caller.is_admin and str(current["seller_id"]) != caller.user_id and changes.status is not None:
+        await moderation.record(svc.db, row, caller.user_id, caller.ip)
     return row
 
 

@@ -216,8 +216,9 @@ def values(path: str, name: str) -> st.SearchStrategy[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def caller(app: Starlette, client: httpx.AsyncClient, password_hash: str) -> Account:
-    """A buyer and seller with ledger entries, earnings and payouts, so the lists have rows to page."""
-    account = await Gateway(app, client, password_hash).user("params")
+    """A buyer and seller with ledger entries, earnings and payouts, so the lists have rows to page;
+    an admin, so the admin-only lists' parameters are reached too (anyone else gets 403 first)."""
+    account = await Gateway(app, client, password_hash).user("params", role="admin")
     for _ in range(2):
         await grant_credit(
             app.state.services.db,

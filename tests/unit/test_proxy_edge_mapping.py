@@ -26,6 +26,7 @@ ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
     acc.WrongPassword: (400, "invalid_request_error"),
     acc.EmailTaken: (409, "invalid_request_error"),
     acc.InvalidCredentials: (401, "authentication_error"),
+    acc.AccountDisabled: (401, "authentication_error"),
     acc.Forbidden: (403, "permission_error"),
     acc.NotFound: (404, "invalid_request_error"),
     acc.TooManyAttempts: (429, "rate_limit_error"),
