@@ -182,7 +182,7 @@ def routes() -> list[ApiRoute]:
             body=AddCardRequest,
             answers={201: CardShown},
             auth=Auth.SESSION,
-            errors=(503,),
+            errors=(404, 503),
         ),
         api_route(
             "DELETE",

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import stripe
 
-from aichat_gateway.billing.errors import PaymentsUnavailable
+from aichat_gateway.billing.errors import BillingNotFound, PaymentsUnavailable
 from aichat_gateway.config.settings import Settings
 
 # Stripe answers in well under a second; a webhook handler waits on these calls, and Stripe gives a
@@ -450,7 +450,11 @@ class StripeClient:
         except stripe.StripeError as exc:
             raise self._unavailable(exc) from None
 
-    def _unavailable(self, exc: stripe.StripeError) -> PaymentsUnavailable:
+    def _unavailable(self, exc: stripe.StripeError) -> PaymentsUnavailable | BillingNotFound:
+        """What a Stripe error means to our caller. An id Stripe does not know (a card or
+        SetupIntent id the buyer sent, or another account's) is the caller's 404, not an outage."""
+        if isinstance(exc, stripe.InvalidRequestError) and (exc.http_status == 404 or exc.code == "resource_missing"):
+            return BillingNotFound("Stripe has no such object for this account")
         if isinstance(exc, stripe.APIConnectionError):
             cause = exc.__cause__ or exc  # the httpx error the SDK wrapped, named as before the SDK
             return PaymentsUnavailable(f"Stripe did not answer ({type(cause).__name__})")

@@ -186,6 +186,8 @@ def own_ids(api_schema: OpenApiSchema, admin: Account, fuzz_settings: Settings) 
     # Another session of the admin (ending it leaves the one the fuzzing uses), and another user.
     ids["session_id"] = new_session(fuzz_settings, admin.id)[1]
     ids["user_id"] = other_user(fuzz_settings)
+    # A card id Stripe never issued to this account: the card routes answer 404 for it.
+    ids["card_id"] = "pm_fuzzed0000000000"
     return ids
 
 

@@ -246,6 +246,8 @@ def assert_answered(response: httpx.Response, sent: set[str]) -> None:
         error = assert_error(response, 400)
         assert error["type"] == "invalid_request_error", error
         assert error["param"] in sent, f"{where}: {error}"
+    elif response.headers["content-type"].startswith("text/csv"):
+        assert response.text.count("\n") >= 1, where  # at least the header row
     else:
         assert isinstance(response.json(), dict), where
 

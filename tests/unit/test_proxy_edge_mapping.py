@@ -34,6 +34,7 @@ ACCOUNTS: dict[type[acc.AccountsError], tuple[int, str]] = {
 }
 BILLING: dict[type[bil.BillingError], tuple[int, str]] = {
     bil.InvalidBillingInput: (400, "invalid_request_error"),
+    bil.CardDeclined: (400, "invalid_request_error"),
     bil.InsufficientFunds: (402, "insufficient_quota"),
     bil.NotAuthenticated: (401, "authentication_error"),
     bil.NotPermitted: (403, "permission_error"),
