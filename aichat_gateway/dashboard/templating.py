@@ -44,10 +44,10 @@ class NavEntry:
 # The console's sections, in the order of the navigation bar.
 NAV: tuple[NavEntry, ...] = (
     NavEntry("/app", "Overview"),
-    NavEntry("/app/market", "Market"),
     NavEntry("/app/keys", "Keys"),
-    NavEntry("/app/seller", "Seller"),
     NavEntry("/app/billing", "Billing"),
+    NavEntry("/app/market", "Market"),
+    NavEntry("/app/seller", "Seller"),
     NavEntry("/app/activity", "Activity"),
     NavEntry("/app/admin", "Admin", admin_only=True),
 )
