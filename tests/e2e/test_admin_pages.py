@@ -88,7 +88,7 @@ def test_an_admin_credits_a_user_by_email_and_the_user_sees_it_on_the_overview(
 ) -> None:
     buyer = register(browser_context_b, site)
     log_in(page, site, admin.email)
-    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Admin").click()
     page.get_by_role("navigation", name="Admin sections").get_by_role("link", name="Credits").click()
     expect(page.get_by_role("heading", name="Admin: credits")).to_be_visible()
     assert_accessible(page)
@@ -160,7 +160,7 @@ def test_the_activity_page_shows_a_login_and_an_admins_credit(
     buyer = new_email("activity")
     register(page, site, buyer)
     grant(site, admin, buyer, "3.00", "thanks for the report")
-    page.get_by_role("link", name="Activity").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Activity").click()
     events = page.get_by_role("table", name="Recent events")
     expect(events.get_by_role("row").filter(has_text="Logged in").first).to_be_visible()
     credit = events.get_by_role("row").filter(has_text="Credit granted by an admin")

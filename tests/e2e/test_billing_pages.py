@@ -40,7 +40,7 @@ def type_card(page: Page, number: str) -> None:
 
 def test_the_billing_page_shows_balance_held_and_available_in_a_live_region(page: Page, site: Site) -> None:
     register(page, site)
-    page.get_by_role("link", name="Billing").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Billing").click()
     expect(page.get_by_role("heading", name="Billing", exact=True)).to_be_visible()
     region = page.get_by_role("region", name="Balance")
     expect(region.get_by_role("definition")).to_have_text(["$0.00", "$0.00", "$0.00"])

@@ -42,7 +42,7 @@ def row_of(page: Page, offer: SeededListing) -> Locator:
 
 def test_the_market_shows_each_offer_with_its_prices(page: Page, site: Site, offers: list[SeededListing]) -> None:
     register(page, site)
-    page.get_by_role("link", name="Market").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Market").click()
     expect(page.get_by_role("heading", name="Market", level=1)).to_be_visible()
     for seeded in offers:
         row = row_of(page, seeded)

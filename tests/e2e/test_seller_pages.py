@@ -44,7 +44,7 @@ def create_listing(page: Page, site: Site, name: str, model: str) -> None:
 
 def test_a_seller_lists_an_endpoint_through_the_form_and_sees_it_active(page: Page, site: Site) -> None:
     register(page, site)
-    page.get_by_role("link", name="Seller").click()
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Seller").click()
     expect(page.get_by_role("heading", name="Seller", exact=True)).to_be_visible()
     expect(page.get_by_text("You have no listings yet.")).to_be_visible()
     assert_accessible(page)
