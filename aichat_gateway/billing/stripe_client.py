@@ -235,6 +235,22 @@ def parse_transfer(body: Mapping[str, Any]) -> StripeTransfer:
         raise PaymentsUnavailable("Stripe answered a transfer in an unexpected shape") from None
 
 
+def parse_account_id(body: Mapping[str, Any]) -> str:
+    account = body.get("id")
+    if not isinstance(account, str) or not account.startswith("acct_") or body.get("object", "account") != "account":
+        raise PaymentsUnavailable("Stripe answered an account in an unexpected shape")
+    return account
+
+
+def parse_account_link(body: Mapping[str, Any]) -> str:
+    """The link's URL; only an https one is handed to a browser to follow."""
+    url = body.get("url")
+    shaped = body.get("object", "account_link") == "account_link"
+    if not isinstance(url, str) or not url.startswith("https://") or not shaped:
+        raise PaymentsUnavailable("Stripe answered an account link in an unexpected shape")
+    return url
+
+
 def webhook_signature_matches(payload: bytes, timestamp: int, signatures: Sequence[str], secret: str) -> bool:
     """Does any of these v1 signatures sign "<timestamp>.<payload>" with the secret? The SDK's check
     (HMAC-SHA256, constant-time comparisons), run on the header our parser accepted, rebuilt, so the
@@ -442,6 +458,37 @@ class StripeClient:
                 return TransferRefused(exc.http_status, self._scrub(_stripe_message(exc.json_body)))
             raise self._unavailable(exc) from None
         return parse_transfer(_plain(transfer))
+
+    async def create_connect_account(
+        self,
+        *,
+        email: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        country: str | None = None,
+    ) -> str:
+        """An Express connected account that can receive transfers (a seller's payouts); its id.
+        Stripe asks the seller for the rest (identity, bank) on the onboarding page of an account link."""
+        params: Any = {
+            "type": "express",
+            "capabilities": {"transfers": {"requested": True}},
+            "metadata": dict(metadata),
+            **({"email": email} if email is not None else {}),
+            **({"country": country} if country is not None else {}),
+        }
+        body = await self._answer(self._sdk.v1.accounts.create_async(params, {"idempotency_key": idempotency_key}))
+        return parse_account_id(body)
+
+    async def create_account_link(self, *, account_id: str, refresh_url: str, return_url: str) -> str:
+        """A one-time onboarding URL on connect.stripe.com for the account (it expires within minutes,
+        so each visit asks for a new one)."""
+        params: Any = {
+            "account": _path_id(account_id),
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+            "type": "account_onboarding",
+        }
+        return parse_account_link(await self._answer(self._sdk.v1.account_links.create_async(params)))
 
     async def _answer(self, call: Awaitable[stripe.StripeObject]) -> dict[str, Any]:
         """The SDK's answer as plain JSON data; any SDK error as PaymentsUnavailable."""
