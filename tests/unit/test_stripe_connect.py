@@ -15,6 +15,7 @@ from aichat_gateway.billing.connect import account_idempotency_key, onboarding_u
 from aichat_gateway.billing.errors import PaymentsUnavailable
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.config.settings import Settings, load_settings
+from aichat_gateway.dashboard.csp import content_security_policy
 from tests.support.stripe_connect import fake_connect
 
 pytestmark = pytest.mark.timeout(10)
@@ -119,3 +120,8 @@ def test_the_links_lead_back_to_the_payouts_page_on_the_gateway_the_seller_used(
 
 def test_a_seller_has_one_idempotency_key_for_their_account() -> None:
     assert account_idempotency_key("u1") == account_idempotency_key("u1") != account_idempotency_key("u2")
+
+
+def test_forms_may_lead_to_stripe_connect_only_where_onboarding_is_offered() -> None:
+    assert "form-action 'self';" in content_security_policy(None)
+    assert "form-action 'self' https://connect.stripe.com;" in content_security_policy(None, connect_onboarding=True)
