@@ -264,11 +264,12 @@ def routes() -> list[ApiRoute]:
             start_onboarding,
             operation_id="startPayoutOnboarding",
             summary="A fresh Stripe Connect onboarding link (an account link) for the caller's Connect account, "
-            "creating an Express account (stored as the payout account) when the caller has none; 503 without Stripe",
+            "creating an Express account (stored as the payout account) when the caller has none; 409 when Stripe "
+            "does not know the stored account (one entered by hand); 503 without Stripe",
             tag="seller",
             answers={201: OnboardingLink},
             auth=Auth.SESSION,
-            errors=(503,),
+            errors=(409, 503),
         ),
         api_route(
             "POST",

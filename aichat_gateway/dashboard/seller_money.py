@@ -174,6 +174,12 @@ class SellerMoneyPages:
             failed = Form()
             failed.refuse(CONNECT_FAILED)
             return await self._payouts_view(request, user, Form(), Form(), connect_form=failed, status_code=503)
+        except BillingError as exc:
+            # The stored account is not one Stripe lets this gateway onboard: said next to the field
+            # where another id can be entered.
+            refused = Form(values={"stripe_account_id": ""})
+            refused.refuse(exc.message, exc.param)
+            return await self._payouts_view(request, user, Form(), refused, status_code=409)
         return redirect(link.url, request)
 
     def routes(self) -> list[BaseRoute]:

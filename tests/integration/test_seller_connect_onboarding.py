@@ -111,6 +111,18 @@ async def test_an_account_entered_by_hand_is_the_one_onboarded(client: httpx.Asy
     assert stripe.account_requests() == []
 
 
+async def test_a_stored_account_stripe_does_not_know_is_409_and_is_kept(
+    client: httpx.AsyncClient, stripe: FakeConnect
+) -> None:
+    seller = await _sign_up(client)
+    await client.put("/api/seller/payout-account", json={"stripe_account_id": "acct_1NotOurs"}, headers=seller.headers)
+    refused = await _start(client, seller)
+    assert refused.status_code == 409
+    assert "acct_1NotOurs" in refused.json()["error"]["message"] and STRIPE_KEY not in refused.text
+    stored = await client.get("/api/seller/payout-account", headers=seller.headers)
+    assert stored.json()["stripe_account_id"] == "acct_1NotOurs" and stripe.account_requests() == []
+
+
 async def test_two_requests_at_once_make_one_account_for_the_seller(
     client: httpx.AsyncClient, stripe: FakeConnect
 ) -> None:
@@ -245,6 +257,17 @@ async def test_when_stripe_fails_the_page_says_so_and_keeps_the_manual_option(
     assert "Stripe could not start the onboarding" in failed.text and 'role="alert"' in failed.text
     assert "Stripe account id" in failed.text
     assert STRIPE_KEY not in failed.text
+
+
+async def test_on_the_page_an_unknown_stored_account_is_explained_next_to_the_account_id_field(
+    client: httpx.AsyncClient, stripe: FakeConnect
+) -> None:
+    seller = await _sign_up(client)
+    await client.put("/api/seller/payout-account", json={"stripe_account_id": "acct_1NotOurs"}, headers=seller.headers)
+    refused = await client.post("/app/seller/payouts/connect", data={"csrf_token": client.cookies["aichat_csrf"]})
+    assert refused.status_code == 409
+    assert 'id="f-stripe_account_id-error"' in refused.text and "does not know acct_1NotOurs" in refused.text
+    assert '<details class="more" open>' in refused.text
 
 
 async def test_the_page_lets_the_form_redirect_to_stripe_connect(client: httpx.AsyncClient) -> None:

@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from aichat_gateway.billing.connect import account_idempotency_key, onboarding_urls
-from aichat_gateway.billing.errors import PaymentsUnavailable
+from aichat_gateway.billing.errors import Conflict, PaymentsUnavailable
 from aichat_gateway.billing.stripe_client import StripeClient
 from aichat_gateway.config.settings import Settings, load_settings
 from aichat_gateway.dashboard.csp import content_security_policy
@@ -67,6 +67,16 @@ async def test_an_account_link_is_an_onboarding_link_with_both_urls_and_its_url_
         {"account": account, "refresh_url": "https://gw.test/r", "return_url": "https://gw.test/back",
          "type": "account_onboarding"}
     ]  # fmt: skip
+
+
+async def test_a_link_for_an_account_stripe_does_not_know_is_a_conflict_about_that_account() -> None:
+    with fake_connect(API_BASE):
+        async with StripeClient.open(settings()) as stripe:
+            with pytest.raises(Conflict, match="acct_1NotOurs") as raised:
+                await stripe.create_account_link(
+                    account_id="acct_1NotOurs", refresh_url="https://a", return_url="https://b"
+                )
+    assert raised.value.param == "stripe_account_id"
 
 
 async def test_a_malformed_account_id_never_reaches_stripe() -> None:
