@@ -166,6 +166,9 @@ class SellerMoneyPages:
         """To Stripe's onboarding: the button's POST, and the GET of Stripe's refresh_url (a new link
         for one that expired)."""
         user = await page_user(request)
+        if request.method == "GET" and await self._payouts(request).account(user.id) is None:
+            # Only Stripe's refresh of an account that exists: a GET (a link from anywhere) never creates one.
+            return redirect("/app/seller/payouts", request)
         origin = f"{request.url.scheme}://{request.url.netloc}"
         try:
             link = await onboarding_link(services(request), user.id, user.email, origin, ip=client_ip(request))

@@ -236,6 +236,15 @@ async def test_an_expired_link_is_replaced_by_a_fresh_one_for_the_same_account(
     )
 
 
+async def test_a_get_of_the_refresh_url_never_creates_an_account(
+    client: httpx.AsyncClient, stripe: FakeConnect
+) -> None:
+    await _sign_up(client)
+    sent_back = await client.get("/app/seller/payouts/connect")
+    assert (sent_back.status_code, sent_back.headers["location"]) == (303, "/app/seller/payouts")
+    assert stripe.requests == []
+
+
 async def test_back_from_stripe_the_page_says_onboarding_was_submitted_and_shows_the_account(
     client: httpx.AsyncClient, stripe: FakeConnect
 ) -> None:
