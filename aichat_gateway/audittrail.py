@@ -33,6 +33,7 @@ LISTING_DELETED = "listing.deleted"
 TOPUP_SUCCEEDED = "topup.succeeded"
 PAYOUT_REQUESTED = "payout.requested"
 PAYOUT_CHANGED = "payout.changed"
+PAYOUT_ACCOUNT = "payout.account"
 ADMIN_CREDIT = "admin.credit"
 ADMIN_ROLE = "admin.role"
 ADMIN_DISABLE = "admin.disable"
@@ -52,6 +53,7 @@ ACTION_LABELS: dict[str, str] = {
     TOPUP_SUCCEEDED: "Funds added",
     PAYOUT_REQUESTED: "Payout requested",
     PAYOUT_CHANGED: "Payout updated",
+    PAYOUT_ACCOUNT: "Payout account linked",
     ADMIN_CREDIT: "Credit granted by an admin",
     ADMIN_ROLE: "Role changed by an admin",
     ADMIN_DISABLE: "Account disabled or enabled by an admin",

@@ -339,15 +339,29 @@ class Payouts:
             raise BillingNotFound("no such payout")
         return OpenPayout(Payout.from_row(row), row["seller_email"])
 
-    async def set_account(self, seller_id: str, stripe_account_id: str) -> None:
-        await self._db.execute(
-            """INSERT INTO seller_payout_accounts (user_id, stripe_account_id) VALUES ($1, $2)
-               ON CONFLICT (user_id)
-               DO UPDATE SET stripe_account_id = excluded.stripe_account_id, updated_at = now()""",
-            uuid.UUID(seller_id),
-            stripe_account_id,
-        )
-        log.info("payout_account_set", seller_id=seller_id)
+    async def set_account(
+        self, seller_id: str, stripe_account_id: str, *, ip: str | None = None, how: str = "entered"
+    ) -> None:
+        """Store the seller's Connect account (by hand, or made by onboarding: `how`), audited with it."""
+        async with self._db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO seller_payout_accounts (user_id, stripe_account_id) VALUES ($1, $2)
+                   ON CONFLICT (user_id)
+                   DO UPDATE SET stripe_account_id = excluded.stripe_account_id, updated_at = now()""",
+                uuid.UUID(seller_id),
+                stripe_account_id,
+            )
+            await audittrail.record(
+                conn,
+                audittrail.PAYOUT_ACCOUNT,
+                subject_id=seller_id,
+                actor_id=seller_id,
+                target_type="payout_account",
+                target_id=stripe_account_id,
+                ip=ip,
+                detail={"stripe_account_id": stripe_account_id, "how": how},
+            )
+        log.info("payout_account_set", seller_id=seller_id, how=how)
 
     async def account(self, seller_id: str) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self._db.fetchrow(

@@ -186,6 +186,11 @@ class PayoutAccount(Answer):
     updated_at: datetime | None
 
 
+class OnboardingLink(Answer):
+    url: str
+    stripe_account_id: str
+
+
 class Payout(Answer):
     id: uuid.UUID
     amount_usd: Usd

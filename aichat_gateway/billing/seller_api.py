@@ -18,6 +18,7 @@ from aichat_gateway.apiroute import CURSOR, LIMIT, ApiRoute, Auth, api_route, he
 from aichat_gateway.billing import auditruns
 from aichat_gateway.billing.amounts import usd
 from aichat_gateway.billing.api import read_body
+from aichat_gateway.billing.connect import onboarding_link
 from aichat_gateway.billing.credits import IDEMPOTENCY_PARAM
 from aichat_gateway.billing.earnings import earnings_json, iso, seller_earnings
 from aichat_gateway.billing.errors import InvalidBillingInput, NotAuthenticated, NotPermitted
@@ -27,6 +28,7 @@ from aichat_gateway.billing.schemas import (
     Earnings,
     LastAuditRun,
     MarkPaid,
+    OnboardingLink,
     OpenPayoutList,
     PayoutAccount,
     PayoutAccountRequest,
@@ -133,10 +135,19 @@ async def put_payout_account(request: Request) -> Response:
     seller = _caller(request)
     account = (await read_body(request, PayoutAccountRequest)).stripe_account_id
     payouts = _payouts(request)
-    await payouts.set_account(seller, account)
+    await payouts.set_account(seller, account, ip=request.client.host if request.client else None)
     row = await payouts.account(seller)
     assert row is not None
     return JSONResponse({"stripe_account_id": row["stripe_account_id"], "updated_at": iso(row["updated_at"])})
+
+
+async def start_onboarding(request: Request) -> Response:
+    seller = _caller(request)
+    ip = request.client.host if request.client else None
+    # The origin, not base_url: under the /api mount base_url ends in /api.
+    origin = f"{request.url.scheme}://{request.url.netloc}"
+    link = await onboarding_link(services(request), seller, None, origin, ip=ip)
+    return JSONResponse({"url": link.url, "stripe_account_id": link.stripe_account_id}, status_code=201)
 
 
 async def create_payout(request: Request) -> Response:
@@ -246,6 +257,19 @@ def routes() -> list[ApiRoute]:
             body=PayoutAccountRequest,
             answers={200: PayoutAccount},
             auth=Auth.SESSION,
+        ),
+        api_route(
+            "POST",
+            "/seller/payout-account/onboarding",
+            start_onboarding,
+            operation_id="startPayoutOnboarding",
+            summary="A fresh Stripe Connect onboarding link (an account link) for the caller's Connect account, "
+            "creating an Express account (stored as the payout account) when the caller has none; 409 when Stripe "
+            "does not know the stored account (one entered by hand); 503 without Stripe",
+            tag="seller",
+            answers={201: OnboardingLink},
+            auth=Auth.SESSION,
+            errors=(409, 503),
         ),
         api_route(
             "POST",

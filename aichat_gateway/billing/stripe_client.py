@@ -11,7 +11,8 @@ rare next to /v1 traffic, so a fresh connection costs nothing that matters, and 
 request that opened it (no pool to close at shutdown, no module state). Tests hand `open` an httpx
 transport (a MockTransport) to see and answer every request.
 
-Failures become billing's errors (errors.py): Stripe unreachable (`stripe.APIConnectionError`, after
+Failures become billing's errors (errors.py): an account link refused for its account → Conflict (409);
+Stripe unreachable (`stripe.APIConnectionError`, after
 the SDK's one retry) or answering anything but success → PaymentsUnavailable (503); a transfer
 Stripe refuses for good → TransferRefused. No message carries the secret key: Stripe's own error
 texts are scrubbed first, the key only ever travels in a header, and the SDK's own log lines
@@ -31,7 +32,7 @@ from typing import Any
 import httpx
 import stripe
 
-from aichat_gateway.billing.errors import BillingNotFound, PaymentsUnavailable
+from aichat_gateway.billing.errors import BillingNotFound, Conflict, PaymentsUnavailable
 from aichat_gateway.config.settings import Settings
 
 # Stripe answers in well under a second; a webhook handler waits on these calls, and Stripe gives a
@@ -218,6 +219,8 @@ class TransferRefused:
 # SDK's InvalidRequestError and IdempotencyError (400, 404), CardError (402), PermissionError (403).
 # 401 (our key), 409 (a concurrent use of the key), 429 and 5xx may pass: they are not refusals.
 TRANSFER_REFUSALS = frozenset({400, 402, 403, 404})
+# An account link refused for its account (one typed by hand that is not this platform's, or gone).
+_UNKNOWN_ACCOUNT = frozenset({"account_invalid", "resource_missing"})
 
 
 def parse_transfer(body: Mapping[str, Any]) -> StripeTransfer:
@@ -233,6 +236,22 @@ def parse_transfer(body: Mapping[str, Any]) -> StripeTransfer:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         raise PaymentsUnavailable("Stripe answered a transfer in an unexpected shape") from None
+
+
+def parse_account_id(body: Mapping[str, Any]) -> str:
+    account = body.get("id")
+    if not isinstance(account, str) or not account.startswith("acct_") or body.get("object", "account") != "account":
+        raise PaymentsUnavailable("Stripe answered an account in an unexpected shape")
+    return account
+
+
+def parse_account_link(body: Mapping[str, Any]) -> str:
+    """The link's URL; only an https one is handed to a browser to follow."""
+    url = body.get("url")
+    shaped = body.get("object", "account_link") == "account_link"
+    if not isinstance(url, str) or not url.startswith("https://") or not shaped:
+        raise PaymentsUnavailable("Stripe answered an account link in an unexpected shape")
+    return url
 
 
 def webhook_signature_matches(payload: bytes, timestamp: int, signatures: Sequence[str], secret: str) -> bool:
@@ -442,6 +461,53 @@ class StripeClient:
                 return TransferRefused(exc.http_status, self._scrub(_stripe_message(exc.json_body)))
             raise self._unavailable(exc) from None
         return parse_transfer(_plain(transfer))
+
+    async def create_connect_account(
+        self,
+        *,
+        email: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        country: str | None = None,
+    ) -> str:
+        """An Express connected account that can receive transfers (a seller's payouts); its id.
+        Stripe asks the seller for the rest (identity, bank) on the onboarding page of an account link."""
+        params: Any = {
+            "type": "express",
+            "capabilities": {"transfers": {"requested": True}},
+            "metadata": dict(metadata),
+            **({"email": email} if email is not None else {}),
+            **({"country": country} if country is not None else {}),
+        }
+        body = await self._answer(self._sdk.v1.accounts.create_async(params, {"idempotency_key": idempotency_key}))
+        return parse_account_id(body)
+
+    async def create_account_link(self, *, account_id: str, refresh_url: str, return_url: str) -> str:
+        """A one-time onboarding URL on connect.stripe.com for the account (it expires within minutes,
+        so each visit asks for a new one)."""
+        params: Any = {
+            "account": _path_id(account_id),
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+            "type": "account_onboarding",
+        }
+        try:
+            link = await self._sdk.v1.account_links.create_async(params)
+        except (stripe.InvalidRequestError, stripe.PermissionError) as exc:
+            if (
+                getattr(exc, "param", None) == "account"
+                or exc.code in _UNKNOWN_ACCOUNT
+                or exc.http_status in (403, 404)
+            ):
+                raise Conflict(
+                    f"Stripe does not know {account_id} as a Connect account of this gateway: enter the id of "
+                    "one that is, or ask the operator to clear it",
+                    param="stripe_account_id",
+                ) from None
+            raise self._unavailable(exc) from None
+        except stripe.StripeError as exc:
+            raise self._unavailable(exc) from None
+        return parse_account_link(_plain(link))
 
     async def _answer(self, call: Awaitable[stripe.StripeObject]) -> dict[str, Any]:
         """The SDK's answer as plain JSON data; any SDK error as PaymentsUnavailable."""

@@ -10,11 +10,16 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Where a Connect account link sends the seller. Browsers apply form-action to a form's redirects
+# too, so the payouts page's onboarding form (a POST answered by a 303 to the link) needs it.
+STRIPE_CONNECT_ORIGIN = "https://connect.stripe.com"
 
-def content_security_policy(stripe_js_url: str | None = None) -> str:
+
+def content_security_policy(stripe_js_url: str | None = None, *, connect_onboarding: bool = False) -> str:
     """Pure: the policy. Stripe.js must come from Stripe (it refuses to be self-hosted) and talks to
     its own API and frames, so its origin is allowed for scripts, frames and connections, and only
-    when the gateway uses Stripe."""
+    when the gateway uses Stripe; Stripe Connect's onboarding origin may end a form's redirects only
+    when the gateway has a Stripe secret key (`connect_onboarding`)."""
     extra: tuple[str, ...] = ()
     if stripe_js_url:
         parts = urlsplit(stripe_js_url)
@@ -33,7 +38,7 @@ def content_security_policy(stripe_js_url: str | None = None) -> str:
         ("frame-src", sources() or "'none'"),
         ("object-src", "'none'"),
         ("base-uri", "'none'"),
-        ("form-action", "'self'"),
+        ("form-action", f"'self' {STRIPE_CONNECT_ORIGIN}" if connect_onboarding else "'self'"),
         ("frame-ancestors", "'none'"),
     )
     return "; ".join(f"{name} {value}" for name, value in directives)

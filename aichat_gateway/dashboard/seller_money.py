@@ -6,9 +6,11 @@ too, so a payout request here obeys the same minimum, holding period and approva
 same words, and is recorded in the audit trail in the payout's own transaction.
 
 Payouts reach a seller by Stripe Connect (a transfer to the seller's connected account, when the
-gateway has Stripe keys and the seller gave their `acct_...` id) or by hand (an admin pays and marks
-the payout paid with a reference). Billing has no Connect onboarding (account links) yet, so the
-page asks for the account id of a Connect account the seller already has.
+gateway has a Stripe key) or by hand (an admin pays and marks the payout paid with a reference).
+With Stripe, "Set up payouts with Stripe" sends the seller to Stripe's onboarding (billing/connect.py:
+their Express account, made and stored on first use, and a fresh account link); Stripe sends them
+back to this page (`?connect=returned`), or to `/app/seller/payouts/connect` for a new link when
+one expired. The id of a Connect account the seller already has can still be entered by hand.
 """
 
 from __future__ import annotations
@@ -22,20 +24,34 @@ from starlette.routing import BaseRoute, Route
 
 from aichat_gateway.accounts.api import client_ip
 from aichat_gateway.billing.amounts import usd
+from aichat_gateway.billing.connect import onboarding_link
 from aichat_gateway.billing.earnings import DayEarning, seller_earnings
-from aichat_gateway.billing.errors import BillingError
+from aichat_gateway.billing.errors import BillingError, PaymentsUnavailable
 from aichat_gateway.billing.payouts import Payouts
 from aichat_gateway.billing.schemas import PayoutAccountRequest, PayoutRequest
 from aichat_gateway.billing.seller_api import earnings_window
+from aichat_gateway.config.logging import get_logger
 from aichat_gateway.dashboard.forms import Form, read_form, validate
 from aichat_gateway.dashboard.pages import page_user, redirect
 from aichat_gateway.dashboard.services import services
 from aichat_gateway.dashboard.templating import PageUser, Templates
 
+log = get_logger(__name__)
+
 HISTORY: Final = 50
+# Stripe's own error text stays in the log: the seller can do nothing with it.
+CONNECT_FAILED: Final = (
+    "Stripe could not start the onboarding just now. Try again in a minute, or enter the id of a Stripe account "
+    "you already have below."
+)
 NOTICES: Final = {
     "requested": "Payout requested.",
     "account": "Stripe account saved: payouts are sent to it.",
+}
+# Where Stripe's onboarding sends the seller back (billing/connect.py RETURN_PATH).
+CONNECT_NOTICES: Final = {
+    "returned": "Stripe onboarding submitted. Stripe checks the details; payouts are sent to your connected "
+    "account once it can receive transfers.",
 }
 
 
@@ -85,7 +101,9 @@ class SellerMoneyPages:
 
     async def payouts_page(self, request: Request) -> Response:
         user = await page_user(request)
-        notice = NOTICES.get(request.query_params.get("done", ""))
+        notice = NOTICES.get(request.query_params.get("done", "")) or CONNECT_NOTICES.get(
+            request.query_params.get("connect", "")
+        )
         return await self._payouts_view(request, user, Form(), Form(), notice=notice)
 
     async def _payouts_view(
@@ -95,6 +113,7 @@ class SellerMoneyPages:
         form: Form,
         account_form: Form,
         *,
+        connect_form: Form | None = None,
         status_code: int = 200,
         notice: str | None = None,
     ) -> Response:
@@ -111,6 +130,7 @@ class SellerMoneyPages:
             "history": history,
             "form": form,
             "account_form": account_form,
+            "connect_form": connect_form or Form(),
             "account": account["stripe_account_id"] if account else None,
             "stripe": settings.stripe_secret_key is not None,
             "rules": payout_rules(settings.payout_min_usd, settings.earnings_hold_days, settings.payout_approval_usd),
@@ -139,8 +159,31 @@ class SellerMoneyPages:
         body = validate(form, PayoutAccountRequest, {"stripe_account_id": form.values["stripe_account_id"].strip()})
         if body is None:
             return await self._payouts_view(request, user, Form(), form, status_code=400)
-        await self._payouts(request).set_account(user.id, body.stripe_account_id)
+        await self._payouts(request).set_account(user.id, body.stripe_account_id, ip=client_ip(request))
         return redirect("/app/seller/payouts?done=account", request)
+
+    async def connect(self, request: Request) -> Response:
+        """To Stripe's onboarding: the button's POST, and the GET of Stripe's refresh_url (a new link
+        for one that expired)."""
+        user = await page_user(request)
+        if request.method == "GET" and await self._payouts(request).account(user.id) is None:
+            # Only Stripe's refresh of an account that exists: a GET (a link from anywhere) never creates one.
+            return redirect("/app/seller/payouts", request)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        try:
+            link = await onboarding_link(services(request), user.id, user.email, origin, ip=client_ip(request))
+        except PaymentsUnavailable as exc:
+            log.warning("connect_onboarding_failed", seller_id=user.id, error=exc.message)
+            failed = Form()
+            failed.refuse(CONNECT_FAILED)
+            return await self._payouts_view(request, user, Form(), Form(), connect_form=failed, status_code=503)
+        except BillingError as exc:
+            # The stored account is not one Stripe lets this gateway onboard: said next to the field
+            # where another id can be entered.
+            refused = Form(values={"stripe_account_id": ""})
+            refused.refuse(exc.message, exc.param)
+            return await self._payouts_view(request, user, Form(), refused, status_code=409)
+        return redirect(link.url, request)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -148,4 +191,5 @@ class SellerMoneyPages:
             Route("/app/seller/payouts", self.payouts_page, methods=["GET"]),
             Route("/app/seller/payouts", self.request_payout, methods=["POST"]),
             Route("/app/seller/payout-account", self.set_account, methods=["POST"]),
+            Route("/app/seller/payouts/connect", self.connect, methods=["GET", "POST"]),
         ]

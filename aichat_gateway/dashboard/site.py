@@ -106,7 +106,7 @@ def build_site(settings: Settings) -> Starlette:
         middleware=[
             Middleware(
                 SecurityHeaders,
-                policy=content_security_policy(stripe_js),
+                policy=content_security_policy(stripe_js, connect_onboarding=settings.stripe_secret_key is not None),
             ),
             Middleware(FormCsrf),
             Middleware(

@@ -1,6 +1,6 @@
-"""Where Stripe is configured, the payouts page takes the seller's Stripe Connect account id (the
-API's PUT /api/seller/payout-account rule and store); billing has no Connect onboarding (account
-links) yet, so the page asks for the id of an account the seller already has."""
+"""Where Stripe is configured, the payouts page also takes the id of a Stripe Connect account the
+seller already has (the API's PUT /api/seller/payout-account rule and store), next to Connect
+onboarding (test_seller_connect_onboarding.py)."""
 
 from __future__ import annotations
 
