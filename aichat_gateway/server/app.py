@@ -21,7 +21,8 @@ from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
+from starlette.types import Scope
 
 from aichat_gateway.accounts import component as accounts
 from aichat_gateway.accounts.backend import SessionBackend, auth_error_response, live_session_role
@@ -55,6 +56,17 @@ class Component(Protocol):
 # Started in this order (the listing snapshot is loaded before the proxy's recovery reads it) and
 # stopped in reverse.
 COMPONENTS: tuple[Component, ...] = (accounts, marketplace, billing, proxy)
+
+
+class PagesMount(Mount):
+    """The dashboard at the root, for every path but `/v1`'s: an unknown `/v1` path (an SDK of
+    tomorrow calling an endpoint we lack) stays an OpenAI-shaped 404, never an HTML page."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if path == "/v1" or path.startswith("/v1/"):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def api_routes() -> list[ApiRoute]:
@@ -139,7 +151,7 @@ def create_app(
             Route("/openapi.json", openapi.openapi_endpoint(api.routes), methods=["GET"]),
             Mount("/api", app=api),
             # Last: the dashboard's pages see only what nothing above serves (GATEWAY_DASHBOARD=0: none).
-            *([Mount("", app=site)] if site is not None else []),
+            *([PagesMount("", app=site)] if site is not None else []),
         ],
         middleware=[Middleware(request_context)],
         exception_handlers=exception_handlers(),

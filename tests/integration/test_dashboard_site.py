@@ -128,3 +128,9 @@ async def test_a_fault_in_a_page_is_a_themed_500_page_without_details(
     assert response.status_code == 500
     assert "Something went wrong" in response.text
     assert "balances unavailable" not in response.text and "Traceback" not in response.text
+
+
+async def test_an_unknown_v1_path_stays_an_openai_shaped_404(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/completions-of-the-future", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
