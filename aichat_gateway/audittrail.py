@@ -166,7 +166,7 @@ async def events(
             target_type=row["target_type"],
             target_id=row["target_id"],
             ip=row["ip"],
-            detail=orjson.loads(row["detail"]),
+            detail=_detail(row["detail"]),
             subject_email=row["subject_email"],
         )
         for row in rows
@@ -183,6 +183,13 @@ def inet(value: str | None) -> str | None:
         return str(ipaddress.ip_address(value))
     except ValueError:
         return None
+
+
+def _detail(text: str) -> dict[str, Any]:
+    """An event's detail object. A detail that is not an object (a JSON string: rows written by a
+    development build that encoded it twice) is shown under "value" rather than failing the page."""
+    value = orjson.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
