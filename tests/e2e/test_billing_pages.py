@@ -161,17 +161,21 @@ def _api(page: Page, method: str, path: str, body: dict[str, Any] | None = None)
     return answer.json()
 
 
-def test_after_paying_and_calling_a_model_the_pages_show_the_request_and_the_new_balance(
+def test_sign_up_create_a_key_pay_by_card_call_a_model_and_see_the_request_and_the_new_balance(
     page: Page, site: Site
 ) -> None:
     model = f"billing-e2e-{secrets.token_hex(4)}"
     _seller_listing(site, model)
     register(page, site)
+    page.goto(site.at("/app/keys"))
+    page.get_by_role("textbox", name="Name").fill("billing e2e key")
+    page.get_by_role("button", name="Create key").click()
+    created = page.get_by_role("region", name="Key “billing e2e key” created")
+    key = created.get_by_text(re.compile(r"^agw-[A-Za-z0-9_-]{43}$")).inner_text()
     add_funds(page, site, "10.00")
     type_card(page, CARD_OK)
     page.get_by_role("button", name="Pay $10.00").click()
     expect(page.get_by_text("Added $10.00 to your balance.")).to_be_visible(timeout=CREDIT_WAIT_MS)
-    key = _api(page, "POST", "/api/keys", {"name": "billing e2e key"})["key"]
     headers = {"authorization": f"Bearer {key}"}
     chat = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
     answer = httpx.post(site.at("/v1/chat/completions"), json=chat, headers=headers, timeout=30)
